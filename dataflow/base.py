@@ -1,0 +1,287 @@
+"""The DataFlow contract, stated once.
+
+A :class:`DataFlow` is an iterable of *datapoints*. Each datapoint is a
+``list`` (or a ``dict``) of *components*, usually numpy arrays or Python
+scalars. The rules every dataflow in this library follows:
+
+* ``reset_state()`` is called once, in the process that iterates, before the
+  first ``iter(df)``. Processes, sockets, files and random generators are
+  created there, so a dataflow can be forked or pickled until it is reset.
+* ``iter(df)`` yields datapoints. A finite dataflow can be iterated again once
+  a pass has ended (or was abandoned).
+* ``len(df)`` is the number of datapoints one pass yields, or raises
+  :class:`UnknownLengthError`, which is both a ``NotImplementedError`` (as
+  tensorpack code expects) and a ``TypeError`` (so ``list(df)`` still works).
+* ``close()`` releases what ``reset_state()`` acquired. A second call does
+  nothing, and ``with df:`` calls it on exit.
+
+Code written for tensorpack keeps working: ``get_data()`` and ``size()`` are
+aliases of ``__iter__`` and ``__len__``, and a subclass that defines only
+``get_data()`` / ``size()`` behaves as if it defined ``__iter__`` /
+``__len__``.
+"""
+
+from __future__ import annotations
+
+import threading
+from abc import ABCMeta, abstractmethod
+from typing import Any, Dict, Iterator, List, Optional, Union
+
+import numpy as np
+
+__all__ = [
+    "DataFlow",
+    "DataFlowReentrantGuard",
+    "DataFlowTerminated",
+    "Datapoint",
+    "ProxyDataFlow",
+    "ReentrancyError",
+    "RNGDataFlow",
+    "UnknownLengthError",
+]
+
+#: A datapoint: a list of components or a dict of named components.
+Datapoint = Union[List[Any], Dict[Any, Any]]
+
+
+class UnknownLengthError(NotImplementedError, TypeError):
+    """Raised by ``len(df)`` when a dataflow cannot tell how long one pass is.
+
+    It is a ``NotImplementedError`` so that tensorpack-style code
+    (``try: n = df.size() except NotImplementedError: ...``) keeps working, and
+    a ``TypeError`` so that ``list(df)``, which asks for a length hint, treats
+    the length as merely unknown.
+    """
+
+
+class DataFlowTerminated(BaseException):
+    """Signals that a dataflow was stopped from outside while it was running.
+
+    Raised inside worker threads when their runner is closed, so that user code
+    in a source cannot swallow it with ``except Exception``.
+    """
+
+
+class ReentrancyError(RuntimeError):
+    """Raised when a dataflow that cannot be iterated twice at once is."""
+
+
+class DataFlowReentrantGuard:
+    """A guard for ``__iter__`` of dataflows whose iteration is not re-entrant.
+
+    Use it as ``with self._guard:`` around the body of ``__iter__``. A second
+    iteration that starts while the first is still running (in another thread,
+    or a nested loop in the same thread) gets a :class:`ReentrancyError` that
+    names the dataflow and says how to fix the code, instead of silently
+    sharing state with the first.
+
+    Args:
+        owner: what the error message calls the guarded dataflow.
+    """
+
+    def __init__(self, owner: str) -> None:
+        self._owner = owner
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> DataFlowReentrantGuard:
+        if not self._lock.acquire(blocking=False):
+            raise ReentrancyError(
+                f"{self._owner} is already being iterated elsewhere (another loop or "
+                "thread) and cannot be iterated from two places at once; finish or "
+                "break out of the first loop before starting a new one, or build a "
+                "separate dataflow for each consumer"
+            )
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._lock.release()
+
+    def __getstate__(self) -> Dict[str, Any]:
+        return {"_owner": self._owner}
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        self._owner = state["_owner"]
+        self._lock = threading.Lock()
+
+
+def _iter_from_get_data(self: DataFlow) -> Iterator[Datapoint]:
+    return iter(self.get_data())
+
+
+def _len_from_size(self: DataFlow) -> int:
+    try:
+        return int(self.size())
+    except UnknownLengthError:
+        raise
+    except NotImplementedError as err:
+        # An old-style size() that raises NotImplementedError means "unknown";
+        # re-raise as the error that is also a TypeError so list(df) works.
+        raise UnknownLengthError(str(err) or f"{type(self).__name__} has no length") from err
+
+
+class DataFlow(metaclass=ABCMeta):
+    """Base class of every dataflow: an iterable of datapoints.
+
+    Subclass it and define ``__iter__`` (a generator is easiest) to write a
+    source; define ``__len__`` when the number of datapoints in one pass is
+    known. Define ``reset_state()`` to create what must not be shared between
+    processes (random generators, open files, sockets), and ``close()`` to
+    release it.
+
+    Example:
+        >>> class Squares(DataFlow):
+        ...     def __iter__(self):
+        ...         for i in range(3):
+        ...             yield [i, i * i]
+        ...     def __len__(self):
+        ...         return 3
+        >>> df = Squares()
+        >>> df.reset_state()
+        >>> list(df)
+        [[0, 0], [1, 1], [2, 4]]
+    """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # The tensorpack interface: a class that defines only get_data()/size()
+        # gets __iter__/__len__ that call them. Its own methods win over the
+        # ones it inherits, just as if it had defined __iter__/__len__.
+        if "get_data" in cls.__dict__ and "__iter__" not in cls.__dict__:
+            cls.__iter__ = _iter_from_get_data  # type: ignore[method-assign]
+        if "size" in cls.__dict__ and "__len__" not in cls.__dict__:
+            cls.__len__ = _len_from_size  # type: ignore[method-assign]
+
+    @abstractmethod
+    def __iter__(self) -> Iterator[Datapoint]:
+        """Yield the datapoints of one pass."""
+
+    def __len__(self) -> int:
+        """The number of datapoints one pass yields.
+
+        Raises:
+            UnknownLengthError: the dataflow does not know it.
+        """
+        raise UnknownLengthError(
+            f"{type(self).__name__} does not know how many datapoints one pass yields"
+        )
+
+    def reset_state(self) -> None:
+        """Prepare to iterate; call once, in the process that iterates."""
+
+    def close(self) -> None:
+        """Release what ``reset_state()`` acquired. Calling it again does nothing."""
+
+    def __enter__(self) -> DataFlow:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ---- tensorpack names ------------------------------------------------
+    def get_data(self) -> Iterator[Datapoint]:
+        """Alias of ``iter(df)``, kept for code written for tensorpack."""
+        return self.__iter__()
+
+    def size(self) -> int:
+        """Alias of ``len(df)``, kept for code written for tensorpack."""
+        return self.__len__()
+
+
+class ProxyDataFlow(DataFlow):
+    """A dataflow that wraps another one, ``self.ds``.
+
+    ``reset_state``, ``__iter__``, ``__len__`` and ``close`` are forwarded to
+    ``self.ds``; subclasses override the ones they change.
+
+    Args:
+        ds: the dataflow to wrap.
+    """
+
+    def __init__(self, ds: DataFlow) -> None:
+        if not isinstance(ds, DataFlow):
+            hint = (
+                "; wrap a list in DataFromList(...) or any other iterable in DataFromIterable(...)"
+                if hasattr(ds, "__iter__")
+                else ""
+            )
+            raise TypeError(f"ds must be a DataFlow, got {type(ds).__name__}{hint}")
+        self.ds = ds
+
+    def reset_state(self) -> None:
+        self.ds.reset_state()
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __iter__(self) -> Iterator[Datapoint]:
+        return iter(self.ds)
+
+    def close(self) -> None:
+        self.ds.close()
+
+
+def _seed_to_state(seed: Optional[int]) -> np.ndarray:
+    """The 128-bit state that seeds a dataflow's ``RandomState``.
+
+    ``None`` draws fresh entropy from the operating system, so every process
+    and every ``reset_state()`` gets its own stream. An int gives the same
+    stream every time.
+    """
+    return np.random.SeedSequence(seed).generate_state(4)
+
+
+def _check_seed(seed: Any) -> Optional[int]:
+    if seed is None:
+        return None
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"seed must be None or a non-negative int, got {seed!r}")
+    return int(seed)
+
+
+class RNGDataFlow(DataFlow):
+    """A dataflow that draws random numbers from its own ``self.rng``.
+
+    ``self.rng`` is a ``numpy.random.RandomState`` created in
+    ``reset_state()``. Without a seed, each ``reset_state()`` draws fresh
+    entropy from the operating system, so copies of the dataflow in different
+    processes never share a stream. With a seed (``set_seed(n)``, or the
+    ``seed=`` argument of the built-in sources) every ``reset_state()`` starts
+    the same stream, so runs are reproducible.
+
+    Example:
+        >>> class Coin(RNGDataFlow):
+        ...     def __iter__(self):
+        ...         for _ in range(3):
+        ...             yield [int(self.rng.randint(2))]
+        >>> a, b = Coin().set_seed(7), Coin().set_seed(7)
+        >>> a.reset_state(); b.reset_state()
+        >>> list(a) == list(b)
+        True
+    """
+
+    #: The seed of ``self.rng``; ``None`` means fresh entropy at every reset.
+    seed: Optional[int] = None
+    _rng: Optional[np.random.RandomState] = None
+
+    def set_seed(self, seed: Optional[int]) -> RNGDataFlow:
+        """Seed ``self.rng`` at the next ``reset_state()``; returns ``self``."""
+        self.seed = _check_seed(seed)
+        return self
+
+    @property
+    def rng(self) -> np.random.RandomState:
+        """The random generator of this dataflow (after ``reset_state()``)."""
+        if self._rng is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.rng does not exist before reset_state(); call "
+                "reset_state() once, in the process that iterates, before iterating"
+            )
+        return self._rng
+
+    @rng.setter
+    def rng(self, value: np.random.RandomState) -> None:
+        self._rng = value
+
+    def reset_state(self) -> None:
+        super().reset_state()
+        self._rng = np.random.RandomState(_seed_to_state(self.seed))

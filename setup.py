@@ -1,0 +1,52 @@
+"""Packaging for dataflow. The version lives in dataflow/_version.py only."""
+
+import os
+import re
+
+from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def read(*parts):
+    with open(os.path.join(HERE, *parts), encoding="utf-8") as f:
+        return f.read()
+
+
+VERSION = re.search(r'^__version__ = "([^"]+)"', read("dataflow", "_version.py"), re.M).group(1)
+
+EXTRAS = {
+    "lmdb": ["lmdb>=1.0"],
+    "image": ["opencv-python-headless>=4.5"],
+    "hdf5": ["h5py>=3.0"],
+    "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6.50"],
+}
+EXTRAS["all"] = sorted({req for name in ("lmdb", "image", "hdf5") for req in EXTRAS[name]})
+
+setup(
+    name="dataflow",
+    version=VERSION,
+    description="Fast, reliable, framework-agnostic data pipelines for machine learning",
+    long_description=read("README.md"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    packages=find_packages(include=["dataflow", "dataflow.*"]),
+    package_data={"dataflow": ["py.typed"]},
+    python_requires=">=3.9",
+    install_requires=[
+        "numpy>=1.20",
+        "pyzmq>=22",
+        "msgpack>=1.0",
+        "msgpack-numpy>=0.4.8",
+        "tabulate>=0.8",
+        "tqdm>=4.50",
+    ],
+    extras_require=EXTRAS,
+    classifiers=[
+        "License :: OSI Approved :: Apache Software License",
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+        "Typing :: Typed",
+    ],
+    zip_safe=False,
+)
