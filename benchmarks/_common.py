@@ -1,0 +1,36 @@
+"""Shared timing helpers for the benchmarks: repeated, interleaved, medians.
+
+Machines are shared and noisy, so every figure is the median of several
+repeats, and a benchmark interleaves the candidates (A, B, A, B, ...) so that
+a slow moment on the machine hurts both sides alike.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable, Dict, List, Sequence, Tuple
+
+from tabulate import tabulate
+
+
+def timed(fn: Callable[[], int]) -> Tuple[float, int]:
+    """Run *fn* once; return (seconds, the count it returned)."""
+    start = time.perf_counter()
+    count = fn()
+    return time.perf_counter() - start, count
+
+
+def interleaved_rates(candidates: Dict[str, Callable[[], int]], repeats: int) -> Dict[str, float]:
+    """Median items/s of each candidate; each callable returns how many items it processed."""
+    rates: Dict[str, List[float]] = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, fn in candidates.items():
+            seconds, count = timed(fn)
+            rates[name].append(count / seconds)
+    return {name: statistics.median(r) for name, r in rates.items()}
+
+
+def print_table(title: str, rows: Sequence[Sequence[object]], headers: Sequence[str]) -> None:
+    print(f"\n## {title}\n")
+    print(tabulate(rows, headers=headers, tablefmt="github", floatfmt=",.2f"))
