@@ -12,7 +12,12 @@ iterate it in a plain for-loop::
         ...
 
 This module only re-exports the public names; each lives in its own module.
+The subpackage ``dataflow.dataset`` (standard dataset readers) is imported on
+first use, so ``import dataflow`` stays light.
 """
+
+import importlib as _importlib
+from typing import Any as _Any
 
 from ._version import __version__
 from .base import (
@@ -25,12 +30,13 @@ from .base import (
     UnknownLengthError,
 )
 
-# [exports: sources]
+from .sources import DataFromList  # [exports: sources]
 # [exports: transforms]
 # [exports: batch]
 # [exports: combine]
 # [exports: buffer]
 # [exports: debug]
+# [exports: formats]
 from .testing import check_dataflow
 
 __all__ = [
@@ -43,12 +49,22 @@ __all__ = [
     "ReentrancyError",
     "RNGDataFlow",
     "UnknownLengthError",
-    # [all: sources]
+    # sources
+    "DataFromList",  # [all: sources]
     # [all: transforms]
     # [all: batch]
     # [all: combine]
     # [all: buffer]
     # [all: debug]
+    # [all: formats]
     # testing
     "check_dataflow",
 ]
+
+_LAZY_SUBMODULES = ("dataset",)
+
+
+def __getattr__(name: str) -> _Any:
+    if name in _LAZY_SUBMODULES:
+        return _importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
