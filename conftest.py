@@ -15,6 +15,9 @@ import pytest
 import dataflow
 from dataflow.testing import live_child_pids, live_threads, wait_for_leftovers
 
+# The API reference repeats the docstrings, whose examples already run as doctests.
+collect_ignore = ["docs/api.md"]
+
 
 @pytest.fixture(autouse=True)
 def no_leftover_threads_or_processes():

@@ -30,13 +30,31 @@ from .base import (
     UnknownLengthError,
 )
 
-from .sources import DataFromList  # [exports: sources]
-# [exports: transforms]
-# [exports: batch]
-# [exports: combine]
-# [exports: buffer]
-# [exports: debug]
-# [exports: formats]
+from .sources import (
+    DataFromGenerator,
+    DataFromIterable,
+    DataFromList,
+    DataFromQueue,
+    FakeData,
+)
+from .transforms import (
+    FixedSizeData,
+    MapData,
+    MapDataComponent,
+    RepeatedData,
+    RepeatedDataPoint,
+    SelectComponent,
+)
+from .batch import BatchData, BatchDataByShape, unbatch
+from .combine import ConcatData, JoinData, RandomChooseData, RandomMixData
+from .buffer import CacheData, LocallyShuffleData
+from .debug import (
+    PrintData,
+    TestDataSpeed,
+    describe_datapoint,
+    measure_throughput,
+    throughput_table,
+)
 from .testing import check_dataflow
 
 __all__ = [
@@ -50,13 +68,36 @@ __all__ = [
     "RNGDataFlow",
     "UnknownLengthError",
     # sources
-    "DataFromList",  # [all: sources]
-    # [all: transforms]
-    # [all: batch]
-    # [all: combine]
-    # [all: buffer]
-    # [all: debug]
-    # [all: formats]
+    "DataFromGenerator",
+    "DataFromIterable",
+    "DataFromList",
+    "DataFromQueue",
+    "FakeData",
+    # transforms
+    "FixedSizeData",
+    "MapData",
+    "MapDataComponent",
+    "RepeatedData",
+    "RepeatedDataPoint",
+    "SelectComponent",
+    # batch
+    "BatchData",
+    "BatchDataByShape",
+    "unbatch",
+    # combine
+    "ConcatData",
+    "JoinData",
+    "RandomChooseData",
+    "RandomMixData",
+    # buffer
+    "CacheData",
+    "LocallyShuffleData",
+    # debug
+    "PrintData",
+    "TestDataSpeed",
+    "describe_datapoint",
+    "measure_throughput",
+    "throughput_table",
     # testing
     "check_dataflow",
 ]

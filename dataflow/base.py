@@ -29,6 +29,8 @@ from typing import Any, Dict, Iterator, List, Optional, Union
 
 import numpy as np
 
+from ._checks import check_seed as _check_seed
+
 __all__ = [
     "DataFlow",
     "DataFlowReentrantGuard",
@@ -77,6 +79,22 @@ class DataFlowReentrantGuard:
 
     Args:
         owner: what the error message calls the guarded dataflow.
+
+    Example:
+        >>> class Stream(DataFlow):
+        ...     def __init__(self):
+        ...         self._guard = DataFlowReentrantGuard("Stream")
+        ...     def __iter__(self):
+        ...         with self._guard:
+        ...             yield from ([i] for i in range(3))
+        >>> df = Stream()
+        >>> outer = iter(df)
+        >>> next(outer)
+        [0]
+        >>> next(iter(df))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        dataflow.base.ReentrancyError: Stream is already being iterated elsewhere ...
     """
 
     def __init__(self, owner: str) -> None:
@@ -154,6 +172,7 @@ class DataFlow(metaclass=ABCMeta):
     @abstractmethod
     def __iter__(self) -> Iterator[Datapoint]:
         """Yield the datapoints of one pass."""
+        raise NotImplementedError(f"{type(self).__name__} must define __iter__()")
 
     def __len__(self) -> int:
         """The number of datapoints one pass yields.
@@ -180,7 +199,13 @@ class DataFlow(metaclass=ABCMeta):
     # ---- tensorpack names ------------------------------------------------
     def get_data(self) -> Iterator[Datapoint]:
         """Alias of ``iter(df)``, kept for code written for tensorpack."""
-        return self.__iter__()
+        # The nearest real __iter__, skipping the ones that call get_data(): so a
+        # subclass's get_data() may call super().get_data() without recursing.
+        for klass in type(self).__mro__:
+            method = klass.__dict__.get("__iter__")
+            if method is not None and method is not _iter_from_get_data:
+                return method(self)
+        raise AssertionError("unreachable: DataFlow defines __iter__")
 
     def size(self) -> int:
         """Alias of ``len(df)``, kept for code written for tensorpack."""
@@ -195,6 +220,16 @@ class ProxyDataFlow(DataFlow):
 
     Args:
         ds: the dataflow to wrap.
+
+    Example:
+        >>> class Negate(ProxyDataFlow):
+        ...     def __iter__(self):
+        ...         for dp in self.ds:
+        ...             yield [-x for x in dp]
+        >>> df = Negate(DataFromList([[1, 2], [3, 4]], shuffle=False))
+        >>> df.reset_state()
+        >>> list(df), len(df)
+        ([[-1, -2], [-3, -4]], 2)
     """
 
     def __init__(self, ds: DataFlow) -> None:
@@ -228,14 +263,6 @@ def _seed_to_state(seed: Optional[int]) -> np.ndarray:
     stream every time.
     """
     return np.random.SeedSequence(seed).generate_state(4)
-
-
-def _check_seed(seed: Any) -> Optional[int]:
-    if seed is None:
-        return None
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be None or a non-negative int, got {seed!r}")
-    return int(seed)
 
 
 class RNGDataFlow(DataFlow):

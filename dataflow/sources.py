@@ -2,25 +2,414 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator, List, Optional
+import functools
+import numbers
+from collections.abc import Iterator as _IteratorABC
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
-from .base import Datapoint, RNGDataFlow, _check_seed
+import numpy as np
 
-__all__ = ["DataFromList"]
+from ._checks import check_bool as _check_bool
+from ._checks import check_int as _check_int
+from ._checks import is_int as _is_int
+from .base import DataFlow, DataFlowReentrantGuard, Datapoint, RNGDataFlow, UnknownLengthError
+
+__all__ = ["DataFromGenerator", "DataFromIterable", "DataFromList", "DataFromQueue", "FakeData"]
+
+
+class _IterateOnce:
+    """Hands out a single-use iterator once; asking again is a clear error."""
+
+    def __init__(self, iterator: Iterator[Any], owner: str, advice: str) -> None:
+        self._iterator: Optional[Iterator[Any]] = iterator
+        self._message = (
+            f"{owner} was given a {type(iterator).__name__} object, which can be "
+            f"iterated only once, and a second pass was started; {advice}"
+        )
+
+    def __call__(self) -> Iterator[Any]:
+        iterator, self._iterator = self._iterator, None
+        if iterator is None:
+            raise RuntimeError(self._message)
+        return iterator
+
+
+def _is_iterable(value: Any) -> bool:
+    return hasattr(value, "__iter__") or hasattr(value, "__getitem__")
+
+
+def _pass_maker(iterable: Iterable[Any], owner: str, advice: str) -> Callable[[], Iterator[Any]]:
+    """A function giving ``iter(iterable)`` for each pass; for a single-use iterator, a
+    clear error from the second pass on."""
+    if isinstance(iterable, _IteratorABC):
+        return _IterateOnce(iterable, owner, advice)
+    return functools.partial(iter, iterable)
 
 
 class DataFromList(RNGDataFlow):
-    """Yield the datapoints of a list, in order or shuffled anew every pass."""
+    """Yield the datapoints of a list, in order or shuffled anew every pass.
 
-    def __init__(self, lst: List[Any], shuffle: bool = True, *, seed: Optional[int] = None):
+    Each element of *lst* is one datapoint and is yielded as it is (not
+    copied), so wrappers that change datapoints must not change them in place
+    (the built-in ones do not). ``len()`` is exactly ``len(lst)``. With
+    *shuffle*, every pass is a new permutation drawn from ``self.rng``; with a
+    *seed*, the sequence of permutations is the same in every run. Holds only
+    a reference to *lst*.
+
+    Args:
+        lst: a list or tuple of datapoints, each a list or a dict.
+        shuffle: shuffle at every pass (default) or keep the order of *lst*.
+        seed: seeds ``self.rng`` at every ``reset_state()``; ``None`` (the
+            default) draws fresh entropy, so every process shuffles differently.
+
+    Example:
+        >>> df = DataFromList([[1, "a"], [2, "b"], [3, "c"]], shuffle=False)
+        >>> df.reset_state()
+        >>> list(df)
+        [[1, 'a'], [2, 'b'], [3, 'c']]
+        >>> df = DataFromList([[i] for i in range(5)], seed=0)
+        >>> df.reset_state()
+        >>> sorted(dp[0] for dp in df)
+        [0, 1, 2, 3, 4]
+    """
+
+    def __init__(
+        self, lst: Sequence[Datapoint], shuffle: bool = True, *, seed: Optional[int] = None
+    ) -> None:
+        if not isinstance(lst, (list, tuple)):
+            raise TypeError(f"lst must be a list or tuple of datapoints, got {type(lst).__name__}")
+        # Checking the set of types is much faster than an isinstance per element.
+        if not all(issubclass(t, (list, dict)) for t in set(map(type, lst))):
+            k = next(k for k, dp in enumerate(lst) if not isinstance(dp, (list, dict)))
+            hint = "; convert with [list(dp) for dp in lst]" if isinstance(lst[k], tuple) else ""
+            raise TypeError(
+                f"lst[{k}] must be a list or dict datapoint, got {type(lst[k]).__name__}{hint}"
+            )
         self.lst = lst
-        self.shuffle = shuffle
-        self.seed = _check_seed(seed)
+        self.shuffle = _check_bool("shuffle", shuffle)
+        self.set_seed(seed)
 
     def __len__(self) -> int:
         return len(self.lst)
 
     def __iter__(self) -> Iterator[Datapoint]:
+        lst = self.lst
         if not self.shuffle:
-            return iter(self.lst)
-        return map(self.lst.__getitem__, self.rng.permutation(len(self.lst)).tolist())
+            return iter(lst)
+        return map(lst.__getitem__, self.rng.permutation(len(lst)).tolist())
+
+
+class DataFromGenerator(DataFlow):
+    """Yield the datapoints of a generator, or of a function that makes one per pass.
+
+    Pass a function that returns a new generator (or any iterable) and every
+    pass calls it, so the dataflow can be iterated many times. Pass a
+    generator object and the dataflow is single-use: a second pass raises a
+    ``RuntimeError`` instead of silently yielding nothing. ``len()`` is
+    *size* when given (it is trusted, not checked), and unknown otherwise.
+    Holds nothing besides *gen*.
+
+    Args:
+        gen: a function returning an iterable of datapoints (re-iterable); a
+            generator or other iterator (single pass only); or, as in
+            tensorpack, any other iterable (iterated anew every pass).
+        size: the number of datapoints one pass yields, if known; ``None``
+            (the default) means unknown.
+
+    Example:
+        >>> def squares():
+        ...     for i in range(3):
+        ...         yield [i * i]
+        >>> df = DataFromGenerator(squares, size=3)
+        >>> df.reset_state()
+        >>> list(df), list(df), len(df)
+        ([[0], [1], [4]], [[0], [1], [4]], 3)
+
+    Note:
+        ``DataFromGenerator(squares())`` (with the call) works for one pass
+        only; wrappers that iterate more than once, such as ``RepeatedData``,
+        then fail at the second pass. Pass ``squares`` itself.
+    """
+
+    def __init__(
+        self,
+        gen: Union[Callable[[], Iterable[Datapoint]], Iterator[Datapoint]],
+        size: Optional[int] = None,
+    ) -> None:
+        if callable(gen):
+            self._make_iterable: Callable[[], Iterable[Datapoint]] = gen
+        elif _is_iterable(gen):
+            self._make_iterable = _pass_maker(
+                gen,
+                "DataFromGenerator",
+                "to iterate more than once, pass a function that returns a new generator, "
+                "e.g. DataFromGenerator(my_generator) instead of DataFromGenerator(my_generator())",
+            )
+        else:
+            raise TypeError(
+                f"gen must be a generator or a function returning an iterable, got {gen!r}"
+            )
+        if size is not None:
+            size = _check_int("size", size, 0, "None or a non-negative int")
+        self._size = size
+
+    def __len__(self) -> int:
+        if self._size is None:
+            raise UnknownLengthError(
+                "DataFromGenerator does not know how many datapoints one pass yields; "
+                "pass size= if you know it"
+            )
+        return self._size
+
+    def __iter__(self) -> Iterator[Datapoint]:
+        iterable = self._make_iterable()
+        try:
+            return iter(iterable)
+        except TypeError:
+            raise TypeError(
+                f"DataFromGenerator: gen() must return an iterable of datapoints, "
+                f"got {type(iterable).__name__}"
+            ) from None
+
+
+class DataFromIterable(DataFlow):
+    """Yield the elements of an iterable, each a datapoint, calling ``iter()`` anew every pass.
+
+    A collection (a list, a ``range``-like object, a dataset class with
+    ``__iter__``) can be iterated many times. An iterator or generator can be
+    iterated once: a second pass raises a ``RuntimeError`` instead of silently
+    yielding nothing. ``len()`` is ``len(iterable)`` when the iterable has a
+    length, unknown otherwise. Holds only a reference to *iterable*.
+
+    Args:
+        iterable: any iterable of datapoints (lists or dicts).
+
+    Example:
+        >>> from collections import deque
+        >>> df = DataFromIterable(deque([[1, "a"], [2, "b"]]))
+        >>> df.reset_state()
+        >>> list(df), list(df), len(df)
+        ([[1, 'a'], [2, 'b']], [[1, 'a'], [2, 'b']], 2)
+        >>> df = DataFromIterable([i, -i] for i in range(3))  # a generator: one pass only
+        >>> list(df)
+        [[0, 0], [1, -1], [2, -2]]
+    """
+
+    def __init__(self, iterable: Iterable[Datapoint]) -> None:
+        if not _is_iterable(iterable):
+            raise TypeError(f"iterable must be an iterable, got {iterable!r}")
+        self._itr = iterable
+        self._make_iterator = _pass_maker(
+            iterable,
+            "DataFromIterable",
+            "pass a collection that can be iterated again (e.g. a list), or use "
+            "DataFromGenerator with a function that returns a new iterator every pass",
+        )
+
+    def __len__(self) -> int:
+        try:
+            return len(self._itr)  # type: ignore[arg-type]
+        except TypeError:
+            raise UnknownLengthError(
+                f"DataFromIterable: the iterable (a {type(self._itr).__name__}) has no len()"
+            ) from None
+
+    def __iter__(self) -> Iterator[Datapoint]:
+        return self._make_iterator()
+
+
+class DataFromQueue(DataFlow):
+    """Yield ``queue.get()`` forever: the datapoints another thread or process puts in a queue.
+
+    The length is unknown and a pass never ends; each ``queue.get()`` blocks
+    until a datapoint arrives, for as long as it takes. Iterating from two
+    places at once raises :class:`~dataflow.ReentrancyError` (the two loops
+    would steal each other's datapoints). Holds only a reference to *queue*.
+
+    Args:
+        queue: an object with a ``get()`` method, such as ``queue.Queue`` or
+            ``multiprocessing.Queue``; whatever ``get()`` returns is a datapoint.
+
+    Example:
+        >>> import itertools, queue
+        >>> q = queue.Queue()
+        >>> for i in range(3):
+        ...     q.put([i])
+        >>> df = DataFromQueue(q)
+        >>> df.reset_state()
+        >>> list(itertools.islice(df, 3))
+        [[0], [1], [2]]
+
+    Note:
+        Nothing here ends the pass: stop with ``break``, ``itertools.islice``
+        or a wrapper such as ``FixedSizeData``, and make sure the producer
+        keeps putting datapoints, or ``get()`` waits forever.
+    """
+
+    def __init__(self, queue: Any) -> None:
+        if not callable(getattr(queue, "get", None)):
+            raise TypeError(f"queue must be an object with a get() method, got {queue!r}")
+        self.queue = queue
+        self._guard = DataFlowReentrantGuard("DataFromQueue")
+
+    def __iter__(self) -> Iterator[Datapoint]:
+        with self._guard:
+            get = self.queue.get
+            while True:
+                yield get()
+
+
+_FAKE_DTYPE_KINDS = "biuf"
+
+
+def _fake_shape(k: int, shape: Any) -> Tuple[int, ...]:
+    message = f"shapes[{k}] must be a list or tuple of non-negative ints, got {shape!r}"
+    if not isinstance(shape, (list, tuple)) or not all(map(_is_int, shape)):
+        raise TypeError(message)
+    if any(d < 0 for d in shape):
+        raise ValueError(message)
+    return tuple(int(d) for d in shape)
+
+
+def _fake_dtypes(dtype: Any, n: int) -> List[np.dtype]:
+    dtypes = list(dtype) if isinstance(dtype, (list, tuple)) else [dtype] * n
+    constraint = f"a numeric dtype (bool, int, uint or float), or a list of {n} of them"
+    if len(dtypes) != n:
+        raise ValueError(f"dtype must be {constraint}, got {dtype!r}")
+    try:
+        out = [np.dtype(d) for d in dtypes]
+    except TypeError:
+        raise TypeError(f"dtype must be {constraint}, got {dtype!r}") from None
+    if any(d.kind not in _FAKE_DTYPE_KINDS for d in out):
+        raise ValueError(f"dtype must be {constraint}, got {dtype!r}")
+    return out
+
+
+def _is_bounds(value: Any) -> bool:
+    return (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value)
+    )
+
+
+def _fake_domains(domain: Any, dtypes: List[np.dtype]) -> List[Tuple[Any, Any]]:
+    n = len(dtypes)
+    single = _is_bounds(domain)
+    if single:
+        domains = [tuple(domain)] * n
+    elif isinstance(domain, (list, tuple)) and len(domain) == n and all(map(_is_bounds, domain)):
+        domains = [tuple(d) for d in domain]
+    else:
+        raise ValueError(
+            f"domain must be a (low, high) pair of numbers, or a list of {n} such pairs, "
+            f"got {domain!r}"
+        )
+    for k, ((low, high), dtype) in enumerate(zip(domains, dtypes)):
+        name, given = ("domain", domain) if single else (f"domain[{k}]", domain[k])
+        if not low < high:
+            raise ValueError(f"{name} must be a pair (low, high) with low < high, got {given!r}")
+        if dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            if not (_is_int(low) and _is_int(high) and info.min <= low and high - 1 <= info.max):
+                raise ValueError(
+                    f"{name} must be a pair of ints with {info.min} <= low < high <= "
+                    f"{info.max + 1} for the {dtype.name} component {k}, got {given!r}"
+                )
+    return domains
+
+
+def _fake_sampler(
+    rng: np.random.RandomState, shape: Tuple[int, ...], dtype: np.dtype, domain: Tuple[Any, Any]
+) -> Callable[[], np.ndarray]:
+    """A function drawing one component from *rng*."""
+    low, high = domain
+    if dtype.kind == "b":
+        return functools.partial(rng.randint, 0, 2, shape, bool)
+    if dtype.kind in "iu":
+        return functools.partial(rng.randint, low, high, shape, dtype)
+    scale = high - low
+
+    def uniform() -> np.ndarray:
+        return (rng.random_sample(shape) * scale + low).astype(dtype, copy=False)
+
+    return uniform
+
+
+class FakeData(RNGDataFlow):
+    """Yield random arrays of the given shapes and dtypes, for tests and benchmarks.
+
+    Each datapoint is a list with one numpy array per entry of *shapes*.
+    ``len()`` is exactly *size*. Arrays are drawn from ``self.rng``: with a
+    *seed* they are the same in every run, without one they differ between
+    processes. With ``random=False`` one datapoint is drawn at
+    ``reset_state()`` and every datapoint of every pass is a new list holding
+    those same arrays, so the data costs nothing to make.
+
+    Args:
+        shapes: one shape (a list or tuple of non-negative ints) per component.
+        size: the number of datapoints in a pass, >= 0; default 1000.
+        random: draw new arrays for every datapoint (default), or repeat one.
+        dtype: a numpy dtype (name, type or ``np.dtype``) for all components,
+            or a list with one per component; default ``'float32'``.
+        domain: ``(low, high)`` for all components, or a list with one pair
+            per component. Floats are uniform in ``[low, high)``; integers are
+            uniform integers in ``[low, high)``; bools ignore it and are
+            ``True`` or ``False`` with equal odds. Default ``(0, 1)``.
+        seed: seeds ``self.rng`` at every ``reset_state()``; ``None`` (the
+            default) draws fresh entropy.
+
+    Example:
+        >>> df = FakeData([[2, 3], [1]], size=4, dtype=["float32", "int64"],
+        ...               domain=[(0, 1), (0, 10)], seed=0)
+        >>> df.reset_state()
+        >>> image, label = next(iter(df))
+        >>> image.shape, image.dtype, label.shape, label.dtype, len(df)
+        ((2, 3), dtype('float32'), (1,), dtype('int64'), 4)
+
+    Note:
+        With ``random=False`` all datapoints share the same arrays: changing
+        one in place changes every datapoint.
+    """
+
+    def __init__(
+        self,
+        shapes: Sequence[Sequence[int]],
+        size: int = 1000,
+        random: bool = True,
+        dtype: Any = "float32",
+        domain: Any = (0, 1),
+        *,
+        seed: Optional[int] = None,
+    ) -> None:
+        message = f"shapes must be a non-empty list of shapes (one per component), got {shapes!r}"
+        if not isinstance(shapes, (list, tuple)):
+            raise TypeError(message)
+        if not shapes:
+            raise ValueError(message)
+        self.shapes = [_fake_shape(k, shape) for k, shape in enumerate(shapes)]
+        self._size = _check_int("size", size, 0, "a non-negative int")
+        self.random = _check_bool("random", random)
+        self.dtype = _fake_dtypes(dtype, len(self.shapes))
+        self.domain = _fake_domains(domain, self.dtype)
+        self._fixed: Optional[List[np.ndarray]] = None
+        self.set_seed(seed)
+
+    def reset_state(self) -> None:
+        super().reset_state()
+        if not self.random:
+            self._fixed = [draw() for draw in self._samplers()]
+
+    def _samplers(self) -> List[Callable[[], np.ndarray]]:
+        rng = self.rng
+        return [_fake_sampler(rng, *spec) for spec in zip(self.shapes, self.dtype, self.domain)]
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __iter__(self) -> Iterator[Datapoint]:
+        samplers = self._samplers()  # raises the clear error if not reset yet
+        if self._fixed is not None:
+            fixed = self._fixed
+            return (fixed[:] for _ in range(self._size))
+        return ([draw() for draw in samplers] for _ in range(self._size))

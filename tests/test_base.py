@@ -139,6 +139,28 @@ class TestTensorpackInterface:
         assert list(df) == [[0], [2], [4]]
         assert df.size() == 3
 
+    def test_get_data_override_may_call_super_get_data(self):
+        class Base(DataFlow):
+            def __iter__(self):
+                yield from ([i] for i in range(3))
+
+        class Evens(Base):
+            def get_data(self):
+                for dp in super().get_data():
+                    if dp[0] % 2 == 0:
+                        yield dp
+
+        assert list(Evens()) == [[0], [2]]
+        assert list(Evens().get_data()) == [[0], [2]]
+
+    def test_old_style_subclass_of_old_style_source(self):
+        class Twice(OldStyle):
+            def get_data(self):
+                for dp in super().get_data():
+                    yield dp + dp
+
+        assert list(Twice())[:2] == [[0, 0], [1, 1]]
+
 
 class TestProxyDataFlow:
     def test_forwards_everything(self):

@@ -1,0 +1,45 @@
+"""Argument checks shared by every module, with the house error form
+``"<name> must be <constraint>, got <value!r>"``."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+
+def is_int(value: Any) -> bool:
+    """True for Python and numpy integers, but not for bools."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_int(name: str, value: Any, minimum: int, constraint: str) -> int:
+    """*value* as an int, or the error "<name> must be <constraint>, got <value!r>"."""
+    if not is_int(value):
+        raise TypeError(f"{name} must be {constraint}, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be {constraint}, got {value!r}")
+    return int(value)
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """*value* as a bool, or a TypeError for anything that is not a bool."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return bool(value)
+
+
+def check_seed(seed: Any) -> Optional[int]:
+    """``None`` or a non-negative int, as the seed of a random generator."""
+    if seed is None:
+        return None
+    if not is_int(seed) or seed < 0:
+        raise ValueError(f"seed must be None or a non-negative int, got {seed!r}")
+    return int(seed)
+
+
+def check_callable(name: str, value: Any) -> Callable[..., Any]:
+    """*value* itself if it can be called, else a TypeError."""
+    if not callable(value):
+        raise TypeError(f"{name} must be callable, got {value!r}")
+    return value
