@@ -12,8 +12,10 @@ iterate it in a plain for-loop::
         ...
 
 This module only re-exports the public names; each lives in its own module.
-The subpackage ``dataflow.dataset`` (standard dataset readers) is imported on
-first use, so ``import dataflow`` stays light.
+The subpackages ``dataflow.dataset`` (standard dataset readers),
+``dataflow.imgaug`` (image augmentors) and ``dataflow.image`` (image
+dataflows, also reachable as ``dataflow.AugmentImageComponent`` etc.) are
+imported on first use, so ``import dataflow`` stays light and needs no OpenCV.
 """
 
 import importlib as _importlib
@@ -54,6 +56,16 @@ from .debug import (
     describe_datapoint,
     measure_throughput,
     throughput_table,
+)
+from .formats import (  # [exports: formats]
+    CaffeLMDB,
+    HDF5Data,
+    HDF5Serializer,
+    LMDBData,
+    LMDBDataDecoder,
+    LMDBSerializer,
+    NumpySerializer,
+    SVMLightData,
 )
 from .testing import check_dataflow
 
@@ -98,14 +110,37 @@ __all__ = [
     "describe_datapoint",
     "measure_throughput",
     "throughput_table",
+    # formats
+    "CaffeLMDB",
+    "HDF5Data",
+    "HDF5Serializer",
+    "LMDBData",
+    "LMDBDataDecoder",
+    "LMDBSerializer",
+    "NumpySerializer",
+    "SVMLightData",  # [all: formats]
     # testing
     "check_dataflow",
 ]
 
-_LAZY_SUBMODULES = ("dataset",)
+_LAZY_SUBMODULES = ("dataset", "image", "imgaug")
+# Names exported here but defined in a subpackage that is imported on first use.
+_LAZY_NAMES = {
+    "AugmentImageComponent": "image",
+    "AugmentImageComponents": "image",
+    "AugmentImageCoordinates": "image",
+    "ImageFromFile": "image",
+}
+__all__ += list(_LAZY_NAMES)
 
 
 def __getattr__(name: str) -> _Any:
     if name in _LAZY_SUBMODULES:
         return _importlib.import_module(f"{__name__}.{name}")
+    if name in _LAZY_NAMES:
+        return getattr(_importlib.import_module(f"{__name__}.{_LAZY_NAMES[name]}"), name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list:
+    return sorted(set(globals()) | set(_LAZY_SUBMODULES) | set(_LAZY_NAMES))

@@ -20,6 +20,7 @@ from tabulate import tabulate
 from tqdm import tqdm
 
 from ._checks import check_int as _check_int
+from ._progress import ProgressBar as _ProgressBar
 from .base import DataFlow, Datapoint, ProxyDataFlow
 
 __all__ = [
@@ -225,13 +226,6 @@ class Throughput:
             f"{self.name}: {self.datapoints} datapoints in {self.seconds:.2f} s: "
             f"{self.datapoints_per_s:,.1f} datapoints/s, {self.mb_per_s:,.1f} MB/s"
         )
-
-
-class _ProgressBar(tqdm):
-    """A tqdm bar that starts no monitor thread: tqdm never stops that thread,
-    and this library leaves no thread behind."""
-
-    monitor_interval = 0
 
 
 def _nbytes(obj: Any) -> int:

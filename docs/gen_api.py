@@ -16,7 +16,9 @@ from typing import List
 SECTIONS = [
     ("dataflow", "Core, sources, wrappers, debugging (`import dataflow`)"),
     ("dataflow.formats", "Storage formats (`dataflow.formats`, also exported by `dataflow`)"),
+    ("dataflow.serialize", "Serialization (`dataflow.serialize`)"),
     ("dataflow.dataset", "Standard datasets (`dataflow.dataset`, imported on first use)"),
+    ("dataflow.imgaug", "Image augmentors (`dataflow.imgaug`, imported on first use)"),
 ]
 
 HEADER = """# API reference

@@ -5,14 +5,42 @@ Every reader takes a directory, yields ``[image, label]``-style datapoints,
 and has an exact ``len()``.
 """
 
-# [exports: dataset.mnist]
-# [exports: dataset.cifar]
-# [exports: dataset.ilsvrc]
-# [exports: dataset.others]
+from .mnist import (
+    FashionMnist,
+    Mnist,
+)
+from .cifar import (
+    Cifar10,
+    Cifar100,
+    CifarBase,
+)
+from .ilsvrc import (
+    ILSVRC12,
+    ILSVRC12Files,
+    ILSVRCMeta,
+)
+from .bsds500 import BSDS500
+from .caltech101 import Caltech101Silhouettes
+from .places365 import Places365Standard
+from .svhn import SVHNDigit
+from .tinyimagenet import TinyImageNet
 
 __all__ = [
-    # [all: dataset.mnist]
-    # [all: dataset.cifar]
-    # [all: dataset.ilsvrc]
-    # [all: dataset.others]
+    # dataset.mnist
+    "FashionMnist",
+    "Mnist",
+    # dataset.cifar
+    "Cifar10",
+    "Cifar100",
+    "CifarBase",
+    # dataset.ilsvrc
+    "ILSVRC12",
+    "ILSVRC12Files",
+    "ILSVRCMeta",
+    # dataset.others
+    "BSDS500",
+    "Caltech101Silhouettes",
+    "Places365Standard",
+    "SVHNDigit",
+    "TinyImageNet",
 ]

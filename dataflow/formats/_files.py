@@ -1,0 +1,124 @@
+"""What the file formats share: safe output files, reading the source with a
+progress bar, and an in-memory reader of columns.
+
+* :func:`check_path` -- validate a path argument.
+* :func:`output_path` -- refuse to overwrite an existing file unless told to.
+* :func:`atomic_output` -- write to a temporary name beside the target and
+  rename it at the end, so a failed write leaves nothing behind.
+* :func:`reading` -- reset a source, iterate it under a progress bar, close it.
+* :class:`ColumnsData` -- yield datapoints from per-component columns held in
+  memory, shuffled anew every pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from typing import Any, Iterator, List, Optional, Sequence
+
+from .._progress import ProgressBar as _ProgressBar
+from ..base import DataFlow, Datapoint, RNGDataFlow, UnknownLengthError, _check_seed
+
+__all__ = ["ColumnsData", "atomic_output", "check_path", "output_path", "reading"]
+
+
+def check_path(path: Any, name: str) -> str:
+    """*path* as a ``str``, or a ``TypeError`` when it is not a path."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{name} must be a str or os.PathLike, got {path!r}")
+    return os.fspath(path)
+
+
+def output_path(path: Any, overwrite: bool, user: str) -> str:
+    """Check that *user* may write the file *path*; return it as a ``str``."""
+    path = check_path(path, "path")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{user}: {path!r} is a directory; give the path of a file")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        raise FileNotFoundError(f"{user}: the directory of {path!r} does not exist")
+    if os.path.lexists(path) and not overwrite:
+        raise FileExistsError(f"{user}: {path!r} already exists; pass overwrite=True to replace it")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_output(path: str) -> Iterator[str]:
+    """Yield a temporary file name in the directory of *path*; rename it to
+    *path* when the block succeeds, delete it when the block raises.
+
+    The temporary name is hidden (a leading dot) and unique, so concurrent
+    writers and readers of *path* never see a half-written file.
+    """
+    directory, name = os.path.split(os.path.abspath(path))
+    tmp = os.path.join(directory, f".{name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def reading(df: Any, user: str, progress: bool) -> Iterator[Iterator[Datapoint]]:
+    """Reset *df*, yield an iterator over one pass of it (with a tqdm bar on
+    stderr when *progress*), and close *df* at the end."""
+    if not isinstance(df, DataFlow):
+        raise TypeError(f"df must be a DataFlow, got {type(df).__name__}")
+    df.reset_state()
+    try:
+        try:
+            total: Optional[int] = len(df)
+        except UnknownLengthError:
+            total = None
+        with _ProgressBar(df, total=total, desc=user, unit="dp", disable=not progress) as bar:
+            yield iter(bar)
+    finally:
+        df.close()
+
+
+class ColumnsData(RNGDataFlow):
+    """Yield datapoints made of row *i* of every column, for *i* in order or
+    in a new random order every pass.
+
+    A column is anything indexable by an int (an array, a list, or an object
+    with ``__getitem__``). Each datapoint is a new list (or, with *keys*, a
+    new dict), so a consumer may modify it freely.
+
+    Args:
+        columns: one sequence per component, each with *size* rows.
+        keys: ``None`` to yield lists, or the dict key of each column.
+        size: the number of datapoints (needed when there are no columns).
+        shuffle: visit the rows in a new random order every pass.
+        seed: seed of the shuffle; ``None`` draws fresh entropy at every reset.
+    """
+
+    def __init__(
+        self,
+        columns: Sequence[Any],
+        keys: Optional[List[str]],
+        size: int,
+        shuffle: bool,
+        seed: Optional[int],
+    ) -> None:
+        self._columns = list(columns)
+        self._keys = keys
+        self._size = size
+        self.shuffle = shuffle
+        self.seed = _check_seed(seed)
+
+    def __len__(self) -> int:
+        return self._size
+
+    def __iter__(self) -> Iterator[Datapoint]:
+        order = self.rng.permutation(self._size).tolist() if self.shuffle else range(self._size)
+        columns = self._columns
+        if self._keys is None:
+            for i in order:
+                yield [column[i] for column in columns]
+        else:
+            keys = self._keys
+            for i in order:
+                yield {key: column[i] for key, column in zip(keys, columns)}

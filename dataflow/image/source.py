@@ -1,0 +1,88 @@
+"""ImageFromFile: decode image files into arrays."""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
+
+from .._optional import import_optional
+from ..base import Datapoint, RNGDataFlow, _check_seed
+from ..imgaug._common import shape2d
+
+__all__ = ["ImageFromFile"]
+
+_FEATURE = "ImageFromFile"
+
+
+class ImageFromFile(RNGDataFlow):
+    """Yield ``[image]`` for each file of a list of image files, decoded with OpenCV.
+
+    Each image is an ``HxWx3`` RGB (``channel=3``, gray files are converted)
+    or ``HxWx1`` gray (``channel=1``) uint8 array. ``len()`` is the number of
+    files. Files are read in the given order, or in a new random order every
+    pass with *shuffle*; one image is in memory at a time. A file that cannot
+    be decoded raises an ``OSError`` naming it.
+
+    Args:
+        files: a non-empty list of paths (``str`` or ``os.PathLike``).
+        channel: 3 for RGB, 1 for gray.
+        resize: None keeps each image's size; an ``(h, w)`` pair (or an int
+            for a square) resizes every image to it.
+        shuffle: read the files in a new random order every pass.
+        seed: seed of the shuffling order (see :class:`~dataflow.RNGDataFlow`).
+
+    Example:
+        >>> import os, tempfile, cv2
+        >>> from dataflow.image import ImageFromFile
+        >>> path = os.path.join(tempfile.mkdtemp(), "a.png")
+        >>> _ = cv2.imwrite(path, np.zeros((4, 6, 3), np.uint8))
+        >>> df = ImageFromFile([path], resize=(2, 3))
+        >>> df.reset_state()
+        >>> [dp[0].shape for dp in df]
+        [(2, 3, 3)]
+
+    Note:
+        OpenCV reads channels as BGR; this dataflow returns RGB, as
+        tensorpack's did. Convert back with ``img[:, :, ::-1]`` before
+        handing images to OpenCV functions that expect BGR.
+    """
+
+    def __init__(
+        self,
+        files: Sequence[Union[str, os.PathLike[str]]],
+        channel: int = 3,
+        resize: Optional[Union[int, Tuple[int, int]]] = None,
+        shuffle: bool = False,
+        *,
+        seed: Optional[int] = None,
+    ):
+        if isinstance(files, (str, bytes)) or not isinstance(files, (list, tuple)) or not files:
+            raise ValueError(f"files must be a non-empty list of paths, got {files!r}")
+        if channel not in (1, 3) or isinstance(channel, bool):
+            raise ValueError(f"channel must be 1 or 3, got {channel!r}")
+        import_optional("cv2", _FEATURE)
+        self.files: List[str] = [os.fspath(f) for f in files]
+        self.channel = int(channel)
+        self.resize = None if resize is None else shape2d(resize, "resize")
+        self.shuffle = shuffle
+        self.seed = _check_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __iter__(self) -> Iterator[Datapoint]:
+        cv2 = import_optional("cv2", _FEATURE)
+        gray = self.channel == 1
+        mode = cv2.IMREAD_GRAYSCALE if gray else cv2.IMREAD_COLOR
+        resize = self.resize
+        order: Any = (
+            self.rng.permutation(len(self.files)) if self.shuffle else range(len(self.files))
+        )
+        for k in order:
+            path = self.files[k]
+            img = cv2.imread(path, mode)
+            if img is None:
+                raise OSError(f"ImageFromFile cannot read {path!r} as an image")
+            if resize is not None:
+                img = cv2.resize(img, (resize[1], resize[0]))
+            yield [img[:, :, None] if gray else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)]

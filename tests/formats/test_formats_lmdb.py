@@ -1,0 +1,581 @@
+"""Tests of dataflow.formats.lmdb: LMDBSerializer, LMDBData, LMDBDataDecoder."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pickle
+import subprocess
+import sys
+import textwrap
+
+import msgpack
+import msgpack_numpy
+import numpy as np
+import pytest
+from _formats_common import (
+    DTYPES,
+    SHAPES,
+    ClosedCounter,
+    RaisingSource,
+    Yields,
+    assert_same_datapoints,
+    files_in,
+    one_pass_in_a_forked_child,
+    sample,
+)
+
+from dataflow import (
+    DataFromList,
+    LMDBData,
+    LMDBDataDecoder,
+    LMDBSerializer,
+    check_dataflow,
+)
+from dataflow.formats import lmdb as lmdb_format
+from dataflow.serialize import MsgpackSerializer, PickleSerializer
+
+lmdb = pytest.importorskip("lmdb")
+
+
+def save(path, datapoints, **kwargs):
+    kwargs.setdefault("progress", False)
+    LMDBSerializer.save(Yields(datapoints), str(path), **kwargs)
+    return str(path)
+
+
+def load_all(path, shuffle=False, **kwargs):
+    df = LMDBSerializer.load(path, shuffle=shuffle, **kwargs)
+    df.reset_state()
+    try:
+        return list(df)
+    finally:
+        df.close()
+
+
+def records(path):
+    """Every record of the database at *path*, reserved ones included."""
+    with lmdb.open(path, subdir=os.path.isdir(path), readonly=True, lock=False) as env:
+        with env.begin() as txn:
+            return dict(txn.cursor())
+
+
+def rewrite(path, put=(), delete=()):
+    """Change records of the (closed) database at *path* in place."""
+    with lmdb.open(path, subdir=os.path.isdir(path), lock=False) as env:
+        with env.begin(write=True) as txn:
+            for key, value in put:
+                txn.put(key, value)
+            for key in delete:
+                txn.delete(key)
+
+
+def tensorpack_dumps(codec):
+    if codec == "pickle":
+        return lambda obj: pickle.dumps(obj, protocol=-1)
+    return lambda obj: msgpack.packb(obj, default=msgpack_numpy.encode, use_bin_type=True)
+
+
+def write_like_tensorpack(path, datapoints, codec, with_keys=True):
+    """Write what tensorpack 0.11's LMDBSerializer.save writes: keys '{:08}',
+    values serialized with its serializer (pickle by default, msgpack with
+    msgpack-numpy otherwise), and the key list under b'__keys__' serialized the
+    same way. Older versions wrote no key list."""
+    dumps = tensorpack_dumps(codec)
+    path = str(path)
+    with lmdb.open(path, subdir=os.path.isdir(path), map_size=1 << 26) as env:
+        with env.begin(write=True) as txn:
+            for idx, dp in enumerate(datapoints):
+                txn.put(f"{idx:08}".encode("ascii"), dumps(dp))
+            if with_keys:
+                keys = [f"{k:08}".encode("ascii") for k in range(len(datapoints))]
+                txn.put(b"__keys__", dumps(keys))
+    return path
+
+
+FORMAT_STRING_MESSAGE = (
+    "keys must be a format string of one index such as '{:08d}' when it is a str"
+)
+
+
+def mixed(n):
+    """*n* datapoints of several component types."""
+    return [[np.full((2, 3), i, np.float32), i, f"s{i}", np.int16(-i)] for i in range(n)]
+
+
+class TestLMDBSerializer:
+    # ---- round trips -------------------------------------------------------------
+    @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+    def test_round_trip_keeps_values_dtypes_and_shapes(self, tmp_path, dtype):
+        datapoints = [
+            [sample(dtype, shape, seed=10 * k + j) for j, shape in enumerate(SHAPES)]
+            for k in range(4)
+        ]
+        got = load_all(save(tmp_path / "db", datapoints))
+        assert_same_datapoints(got, datapoints)
+
+    def test_round_trip_of_dicts_scalars_and_nested_values(self, tmp_path):
+        datapoints = [
+            {
+                "image": np.zeros((4, 4, 3), np.uint8),
+                "label": 3,
+                "meta": {"n": "a", "box": [1.5]},
+            },
+            {"image": np.ones((2, 5, 3), np.uint8), "label": -1, "meta": {"n": "b", "box": []}},
+        ]
+        got = load_all(save(tmp_path / "db", datapoints))
+        assert got[0]["meta"] == {"n": "a", "box": [1.5]} and got[1]["label"] == -1
+        assert [dp["image"].shape for dp in got] == [(4, 4, 3), (2, 5, 3)]
+
+    def test_empty_dataset_round_trips(self, tmp_path):
+        path = save(tmp_path / "db", [])
+        assert load_all(path) == []
+        assert check_dataflow(lambda: LMDBSerializer.load(path)) == []
+
+    def test_keeps_the_contract_sequential_and_shuffled(self, tmp_path):
+        path = save(tmp_path / "db", mixed(30))
+        first = check_dataflow(lambda: LMDBSerializer.load(path, shuffle=False))
+        assert [dp[1] for dp in first] == list(range(30))
+        shuffled = check_dataflow(lambda: LMDBSerializer.load(path, seed=3))
+        assert sorted(dp[1] for dp in shuffled) == list(range(30))
+
+    def test_shuffles_anew_every_pass_and_reproducibly_with_a_seed(self, tmp_path):
+        path = save(tmp_path / "db", mixed(40))
+        a, b = LMDBSerializer.load(path, seed=5), LMDBSerializer.load(path, seed=5)
+        a.reset_state()
+        b.reset_state()
+        passes_a = [[dp[1] for dp in a] for _ in range(2)]
+        passes_b = [[dp[1] for dp in b] for _ in range(2)]
+        assert passes_a == passes_b
+        assert passes_a[0] != passes_a[1] and sorted(passes_a[0]) == list(range(40))
+        a.close()
+        b.close()
+
+    def test_len_is_exact(self, tmp_path):
+        path = save(tmp_path / "db", mixed(7))
+        assert len(LMDBSerializer.load(path)) == 7 == len(LMDBSerializer.load(path, shuffle=False))
+
+    def test_writes_into_an_existing_directory_or_a_single_file(self, tmp_path):
+        directory = tmp_path / "dir"
+        directory.mkdir()
+        save(directory, mixed(3))
+        assert files_in(directory) == ["data.mdb"]
+        save(tmp_path / "single.lmdb", mixed(3))
+        assert "single.lmdb" in files_in(tmp_path) and "single.lmdb-lock" not in files_in(tmp_path)
+        for path in (directory, tmp_path / "single.lmdb"):
+            assert [dp[1] for dp in load_all(path)] == [0, 1, 2]
+
+    def test_stores_the_key_list_and_what_wrote_the_database(self, tmp_path):
+        path = save(tmp_path / "db", mixed(3), serializer=PickleSerializer())
+        stored = records(path)
+        assert sorted(stored) == [
+            b"00000000",
+            b"00000001",
+            b"00000002",
+            b"__dataflow__",
+            b"__keys__",
+        ]
+        assert msgpack.unpackb(stored[b"__keys__"]) == [b"00000000", b"00000001", b"00000002"]
+        meta = msgpack.unpackb(stored[b"__dataflow__"])
+        assert meta == {
+            "format": "dataflow.LMDBSerializer",
+            "version": 1,
+            "serializer": "pickle",
+            "size": 3,
+        }
+
+    def test_arrays_are_writable_unless_the_serializer_says_otherwise(self, tmp_path):
+        path = save(tmp_path / "db", [[np.zeros(3)]])
+        load_all(path)[0][0][:] = 1
+        got = load_all(path, serializer=MsgpackSerializer(writable=False))
+        assert not got[0][0].flags.writeable
+
+    def test_grows_the_map_as_needed(self, tmp_path, monkeypatch):
+        monkeypatch.setattr(lmdb_format, "_INITIAL_MAP_SIZE", 1 << 16)
+        datapoints = [[np.full(3000, i % 256, np.uint8)] for i in range(300)]
+        datapoints.append([np.zeros(3 << 20, np.uint8)])  # larger than the map so far
+        datapoints += [[np.full(10, i, np.int64)] for i in range(300)]
+        path = save(tmp_path / "db", datapoints, write_frequency=100)
+        assert_same_datapoints(load_all(path), datapoints)
+
+    def test_write_frequency_of_one_commits_every_datapoint(self, tmp_path):
+        path = save(tmp_path / "db", mixed(5), write_frequency=1)
+        assert [dp[1] for dp in load_all(path)] == list(range(5))
+
+    def test_shows_a_progress_bar(self, tmp_path, capsys):
+        LMDBSerializer.save(DataFromList(mixed(3), shuffle=False), str(tmp_path / "db"))
+        assert "LMDBSerializer.save" in capsys.readouterr().err
+
+    def test_resets_and_closes_the_source(self, tmp_path):
+        source = ClosedCounter()
+        LMDBSerializer.save(source, str(tmp_path / "db"), progress=False)
+        assert (source.resets, source.closes) == (1, 1)
+
+    # ---- writing errors ------------------------------------------------------------
+    def test_refuses_to_overwrite_unless_told_to(self, tmp_path):
+        path = save(tmp_path / "db", mixed(2))
+        with pytest.raises(FileExistsError) as info:
+            save(path, mixed(5))
+        assert str(info.value) == (
+            f"LMDBSerializer.save: {path!r} already exists; pass overwrite=True to replace it"
+        )
+        save(path, mixed(5), overwrite=True)
+        assert len(load_all(path)) == 5
+
+    def test_refuses_to_overwrite_a_database_directory(self, tmp_path):
+        save(tmp_path, mixed(2))
+        with pytest.raises(FileExistsError, match="data.mdb' already exists"):
+            save(tmp_path, mixed(2))
+
+    @pytest.mark.parametrize("as_directory", [False, True], ids=["file", "directory"])
+    def test_a_failing_source_leaves_nothing_behind(self, tmp_path, as_directory):
+        path = tmp_path / "out"
+        if as_directory:
+            path.mkdir()
+        with pytest.raises(RuntimeError, match="source broke"):
+            LMDBSerializer.save(RaisingSource(50), str(path), write_frequency=7, progress=False)
+        assert files_in(path if as_directory else tmp_path) == []
+
+    def test_an_unserializable_datapoint_is_named_and_leaves_nothing_behind(self, tmp_path):
+        datapoints = [[1, {"meta": 2}], [3, {"meta": object()}]]
+        with pytest.raises(TypeError) as info:
+            save(tmp_path / "db", datapoints)
+        assert str(info.value).startswith(
+            "LMDBSerializer.save: datapoint 1: MsgpackSerializer cannot serialize a value of "
+            "type 'object' at component 1, key 'meta'"
+        )
+        assert files_in(tmp_path) == []
+
+    def test_refuses_datapoints_that_are_not_lists_or_dicts(self, tmp_path):
+        with pytest.raises(TypeError) as info:
+            save(tmp_path / "db", [[1], (2,)])
+        assert str(info.value) == (
+            "LMDBSerializer.save needs list or dict datapoints, got tuple (datapoint 1)"
+        )
+
+    @pytest.mark.parametrize(
+        ("value", "error"),
+        [(0, ValueError), (-3, ValueError), (2.5, TypeError), (True, TypeError)],
+    )
+    def test_write_frequency_must_be_a_positive_int(self, tmp_path, value, error):
+        with pytest.raises(error) as info:
+            save(tmp_path / "db", [], write_frequency=value)
+        assert str(info.value) == f"write_frequency must be a positive int, got {value!r}"
+
+    def test_serializer_must_be_an_instance(self, tmp_path):
+        with pytest.raises(TypeError) as info:
+            save(tmp_path / "db", [], serializer=MsgpackSerializer)
+        assert str(info.value) == (
+            "serializer must be None or a Serializer instance such as MsgpackSerializer(), "
+            f"got {MsgpackSerializer!r}"
+        )
+
+    def test_path_must_be_a_path(self):
+        with pytest.raises(TypeError, match="path must be a str or os.PathLike, got 3"):
+            LMDBSerializer.save(DataFromList([]), 3)
+
+    def test_the_directory_of_a_file_must_exist(self, tmp_path):
+        with pytest.raises(FileNotFoundError, match="does not exist"):
+            save(tmp_path / "missing" / "db", [])
+
+    # ---- loading, serializers and pickle ------------------------------------------------
+    def test_pickled_databases_load_only_when_allowed(self, tmp_path):
+        path = save(tmp_path / "db", mixed(3), serializer=PickleSerializer())
+        with pytest.raises(ValueError) as info:
+            LMDBSerializer.load(path)
+        message = str(info.value)
+        assert f"{path!r} holds pickled datapoints" in message
+        assert "runs code chosen by whoever wrote the file" in message
+        assert "pass allow_pickle=True" in message
+        assert [dp[1] for dp in load_all(path, allow_pickle=True)] == [0, 1, 2]
+        assert [dp[1] for dp in load_all(path, serializer=PickleSerializer())] == [0, 1, 2]
+
+    def test_an_unknown_serializer_must_be_given(self, tmp_path):
+        class Repr(PickleSerializer):
+            name = "repr"
+
+        path = save(tmp_path / "db", mixed(2), serializer=Repr())
+        with pytest.raises(ValueError, match="written with the serializer 'repr'; pass an"):
+            LMDBSerializer.load(path)
+        assert len(load_all(path, serializer=Repr())) == 2
+
+    def test_load_checks_its_arguments(self, tmp_path):
+        path = save(tmp_path / "db", [])
+        with pytest.raises(ValueError, match="seed must be None or a non-negative int, got -1"):
+            LMDBSerializer.load(path, seed=-1)
+        with pytest.raises(TypeError, match="serializer must be None or a Serializer"):
+            LMDBSerializer.load(path, serializer="msgpack")
+        with pytest.raises(FileNotFoundError, match="there is no LMDB database at"):
+            LMDBSerializer.load(str(tmp_path / "nothing"))
+
+    # ---- tensorpack's databases --------------------------------------------------------
+    @pytest.mark.parametrize("with_keys", [True, False], ids=["keys", "no-keys"])
+    @pytest.mark.parametrize("codec", ["msgpack", "pickle"])
+    @pytest.mark.parametrize("as_directory", [False, True], ids=["file", "directory"])
+    def test_loads_databases_written_by_tensorpack(self, tmp_path, codec, with_keys, as_directory):
+        datapoints = mixed(12)
+        path = tmp_path / "tp"
+        if as_directory:
+            path.mkdir()
+        path = write_like_tensorpack(path, datapoints, codec, with_keys)
+        allow = codec == "pickle"
+        expected = [[dp[0], dp[1], dp[2], dp[3]] for dp in datapoints]
+        assert_same_datapoints(load_all(path, allow_pickle=allow), expected)
+        shuffled = check_dataflow(lambda: LMDBSerializer.load(path, allow_pickle=allow, seed=1))
+        assert sorted(dp[1] for dp in shuffled) == list(range(12))
+
+    def test_tensorpack_pickle_needs_permission(self, tmp_path):
+        path = write_like_tensorpack(tmp_path / "tp", mixed(2), "pickle")
+        with pytest.raises(ValueError, match="tensorpack writes pickle by default"):
+            LMDBSerializer.load(path)
+
+    def test_tensorpack_tuple_datapoints_come_back_as_lists(self, tmp_path):
+        path = write_like_tensorpack(tmp_path / "tp", [(1, 2), (3, 4)], "pickle")
+        assert load_all(path, allow_pickle=True) == [[1, 2], [3, 4]]
+
+    @pytest.mark.skipif(
+        importlib.util.find_spec("tensorpack") is None, reason="tensorpack is not installed"
+    )
+    @pytest.mark.timeout(60)
+    def test_loads_databases_written_by_real_tensorpack(self, tmp_path):
+        script = textwrap.dedent(
+            """
+            import sys, numpy as np
+            import tensorpack.dataflow as tp
+            from tensorpack.dataflow import serialize
+            from tensorpack.utils.serialize import MsgpackSerializer, PickleSerializer
+            data = [[np.arange(6, dtype=np.float32).reshape(2, 3) + i, i] for i in range(10)]
+            for name, codec in (("pickle", PickleSerializer), ("msgpack", MsgpackSerializer)):
+                serialize.dumps = codec.dumps
+                tp.LMDBSerializer.save(tp.DataFromList(data, shuffle=False), sys.argv[1] + name)
+            """
+        )
+        base = str(tmp_path / "tp-")
+        subprocess.run([sys.executable, "-c", script, base], check=True, capture_output=True)
+        expected = [[np.arange(6, dtype=np.float32).reshape(2, 3) + i, i] for i in range(10)]
+        assert_same_datapoints(load_all(base + "pickle", allow_pickle=True), expected)
+        assert_same_datapoints(load_all(base + "msgpack"), expected)
+
+    # ---- corrupt and truncated databases --------------------------------------------------
+    def test_a_corrupt_record_is_named_with_the_file(self, tmp_path):
+        path = save(tmp_path / "db", mixed(5))
+        rewrite(path, put=[(b"00000003", b"\x94\xc1garbage")])
+        df = LMDBSerializer.load(path, shuffle=False)
+        df.reset_state()
+        with pytest.raises(ValueError) as info:
+            list(df)
+        assert str(info.value).startswith(
+            f"LMDBSerializer.load: record b'00000003' of {path!r} cannot be read (FormatError"
+        )
+        df.close()
+
+    def test_a_record_that_is_not_a_datapoint_is_an_error(self, tmp_path):
+        path = save(tmp_path / "db", mixed(2))
+        rewrite(path, put=[(b"00000001", msgpack.packb(7))])
+        with pytest.raises(ValueError, match=r"record b'00000001' .* holds a int, not a list"):
+            load_all(path)
+
+    def test_a_missing_record_is_detected_when_loading(self, tmp_path):
+        path = save(tmp_path / "db", mixed(4))
+        rewrite(path, delete=[b"00000002"])
+        with pytest.raises(ValueError, match="holds 3 datapoints, but it was written with 4"):
+            LMDBSerializer.load(path)
+
+    def test_a_truncated_file_is_refused_with_its_name(self, tmp_path):
+        path = save(tmp_path / "db", [[np.zeros(5000, np.uint8)] for _ in range(20)])
+        os.truncate(path, os.path.getsize(path) // 2)
+        with pytest.raises(ValueError) as info:
+            LMDBSerializer.load(path)
+        assert f"the LMDB database {path!r} is truncated" in str(info.value)
+
+    def test_a_file_that_is_not_lmdb_is_refused_with_its_name(self, tmp_path):
+        path = tmp_path / "fake"
+        path.write_bytes(b"not a database" * 1000)
+        with pytest.raises(ValueError, match=f"cannot open {str(path)!r} as an LMDB database"):
+            LMDBSerializer.load(str(path))
+
+    def test_corrupt_metadata_and_newer_versions_are_refused(self, tmp_path):
+        path = save(tmp_path / "db", mixed(1))
+        rewrite(path, put=[(b"__dataflow__", b"\xc1")])
+        with pytest.raises(ValueError, match="is not what LMDBSerializer.save writes"):
+            LMDBSerializer.load(path)
+        meta = {
+            "format": "dataflow.LMDBSerializer",
+            "version": 9,
+            "serializer": "msgpack",
+            "size": 1,
+        }
+        rewrite(path, put=[(b"__dataflow__", msgpack.packb(meta))])
+        with pytest.raises(ValueError, match="has format version 9, but this version of dataflow"):
+            LMDBSerializer.load(path)
+
+    def test_a_corrupt_key_list_is_refused(self, tmp_path):
+        path = save(tmp_path / "db", mixed(3))
+        rewrite(path, put=[(b"__keys__", msgpack.packb([b"00000000"]))])
+        with pytest.raises(ValueError, match="lists 1 keys but the database holds 3 records"):
+            LMDBSerializer.load(path)
+
+    # ---- processes and shared environments -------------------------------------------
+    def test_a_forked_child_reads_while_the_parent_has_it_open(self, tmp_path):
+        path = save(tmp_path / "db", mixed(6))
+        parent = LMDBSerializer.load(path, shuffle=False)
+        parent.reset_state()
+        child_pass = one_pass_in_a_forked_child(LMDBSerializer.load(path, shuffle=False))
+        assert [dp[1] for dp in child_pass] == list(range(6))
+        assert [dp[1] for dp in parent] == list(range(6))
+        parent.close()
+
+    def test_readers_of_one_file_share_an_environment(self, tmp_path):
+        path = save(tmp_path / "db", mixed(4))
+        a, b = LMDBSerializer.load(path, shuffle=False), LMDBSerializer.load(path, shuffle=False)
+        a.reset_state()
+        b.reset_state()
+        shared = a._shared
+        assert shared is b._shared and shared.users == 2
+        a.close()
+        assert [dp[1] for dp in b] == [0, 1, 2, 3]
+        b.close()
+        assert shared.users == 0 and shared.file_id not in lmdb_format._SHARED
+
+    def test_iterating_before_reset_state_is_an_error(self, tmp_path):
+        df = LMDBSerializer.load(save(tmp_path / "db", mixed(1)))
+        with pytest.raises(RuntimeError, match=r"call reset_state\(\) once, in the process"):
+            iter(df)
+
+    def test_iterating_in_another_process_than_the_reset_is_an_error(self, tmp_path):
+        df = LMDBSerializer.load(save(tmp_path / "db", mixed(1)))
+        df.reset_state()
+        df._shared.pid += 1  # as if this were a forked child of the process that reset it
+        try:
+            with pytest.raises(RuntimeError, match=r"was reset in process \d+ but is iterated"):
+                iter(df)
+        finally:
+            df._shared.pid -= 1
+            df.close()
+
+    def test_reset_twice_and_close_twice_are_harmless(self, tmp_path):
+        df = LMDBSerializer.load(save(tmp_path / "db", mixed(2)), shuffle=False)
+        df.reset_state()
+        df.reset_state()
+        shared = df._shared
+        assert shared.users == 1 and [dp[1] for dp in df] == [0, 1]
+        df.close()
+        df.close()
+        assert shared.users == 0 and shared.file_id not in lmdb_format._SHARED
+
+    def test_a_reset_dataflow_pickles_without_its_environment(self, tmp_path):
+        df = LMDBSerializer.load(save(tmp_path / "db", mixed(3)), shuffle=False)
+        df.reset_state()
+        copy = pickle.loads(pickle.dumps(df))
+        df.close()
+        with pytest.raises(RuntimeError, match="call reset_state"):
+            iter(copy)
+        copy.reset_state()
+        assert [dp[1] for dp in copy] == [0, 1, 2]
+        copy.close()
+
+    def test_a_forgotten_dataflow_releases_its_environment(self, tmp_path):
+        df = LMDBSerializer.load(save(tmp_path / "db", mixed(2)))
+        df.reset_state()
+        shared = df._shared
+        del df
+        assert shared.users == 0 and shared.file_id not in lmdb_format._SHARED
+
+
+class TestLMDBData:
+    def test_yields_raw_records_without_the_reserved_ones(self, tmp_path):
+        path = save(tmp_path / "db", [[1], [2]])
+        got = check_dataflow(lambda: LMDBData(path, shuffle=False))
+        assert got == [[b"00000000", msgpack.packb([1])], [b"00000001", msgpack.packb([2])]]
+
+    def test_reads_any_database_in_key_order(self, tmp_path):
+        path = str(tmp_path / "any")
+        with lmdb.open(path, subdir=False) as env, env.begin(write=True) as txn:
+            for key in (b"b", b"a", b"c"):
+                txn.put(key, key.upper())
+        assert check_dataflow(lambda: LMDBData(path, shuffle=False)) == [
+            [b"a", b"A"],
+            [b"b", b"B"],
+            [b"c", b"C"],
+        ]
+        shuffled = check_dataflow(lambda: LMDBData(path, seed=0))  # keys found by scanning
+        assert sorted(shuffled) == [[b"a", b"A"], [b"b", b"B"], [b"c", b"C"]]
+
+    def test_keys_select_records_in_their_order(self, tmp_path):
+        path = save(tmp_path / "db", [[i] for i in range(5)])
+        df = LMDBData(path, shuffle=False, keys=["00000003", b"00000001"])
+        assert len(df) == 2
+        assert [k for k, _ in check_dataflow(lambda: df)] == [b"00000003", b"00000001"]
+
+    def test_a_format_string_makes_the_keys(self, tmp_path):
+        path = save(tmp_path / "db", [[i] for i in range(5)])
+        got = check_dataflow(lambda: LMDBData(path, shuffle=True, keys="{:08d}", seed=2))
+        assert sorted(k for k, _ in got) == [b"%08d" % i for i in range(5)]
+
+    def test_a_missing_key_is_named(self, tmp_path):
+        path = save(tmp_path / "db", [[1]])
+        df = LMDBData(path, shuffle=False, keys=[b"nope"])
+        df.reset_state()
+        with pytest.raises(KeyError, match=r"LMDBData: no record b'nope' in "):
+            list(df)
+        df.close()
+
+    def test_a_pickled_key_list_is_never_unpickled(self, tmp_path, monkeypatch):
+        path = write_like_tensorpack(tmp_path / "tp", mixed(3), "pickle")
+
+        def refuse(*args, **kwargs):
+            raise AssertionError("pickle.loads was called")
+
+        monkeypatch.setattr(pickle, "loads", refuse)
+        got = check_dataflow(lambda: LMDBData(path, seed=1))
+        assert sorted(k for k, _ in got) == [b"00000000", b"00000001", b"00000002"]
+
+    @pytest.mark.parametrize(
+        ("keys", "error", "message"),
+        [
+            (5, TypeError, "keys must be None, a format string or a list of bytes or str keys"),
+            ("abc", ValueError, FORMAT_STRING_MESSAGE),
+            ("{name}", ValueError, FORMAT_STRING_MESSAGE),
+            ([b"a", 1], TypeError, "keys must hold bytes or str keys"),
+        ],
+    )
+    def test_keys_are_checked(self, tmp_path, keys, error, message):
+        path = save(tmp_path / "db", [])
+        with pytest.raises(error) as info:
+            LMDBData(path, keys=keys)
+        tail = ", got 1 at index 1" if isinstance(keys, list) else f", got {keys!r}"
+        assert str(info.value) == message + tail
+
+    def test_lmdb_path_must_be_a_path(self):
+        with pytest.raises(TypeError, match="lmdb_path must be a str or os.PathLike, got None"):
+            LMDBData(None)
+
+
+class TestLMDBDataDecoder:
+    def test_decodes_records_and_drops_none(self, tmp_path):
+        path = save(tmp_path / "db", [[i] for i in range(4)])
+
+        def decode(key, value):
+            n = int(key)
+            return None if n == 2 else [n, msgpack.unpackb(value)[0] * 10]
+
+        df = LMDBDataDecoder(LMDBData(path, shuffle=False), decode)
+        df.reset_state()
+        assert list(df) == [[0, 0], [1, 10], [3, 30]]
+        assert len(df) == 4  # the dropped record is counted, as documented
+        df.close()
+
+    def test_keeps_the_contract(self, tmp_path):
+        path = save(tmp_path / "db", [[i] for i in range(4)])
+        got = check_dataflow(lambda: LMDBDataDecoder(LMDBData(path, seed=0), lambda k, v: [k]))
+        assert sorted(got) == [[b"%08d" % i] for i in range(4)]
+
+    def test_decoder_must_be_callable(self, tmp_path):
+        path = save(tmp_path / "db", [])
+        with pytest.raises(TypeError) as info:
+            LMDBDataDecoder(LMDBData(path), "decode")
+        assert str(info.value) == "decoder must be callable, got 'decode'"
+
+    def test_lmdb_data_must_be_a_dataflow(self):
+        with pytest.raises(TypeError, match="ds must be a DataFlow, got str"):
+            LMDBDataDecoder("path", lambda k, v: [k])
