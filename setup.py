@@ -19,9 +19,10 @@ EXTRAS = {
     "lmdb": ["lmdb>=1.0"],
     "image": ["opencv-python-headless>=4.5"],
     "hdf5": ["h5py>=3.0"],
+    "mat": ["scipy>=1.5"],  # the .mat files of SVHN, BSDS500, Caltech101Silhouettes
     "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6.50"],
 }
-EXTRAS["all"] = sorted({req for name in ("lmdb", "image", "hdf5") for req in EXTRAS[name]})
+EXTRAS["all"] = sorted({req for name in ("lmdb", "image", "hdf5", "mat") for req in EXTRAS[name]})
 
 setup(
     name="dataflow",

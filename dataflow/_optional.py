@@ -10,7 +10,7 @@ _PACKAGES = {
     "lmdb": ("lmdb", "lmdb"),
     "cv2": ("opencv-python-headless", "image"),
     "h5py": ("h5py", "hdf5"),
-    "scipy.io": ("scipy", None),
+    "scipy.io": ("scipy", "mat"),
 }
 
 

@@ -321,7 +321,7 @@ def _fake_domains(domain: Any, dtypes: List[np.dtype]) -> List[Tuple[Any, Any]]:
 
 def _fake_sampler(
     rng: np.random.RandomState, shape: Tuple[int, ...], dtype: np.dtype, domain: Tuple[Any, Any]
-) -> Callable[[], np.ndarray]:
+) -> Callable[[], Any]:
     """A function drawing one component from *rng*."""
     low, high = domain
     if dtype.kind == "b":

@@ -10,7 +10,7 @@ import itertools
 import os
 import threading
 import time
-from typing import Any, Callable, FrozenSet, List, Optional
+from typing import Any, Callable, FrozenSet, List, Optional, Set
 
 from .base import DataFlow, UnknownLengthError
 
@@ -22,7 +22,7 @@ _SETTLE_POLL_S = 0.02
 
 def live_child_pids() -> FrozenSet[int]:
     """The pids of this process's live (not zombie) child processes."""
-    pids = set()
+    pids: Set[int] = set()
     me = os.getpid()
     task_dir = f"/proc/{me}/task"
     if os.path.isdir(task_dir):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import itertools
-from typing import Any, Callable, Hashable, Iterator, Optional, Sequence, Union
+from typing import Any, Callable, Generator, Hashable, Iterator, List, Optional, Sequence, Union
 
 from ._checks import check_bool as _check_bool
 from ._checks import check_callable as _check_callable
@@ -61,7 +61,7 @@ def _assignable_copy(owner: str, dp: Any) -> Any:
 _END = object()
 
 
-def _cycle(ds: DataFlow, owner: str) -> Iterator[Datapoint]:
+def _cycle(ds: DataFlow, owner: str) -> Generator[Datapoint, None, None]:
     """The datapoints of *ds*, pass after pass, forever; an empty pass is an error."""
     while True:
         it = iter(ds)
@@ -71,7 +71,7 @@ def _cycle(ds: DataFlow, owner: str) -> Iterator[Datapoint]:
                 f"{owner}: a whole pass of {type(ds).__name__} yielded no datapoints, so "
                 "repeating it would loop forever without yielding anything"
             )
-        yield first
+        yield first  # type: ignore[misc]
         yield from it
 
 
@@ -157,7 +157,7 @@ class MapDataComponent(MapData):
         self, ds: DataFlow, func: Callable[[Any], Any], index: Union[int, Hashable] = 0
     ) -> None:
         super().__init__(ds, func)
-        self.index = _check_key("index", index)
+        self.index: Any = _check_key("index", index)
 
     def __iter__(self) -> Iterator[Datapoint]:
         func, index = self.func, self.index
@@ -208,7 +208,7 @@ class SelectComponent(ProxyDataFlow):
             raise TypeError(
                 f"idxs must be a non-empty list of component indices or keys, got {idxs!r}"
             )
-        self.idxs = [_check_key(f"idxs[{k}]", i) for k, i in enumerate(idxs)]
+        self.idxs: List[Any] = [_check_key(f"idxs[{k}]", i) for k, i in enumerate(idxs)]
 
     def __iter__(self) -> Iterator[Datapoint]:
         idxs = self.idxs
@@ -333,7 +333,7 @@ class FixedSizeData(ProxyDataFlow):
         super().__init__(ds)
         self._size = _check_int("size", size, 1, "a positive int")
         self._keep = _check_bool("keep_state", keep_state)
-        self._itr: Optional[Iterator[Datapoint]] = None
+        self._itr: Optional[Generator[Datapoint, None, None]] = None
         self._guard = DataFlowReentrantGuard("FixedSizeData")
 
     def reset_state(self) -> None:

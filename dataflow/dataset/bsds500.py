@@ -155,4 +155,4 @@ def _boundaries(mat: Dict[str, Any], path: str) -> np.ndarray:
             f"{path!r} should hold a variable 'groundTruth' with one struct per annotator, "
             f"each with a 2-d 'Boundaries' map of the image's size ({type(err).__name__}: {err})"
         ) from err
-    return sum(maps) / np.float32(len(maps))
+    return np.asarray(np.mean(maps, axis=0, dtype=np.float32))

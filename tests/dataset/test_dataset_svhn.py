@@ -163,9 +163,8 @@ class TestSVHNDigit:
 
     def test_without_scipy_the_error_says_what_to_install(self, svhn_dir, monkeypatch):
         hide_module(monkeypatch, "scipy.io")
-        with pytest.raises(
-            ImportError, match=r"^SVHNDigit needs the 'scipy' package: pip install scipy$"
-        ):
+        expected = r"^SVHNDigit needs the 'scipy' package: pip install 'dataflow\[mat\]'$"
+        with pytest.raises(ImportError, match=expected):
             SVHNDigit("test", svhn_dir[0])
 
     @pytest.mark.parametrize(
