@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Hashable, Optional
 
 import numpy as np
 
@@ -36,6 +36,18 @@ def check_seed(seed: Any) -> Optional[int]:
     if not is_int(seed) or seed < 0:
         raise ValueError(f"seed must be None or a non-negative int, got {seed!r}")
     return int(seed)
+
+
+def check_key(name: str, value: Any) -> Hashable:
+    """*value* if it can index a component (an int, or a hashable dict key), else a TypeError."""
+    try:
+        hash(value)
+    except TypeError:
+        raise TypeError(
+            f"{name} must be an int (list datapoints) or a hashable key (dict datapoints), "
+            f"got {value!r}"
+        ) from None
+    return value
 
 
 def check_callable(name: str, value: Any) -> Callable[..., Any]:

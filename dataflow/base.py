@@ -16,16 +16,18 @@ scalars. The rules every dataflow in this library follows:
   nothing, and ``with df:`` calls it on exit.
 
 Code written for tensorpack keeps working: ``get_data()`` and ``size()`` are
-aliases of ``__iter__`` and ``__len__``, and a subclass that defines only
+aliases of ``__iter__`` and ``__len__``, a subclass that defines only
 ``get_data()`` / ``size()`` behaves as if it defined ``__iter__`` /
-``__len__``.
+``__len__``, and a ``__len__`` or ``size()`` that raises a plain
+``NotImplementedError`` raises :class:`UnknownLengthError` instead.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 from abc import ABCMeta, abstractmethod
-from typing import Any, Dict, Iterator, List, Optional, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 
 import numpy as np
 
@@ -126,15 +128,31 @@ def _iter_from_get_data(self: DataFlow) -> Iterator[Datapoint]:
     return iter(self.get_data())
 
 
+def _unknown_if_not_implemented(len_func: Callable[[Any], int]) -> Callable[[Any], int]:
+    """*len_func*, except that a ``NotImplementedError`` it raises (tensorpack's
+    way of saying "unknown length") becomes an :class:`UnknownLengthError`, which
+    is also a ``TypeError``, so that ``list(df)`` and the wrappers that ask for
+    ``len(ds)`` treat the length as unknown."""
+
+    @functools.wraps(len_func)
+    def __len__(self: DataFlow) -> int:
+        try:
+            return len_func(self)
+        except UnknownLengthError:
+            raise
+        except NotImplementedError as err:
+            raise UnknownLengthError(
+                str(err)
+                or f"{type(self).__name__} does not know how many datapoints one pass yields"
+            ) from err
+
+    __len__._converts_not_implemented = True  # type: ignore[attr-defined]
+    return __len__
+
+
+@_unknown_if_not_implemented
 def _len_from_size(self: DataFlow) -> int:
-    try:
-        return int(self.size())
-    except UnknownLengthError:
-        raise
-    except NotImplementedError as err:
-        # An old-style size() that raises NotImplementedError means "unknown";
-        # re-raise as the error that is also a TypeError so list(df) works.
-        raise UnknownLengthError(str(err) or f"{type(self).__name__} has no length") from err
+    return int(self.size())
 
 
 class DataFlow(metaclass=ABCMeta):
@@ -166,8 +184,14 @@ class DataFlow(metaclass=ABCMeta):
         # ones it inherits, just as if it had defined __iter__/__len__.
         if "get_data" in cls.__dict__ and "__iter__" not in cls.__dict__:
             cls.__iter__ = _iter_from_get_data  # type: ignore[method-assign]
-        if "size" in cls.__dict__ and "__len__" not in cls.__dict__:
-            cls.__len__ = _len_from_size  # type: ignore[method-assign]
+        len_func = cls.__dict__.get("__len__")
+        if len_func is None:
+            if "size" in cls.__dict__:
+                cls.__len__ = _len_from_size  # type: ignore[method-assign]
+        elif callable(len_func) and not hasattr(len_func, "_converts_not_implemented"):
+            # A __len__ that raises NotImplementedError, as tensorpack's did, says
+            # "unknown": make it the error that list(df) and the wrappers expect.
+            cls.__len__ = _unknown_if_not_implemented(len_func)  # type: ignore[method-assign]
 
     @abstractmethod
     def __iter__(self) -> Iterator[Datapoint]:
@@ -209,7 +233,13 @@ class DataFlow(metaclass=ABCMeta):
 
     def size(self) -> int:
         """Alias of ``len(df)``, kept for code written for tensorpack."""
-        return self.__len__()
+        # The nearest real __len__, skipping the one that calls size(): so a
+        # subclass's size() may call super().size() without recursing.
+        for klass in type(self).__mro__:
+            method = klass.__dict__.get("__len__")
+            if method is not None and method is not _len_from_size:
+                return method(self)
+        raise AssertionError("unreachable: DataFlow defines __len__")
 
 
 class ProxyDataFlow(DataFlow):

@@ -9,6 +9,7 @@ import numpy as np
 
 from ._checks import check_bool as _check_bool
 from ._checks import check_int as _check_int
+from ._checks import check_key as _check_key
 from .base import DataFlow, Datapoint, ProxyDataFlow, UnknownLengthError
 
 __all__ = ["BatchData", "BatchDataByShape", "unbatch"]
@@ -85,16 +86,25 @@ def _stack(owner: str, key: Any, values: Sequence[Any]) -> Any:
             return out
         if kind in _PY_NUMBERS or isinstance(first, (int, float)):
             return _stack_numbers(owner, key, values)
-        if kind is list or kind is tuple:  # e.g. boxes [x, y, w, h]: stacked, as in tensorpack
+        if kind is list or kind is tuple:  # e.g. boxes [x, y, w, h]: stacked
             out = np.array(values)
-            if out.dtype == object:  # numpy < 1.24 makes ragged object arrays
-                raise ValueError("inconsistent shapes")
+            if out.dtype == object:  # ragged (numpy < 1.24), or holding None, dicts...
+                raise ValueError(
+                    "the lists hold values that are not numbers or strings; use "
+                    "use_list=True for this component"
+                )
             return out
     except ValueError as err:
         raise _shape_error(owner, key, values, err) from None
     if kind is str or kind is bytes:
         if set(map(type, values)) != {kind}:  # numpy would turn other values into strings
             raise _mixed_types_error(owner, key, values)
+        nul = "\0" if kind is str else b"\0"
+        if any(v.endswith(nul) for v in values):
+            raise ValueError(
+                f"{owner}: component {key!r} holds {kind.__name__} values ending in NUL, which "
+                "a numpy string array would silently strip; use use_list=True for this component"
+            )
         return np.array(values)
     return list(values)
 
@@ -110,12 +120,23 @@ def _not_a_datapoint(owner: str, dp: Any) -> TypeError:
     return TypeError(f"{owner} needs list or dict datapoints, got {type(dp).__name__}")
 
 
+def _bad_datapoint(owner: str, first: Any, dp: Any) -> TypeError:
+    """The error for *dp* in a batch that starts with *first*: not a datapoint, or of the
+    other kind (list vs dict)."""
+    if not isinstance(dp, (list, tuple, dict)):
+        return _not_a_datapoint(owner, dp)
+    return TypeError(
+        f"{owner}: the datapoints within a batch must be all lists or all dicts, got a "
+        f"{type(first).__name__} and a {type(dp).__name__}"
+    )
+
+
 def _batch_lists(owner: str, holder: List[Any], use_list: UseList) -> List[Any]:
     n = len(holder[0])
     if set(map(type, holder)) != _LIST_TYPES:
         bad = next((dp for dp in holder if not isinstance(dp, (list, tuple))), None)
         if bad is not None:
-            raise _not_a_datapoint(owner, bad)
+            raise _bad_datapoint(owner, holder[0], bad)
     if set(map(len, holder)) != {n}:
         other = next(len(dp) for dp in holder if len(dp) != n)
         raise ValueError(
@@ -145,7 +166,7 @@ def _batch_dicts(owner: str, holder: List[Any], use_list: UseList) -> Dict[Any, 
     keys = holder[0].keys()
     for dp in holder:
         if not isinstance(dp, dict):
-            raise _not_a_datapoint(owner, dp)
+            raise _bad_datapoint(owner, holder[0], dp)
         if dp.keys() != keys:
             raise ValueError(
                 f"{owner}: datapoints within a batch have different keys: "
@@ -210,8 +231,10 @@ class BatchData(ProxyDataFlow):
     * Python ints: ``int32`` when every value of the batch fits, else ``int64``;
       Python floats (or ints mixed with floats): ``float32``; Python bools: ``bool``;
     * Python lists and tuples (e.g. a box ``[x, y, w, h]``): ``np.array`` of
-      the values, with numpy's default dtype; all must have the same shape;
-    * ``str`` / ``bytes``: a numpy string array;
+      the values, with numpy's default dtype; all must have the same shape
+      and hold only numbers or strings;
+    * ``str`` / ``bytes``: a numpy string array (an error if a value ends in
+      NUL, which numpy would strip);
     * anything else (``None``, dicts, other objects): a list of the values.
 
     With *use_list*, the chosen components are lists of the values instead.
@@ -325,7 +348,7 @@ class BatchDataByShape(BatchData):
 
     def __init__(self, ds: DataFlow, batch_size: int, idx: Hashable) -> None:
         super().__init__(ds, batch_size)
-        self.idx: Any = idx
+        self.idx: Any = _check_key("idx", idx)
 
     def __len__(self) -> int:
         raise UnknownLengthError(

@@ -165,6 +165,8 @@ class PrintData(ProxyDataFlow):
     ) -> None:
         super().__init__(ds)
         self.num = _check_int("num", num, 1, "a positive int")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be None or a str, got {name!r}")
         self.name = name
         self.max_depth = _check_int("max_depth", max_depth, 1, "a positive int")
         self.max_list = _check_int("max_list", max_list, 0, "a non-negative int")
@@ -338,10 +340,12 @@ def throughput_table(results: Sequence[Throughput]) -> str:
 class TestDataSpeed(ProxyDataFlow):
     """Measure how many datapoints per second *ds* yields: call ``start()``.
 
-    ``start()`` calls ``ds.reset_state()``, takes *warmup* datapoints
-    untimed, then times *size* datapoints (fewer if *ds* ends first) under a
-    progress bar, prints a one-line summary (datapoints/s and MB/s of numpy
-    arrays) to ``sys.stderr`` and returns the datapoints per second.
+    ``start()`` calls ``ds.reset_state()`` unless this ``TestDataSpeed`` was
+    reset already (by ``reset_state()`` or an earlier ``start()``), takes
+    *warmup* datapoints untimed, then times *size* datapoints (fewer if *ds*
+    ends first) under a progress bar, prints a one-line summary (datapoints/s
+    and MB/s of numpy arrays) to ``sys.stderr`` and returns the datapoints
+    per second.
     Iterating a ``TestDataSpeed`` yields the datapoints of *ds* unchanged and
     measures nothing, so one left in a pipeline costs nothing; ``len()`` is
     ``len(ds)``. Holds nothing.
@@ -370,10 +374,16 @@ class TestDataSpeed(ProxyDataFlow):
         # Not "self.size": that is the tensorpack alias of len().
         self.test_size = _check_int("size", size, 1, "a positive int")
         self.warmup = _check_int("warmup", warmup, 0, "a non-negative int")
+        self._reset_done = False
+
+    def reset_state(self) -> None:
+        super().reset_state()
+        self._reset_done = True
 
     def start(self) -> float:
-        """Reset *ds*, measure it, print the summary, and return datapoints per second."""
-        self.ds.reset_state()
+        """Reset *ds* (once), measure it, print the summary, and return datapoints per second."""
+        if not self._reset_done:
+            self.reset_state()
         result = measure_throughput(
             self.ds, self.test_size, warmup=self.warmup, name=type(self).__name__
         )

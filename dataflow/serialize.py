@@ -255,20 +255,42 @@ def _from_msgpack_numpy(obj: Dict[Any, Any], writable: bool) -> Any:
     return array.copy() if writable else array
 
 
+# The keys of the maps msgpack-numpy writes: for an array, for a scalar, for a complex.
+_MSGPACK_NUMPY_ARRAY = frozenset((b"nd", b"type", b"kind", b"shape", b"data"))
+_MSGPACK_NUMPY_SCALAR = frozenset((b"nd", b"type", b"data"))
+_MSGPACK_NUMPY_COMPLEX = frozenset((b"complex", b"data"))
+
+
 def _object_hook_writable(obj: Dict[Any, Any]) -> Any:
-    if b"nd" in obj:
+    # Only maps with exactly msgpack-numpy's keys: a user's dict that merely has
+    # a key b"nd" or b"complex" stays a dict.
+    if b"nd" in obj and (obj.keys() == _MSGPACK_NUMPY_ARRAY or obj.keys() == _MSGPACK_NUMPY_SCALAR):
         return _from_msgpack_numpy(obj, True)
-    if b"complex" in obj:
+    if b"complex" in obj and obj.keys() == _MSGPACK_NUMPY_COMPLEX:
         return complex(obj[b"data"])
     return obj
 
 
 def _object_hook_readonly(obj: Dict[Any, Any]) -> Any:
-    if b"nd" in obj:
+    if b"nd" in obj and (obj.keys() == _MSGPACK_NUMPY_ARRAY or obj.keys() == _MSGPACK_NUMPY_SCALAR):
         return _from_msgpack_numpy(obj, False)
-    if b"complex" in obj:
+    if b"complex" in obj and obj.keys() == _MSGPACK_NUMPY_COMPLEX:
         return complex(obj[b"data"])
     return obj
+
+
+def _hashable(key: Any) -> Any:
+    """A decoded dict key with its lists, which were tuples, back as tuples."""
+    return tuple(map(_hashable, key)) if type(key) is list else key
+
+
+def _pairs_hook(object_hook: Callable[[Dict[Any, Any]], Any]) -> Callable[[List[Any]], Any]:
+    """An ``object_pairs_hook`` that builds the dict with :func:`_hashable` keys."""
+
+    def hook(pairs: List[Any]) -> Any:
+        return object_hook({_hashable(key): value for key, value in pairs})
+
+    return hook
 
 
 # ---- finding what cannot be serialized ---------------------------------------
@@ -385,7 +407,8 @@ class MsgpackSerializer(Serializer):
     non-contiguous arrays included. What comes back differs in a few
     documented ways:
 
-    * tuples come back as lists (as in JSON and in tensorpack);
+    * tuples come back as lists (as in JSON and in tensorpack), except
+      dict keys, which come back as tuples since a list cannot be a key;
     * subclasses come back as their base type (``OrderedDict`` as ``dict``,
       an ``IntEnum`` member as ``int``, an ``ndarray`` subclass as an
       ``ndarray``; masked arrays are refused), a ``bytearray`` or
@@ -434,13 +457,25 @@ class MsgpackSerializer(Serializer):
             raise located from err
 
     def loads(self, buf: Any) -> Any:
-        return unpackb(
-            buf,
-            ext_hook=self._ext_hook,
-            object_hook=self._object_hook,
-            raw=False,
-            strict_map_key=False,
-        )
+        try:
+            return unpackb(
+                buf,
+                ext_hook=self._ext_hook,
+                object_hook=self._object_hook,
+                raw=False,
+                strict_map_key=False,
+            )
+        except TypeError:
+            # A tuple dict key was stored as a list, which cannot be a key
+            # ("unhashable type: 'list'"): decode again, turning such keys
+            # back into tuples. Anything else fails again with the same error.
+            return unpackb(
+                buf,
+                ext_hook=self._ext_hook,
+                object_pairs_hook=_pairs_hook(self._object_hook),
+                raw=False,
+                strict_map_key=False,
+            )
 
     def __repr__(self) -> str:
         return f"MsgpackSerializer(writable={self.writable})"

@@ -316,6 +316,13 @@ def _fake_domains(domain: Any, dtypes: List[np.dtype]) -> List[Tuple[Any, Any]]:
                     f"{name} must be a pair of ints with {info.min} <= low < high <= "
                     f"{info.max + 1} for the {dtype.name} component {k}, got {given!r}"
                 )
+        elif dtype.kind == "f":
+            largest = float(np.finfo(dtype).max)
+            if not (-largest <= low and high <= largest):
+                raise ValueError(
+                    f"{name} must be a pair with {-largest} <= low < high <= {largest} "
+                    f"for the {dtype.name} component {k}, got {given!r}"
+                )
     return domains
 
 

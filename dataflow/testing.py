@@ -12,6 +12,7 @@ import threading
 import time
 from typing import Any, Callable, FrozenSet, List, Optional, Set
 
+from ._checks import check_int as _check_int
 from .base import DataFlow, UnknownLengthError
 
 __all__ = ["check_dataflow", "live_child_pids", "live_threads"]
@@ -122,8 +123,8 @@ def check_dataflow(
         >>> check_dataflow(Pairs)
         [[0, 0], [1, -1], [2, -2]]
     """
-    if num_passes < 2:
-        raise ValueError(f"num_passes must be an int >= 2, got {num_passes!r}")
+    _check_int("max_datapoints", max_datapoints, 1, "a positive int")
+    _check_int("num_passes", num_passes, 2, "an int >= 2")
     threads_before, children_before = live_threads(), live_child_pids()
     df = make_df()
     what = "check_dataflow"

@@ -9,6 +9,7 @@ from typing import Any, Callable, Generator, Hashable, Iterator, List, Optional,
 from ._checks import check_bool as _check_bool
 from ._checks import check_callable as _check_callable
 from ._checks import check_int as _check_int
+from ._checks import check_key as _check_key
 from ._checks import is_int as _is_int
 from .base import DataFlow, DataFlowReentrantGuard, Datapoint, ProxyDataFlow, UnknownLengthError
 
@@ -20,17 +21,6 @@ __all__ = [
     "RepeatedDataPoint",
     "SelectComponent",
 ]
-
-
-def _check_key(name: str, value: Any) -> Hashable:
-    try:
-        hash(value)
-    except TypeError:
-        raise TypeError(
-            f"{name} must be an int (list datapoints) or a hashable key (dict datapoints), "
-            f"got {value!r}"
-        ) from None
-    return value
 
 
 def _missing_component(owner: str, dp: Any, index: Any) -> Exception:

@@ -153,6 +153,51 @@ class TestTensorpackInterface:
         assert list(Evens()) == [[0], [2]]
         assert list(Evens().get_data()) == [[0], [2]]
 
+    def test_size_override_may_call_super_size(self):
+        class Doubled(ProxyDataFlow):
+            def get_data(self):
+                for dp in super().get_data():
+                    yield dp
+                    yield dp
+
+            def size(self):
+                return super().size() * 2
+
+        df = Doubled(Count(3))
+        assert (len(df), df.size(), len(list(df))) == (6, 6, 6)
+        check_dataflow(lambda: Doubled(Count(3)))
+
+    def test_len_raising_not_implemented_means_unknown_length(self):
+        class OldLen(DataFlow):
+            def __iter__(self):
+                yield from ([i] for i in range(3))
+
+            def __len__(self):
+                raise NotImplementedError("no idea")
+
+        df = OldLen()
+        with pytest.raises(UnknownLengthError, match="^no idea$"):
+            len(df)
+        assert list(df) == [[0], [1], [2]]
+        check_dataflow(OldLen)
+
+    def test_len_raising_not_implemented_in_a_wrapped_source(self):
+        from dataflow import BatchData, JoinData
+
+        class OldLen(DataFlow):
+            def __iter__(self):
+                yield from ([i] for i in range(4))
+
+            def __len__(self):
+                raise NotImplementedError
+
+        df = BatchData(OldLen(), 2)
+        df.reset_state()  # asks len(ds); tensorpack's BatchData caught NotImplementedError
+        assert [b[0].tolist() for b in df] == [[0, 1], [2, 3]]
+        df = JoinData([OldLen(), OldLen()])
+        df.reset_state()
+        assert len(list(df)) == 4
+
     def test_old_style_subclass_of_old_style_source(self):
         class Twice(OldStyle):
             def get_data(self):
@@ -264,6 +309,19 @@ class TestDataFlowReentrantGuard:
 
 
 class TestCheckDataflow:
+    @pytest.mark.parametrize(
+        "kwargs, error, message",
+        [
+            ({"num_passes": 1}, ValueError, "num_passes must be an int >= 2, got 1"),
+            ({"num_passes": 2.5}, TypeError, "num_passes must be an int >= 2, got 2.5"),
+            ({"max_datapoints": 0}, ValueError, "max_datapoints must be a positive int, got 0"),
+        ],
+    )
+    def test_rejects_bad_arguments(self, kwargs, error, message):
+        with pytest.raises(error) as info:
+            check_dataflow(lambda: Count(1), **kwargs)
+        assert str(info.value) == message
+
     def test_detects_wrong_len(self):
         class Liar(Count):
             def __len__(self):
@@ -293,9 +351,12 @@ class TestCheckDataflow:
 
     def test_detects_plain_not_implemented_len(self):
         class BadLen(Count):
-            def __len__(self):
-                raise NotImplementedError
+            pass
 
+        def bad_len(self):
+            raise NotImplementedError
+
+        BadLen.__len__ = bad_len  # set after the class was made, so base does not convert it
         with pytest.raises(AssertionError, match="not UnknownLengthError"):
             check_dataflow(lambda: BadLen(1))
 

@@ -68,13 +68,14 @@ def same_datapoint(a, b):
 
 
 # A datapoint with one component of each kind BatchData stacks; floats that
-# float32 holds exactly, so batching then unbatching gives them back.
+# float32 holds exactly, and strings without a trailing NUL (which numpy would
+# strip, so BatchData refuses them), so batching then unbatching gives them back.
 list_datapoints = st.lists(
     st.tuples(
         st.integers(-(2**40), 2**40),
         st.floats(width=32, allow_nan=False, allow_infinity=False),
         st.booleans(),
-        st.text(max_size=3),
+        st.text(max_size=3).filter(lambda text: not text.endswith("\0")),
         st.lists(st.integers(0, 255), min_size=2, max_size=2),
     ).map(lambda t: [t[0], t[1], t[2], t[3], np.array(t[4], dtype=np.uint8)]),
     max_size=40,
@@ -211,10 +212,30 @@ class TestBatchData:
         out = batch_of([None, {"k": 1}, obj], [None, {"k": 2}, obj])
         assert out == [[None, None], [{"k": 1}, {"k": 2}], [obj, obj]]
 
-    def test_python_lists_and_tuples_are_stacked_like_tensorpack(self):
+    def test_python_lists_and_tuples_are_stacked(self):
         boxes, pairs = batch_of([[1, 2, 3, 4], (0.5, 1.5)], [[5, 6, 7, 8], (2.5, 3.5)])
         assert boxes.dtype == np.int64 and boxes.tolist() == [[1, 2, 3, 4], [5, 6, 7, 8]]
         assert pairs.dtype == np.float64 and pairs.shape == (2, 2)
+
+    @pytest.mark.parametrize("inner", [[None, None], [{"a": 1}], [object()]])
+    def test_python_lists_of_objects_are_an_error_not_a_shape_complaint(self, inner):
+        assert error_of([inner], [inner]) == (
+            ValueError,
+            "BatchData: cannot stack component 0 of a batch: the lists hold values that are "
+            "not numbers or strings; use use_list=True for this component",
+        )
+        assert batch_of([inner], [inner], use_list=True) == [[inner, inner]]
+
+    @pytest.mark.parametrize("values", [[b"ab", b"\0\0"], ["a\0", "b"]])
+    def test_strings_ending_in_nul_are_an_error_not_silently_stripped(self, values):
+        kind, message = error_of(*([v] for v in values))
+        assert kind is ValueError
+        assert message == (
+            f"BatchData: component 0 holds {type(values[0]).__name__} values ending in NUL, "
+            "which a numpy string array would silently strip; use use_list=True for this "
+            "component"
+        )
+        assert batch_of(*([v] for v in values), use_list=True) == [values]
 
     def test_ragged_python_lists_name_the_component(self):
         with pytest.raises(
@@ -301,11 +322,17 @@ class TestBatchData:
     def test_a_dict_among_lists_is_named(self):
         assert error_of([1], {"a": 1}) == (
             TypeError,
-            "BatchData needs list or dict datapoints, got dict",
+            "BatchData: the datapoints within a batch must be all lists or all dicts, got a "
+            "list and a dict",
         )
-        assert error_of({"a": 1}, [1]) == (
+        assert error_of({"a": 1}, (1,)) == (
             TypeError,
-            "BatchData needs list or dict datapoints, got list",
+            "BatchData: the datapoints within a batch must be all lists or all dicts, got a "
+            "dict and a tuple",
+        )
+        assert error_of({"a": 1}, 5) == (
+            TypeError,
+            "BatchData needs list or dict datapoints, got int",
         )
 
     def test_different_numbers_of_components_are_an_error(self):
@@ -401,6 +428,11 @@ class TestBatchDataByShape:
         with pytest.raises(ValueError) as info:
             BatchDataByShape(source([[np.zeros(1)]]), 0, 0)
         assert str(info.value) == "batch_size must be a positive int, got 0"
+        with pytest.raises(TypeError) as info:
+            BatchDataByShape(source([[np.zeros(1)]]), 1, [0])
+        assert str(info.value) == (
+            "idx must be an int (list datapoints) or a hashable key (dict datapoints), got [0]"
+        )
 
     def test_keeps_the_dataflow_contract(self):
         out = check_dataflow(

@@ -164,6 +164,7 @@ class TestPrintData:
             ({"num": 1.0}, TypeError, "num must be a positive int, got 1.0"),
             ({"max_depth": 0}, ValueError, "max_depth must be a positive int, got 0"),
             ({"max_list": -1}, ValueError, "max_list must be a non-negative int, got -1"),
+            ({"name": 5}, TypeError, "name must be None or a str, got 5"),
         ],
     )
     def test_rejects_bad_arguments(self, kwargs, error, message):
@@ -315,6 +316,14 @@ class TestTestDataSpeed:
         ds = Counting(100)
         rate = TestDataSpeed(ds, size=50).start()
         assert rate > 0
+        assert ds.resets == 1
+
+    def test_start_does_not_reset_ds_again(self):
+        ds = Counting(100)
+        df = TestDataSpeed(ds, size=10)
+        df.reset_state()  # the tensorpack order: reset, then start()
+        df.start()
+        df.start()
         assert ds.resets == 1
 
     def test_start_honors_size_and_warmup(self):

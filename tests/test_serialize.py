@@ -179,6 +179,21 @@ class TestMsgpackSerializer:
         assert got == [[1, [2]], {"a": 1}, 1, b"x", 1 + 2j]
         assert [type(x) for x in got] == [list, dict, int, bytes, np.complex128]
 
+    @pytest.mark.parametrize("writable", [True, False])
+    def test_tuple_dict_keys_come_back_as_tuples(self, writable):
+        # A tuple key is stored as a list, which cannot be a dict key when decoded.
+        obj = [{(1, (2, "a")): np.arange(2), "x": [{(3,): 1 + 2j}]}, (4, 5)]
+        s = MsgpackSerializer(writable=writable)
+        got = s.loads(s.dumps(obj))
+        assert list(got[0]) == [(1, (2, "a")), "x"] and got[1] == [4, 5]
+        assert got[0][(1, (2, "a"))].tolist() == [0, 1]
+        assert got[0]["x"] == [{(3,): 1 + 2j}]
+        assert got[0][(1, (2, "a"))].flags.writeable is writable
+
+    def test_a_buffer_that_is_not_bytes_is_still_a_type_error(self):
+        with pytest.raises(TypeError):
+            loads(None)
+
     def test_unserializable_value_is_named_with_its_place(self):
         with pytest.raises(TypeError) as info:
             dumps([1, {"meta": collections.deque()}])
@@ -243,6 +258,14 @@ class TestMsgpackSerializer:
         assert got[5].dtype == structured.dtype and got[5].tobytes() == structured.tobytes()
         assert got[6] == {"x": np.uint8(9)} and type(got[6]["x"]) is np.uint8
         got[0][0, 0] = 5  # writable
+
+    def test_dicts_that_only_share_a_key_with_msgpack_numpy_stay_dicts(self):
+        obj = [
+            {b"nd": 1},
+            {b"complex": 1, b"x": 2},
+            {b"nd": True, b"type": "<i4", b"data": 3, b"z": 0},
+        ]
+        assert loads(dumps(obj)) == obj
 
     def test_msgpack_numpy_object_arrays_are_not_unpickled(self):
         buf = msgpack.packb(np.array([None], dtype=object), default=msgpack_numpy.encode)

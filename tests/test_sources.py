@@ -407,6 +407,12 @@ class TestFakeData:
                 ValueError,
                 r"^domain must be a pair of ints .* for the int32 component 1, got \(0.5, 2\)$",
             ),
+            (
+                {"dtype": "float16", "domain": (0, 1e6)},
+                ValueError,
+                r"^domain must be a pair with -65504.0 <= low < high <= 65504.0 for the float16 "
+                r"component 0, got \(0, 1000000.0\)$",
+            ),
         ],
     )
     def test_rejects_bad_arguments(self, kwargs, error, message):

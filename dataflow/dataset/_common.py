@@ -10,8 +10,9 @@ The API, used by every module of :mod:`dataflow.dataset`:
 * :func:`download_file` -- fetch one URL into a directory, atomically.
 * :func:`extract_tar` -- unpack a downloaded archive, refusing members that
   would land outside the target directory.
-* :class:`InMemorySplit` -- the base of readers that load one split (train or
-  test) into two arrays and yield ``[image, label]`` from them.
+* :class:`InMemorySplit` -- the base of readers that load one split into
+  two arrays and yield ``[image, label]`` from them; :func:`check_train_or_test`
+  checks the split argument of the readers with a train and a test split.
 
 Nothing here downloads unless a reader was asked to (``download=True``).
 """
@@ -31,11 +32,12 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence
 
 import numpy as np
 
-from ..base import Datapoint, RNGDataFlow, _check_seed
+from ..base import Datapoint, RNGDataFlow
 
 __all__ = [
     "DATASETS_ENV",
     "InMemorySplit",
+    "check_train_or_test",
     "dataset_dir",
     "download_file",
     "extract_tar",
@@ -202,30 +204,30 @@ def extract_tar(path: str, directory: str) -> None:
             tar.extractall(root, members=members)
 
 
+def check_train_or_test(train_or_test: Any) -> str:
+    """*train_or_test* if it is ``"train"`` or ``"test"``, else a ``ValueError``."""
+    if train_or_test not in ("train", "test"):
+        raise ValueError(f"train_or_test must be 'train' or 'test', got {train_or_test!r}")
+    return str(train_or_test)
+
+
 class InMemorySplit(RNGDataFlow):
     """Base of readers that yield ``[image, label]`` from one split held in memory.
 
-    ``__init__`` checks the split name, *shuffle* and *seed*; the subclass then
-    loads its files and calls :meth:`_set_arrays`. Each pass yields
-    ``[self._convert(images[k]), labels[k]]`` for every *k*, in file order, or
-    in a new random order every pass when *shuffle* is true. ``len()`` is the
-    number of images.
+    The subclass's ``__init__`` checks its arguments, sets ``self.shuffle``
+    (a bool) and ``self.seed``, loads its files and calls :meth:`_set_arrays`.
+    Each pass yields ``[self._convert(images[k]), labels[k]]`` for every *k*,
+    in file order, or in a new random order every pass when ``self.shuffle``
+    is true. ``len()`` is the number of images.
 
     Subclasses may override the static method ``_convert``, which turns a
     stored image into the yielded one; it must return a new array, so that
     code which modifies a datapoint in place cannot change the stored data.
     """
 
-    def __init__(self, train_or_test: str, shuffle: Any, *, seed: Optional[int] = None) -> None:
-        if train_or_test not in ("train", "test"):
-            raise ValueError(f"train_or_test must be 'train' or 'test', got {train_or_test!r}")
-        if not isinstance(shuffle, (bool, np.bool_)):
-            raise TypeError(f"shuffle must be a bool, got {shuffle!r}")
-        self.train_or_test = train_or_test
-        self.shuffle = bool(shuffle)
-        self.seed = _check_seed(seed)
-        self._images = np.empty((0,), np.uint8)
-        self._labels: List[int] = []
+    shuffle: bool
+    _images: np.ndarray
+    _labels: List[int]
 
     @staticmethod
     def _convert(image: np.ndarray) -> np.ndarray:

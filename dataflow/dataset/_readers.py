@@ -1,7 +1,5 @@
 """Building blocks shared by the readers of image datasets.
 
-* :class:`ArraySplit` -- a reader whose whole split sits in memory as arrays
-  (SVHN, BSDS500, Caltech-101 silhouettes).
 * :class:`FileListReader` -- a reader that holds a list of image files and
   labels and reads the files while iterating (ILSVRC12, Tiny ImageNet,
   Places365); :func:`iter_images` decodes them.
@@ -27,11 +25,10 @@ import numpy as np
 from .._checks import check_seed
 from .._optional import import_optional
 from ..base import Datapoint, RNGDataFlow
-from ._common import InMemorySplit, dataset_dir, download_file, find_files
+from ._common import dataset_dir, download_file, find_files
 
 __all__ = [
     "PathLike",
-    "ArraySplit",
     "FileListReader",
     "check_dir",
     "check_listed_files",
@@ -272,28 +269,6 @@ def init_split(
     df.name = check_name(name, names)
     df.shuffle = check_shuffle(shuffle, name, train_names)
     df.seed = check_seed(seed)
-
-
-class ArraySplit(InMemorySplit):
-    """An :class:`~dataflow.dataset._common.InMemorySplit` with the dataset's
-    own split names, and a *shuffle* that may be ``None`` (shuffle the
-    training splits only).
-
-    This ``__init__`` replaces the one of ``InMemorySplit``, which accepts
-    only ``"train"`` and ``"test"`` and a bool *shuffle*; the subclass then
-    loads its files and calls ``_set_arrays``.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        names: Sequence[str],
-        shuffle: Any,
-        seed: Optional[int],
-        *,
-        train_names: Sequence[str] = ("train",),
-    ) -> None:
-        init_split(self, name, names, shuffle, seed, train_names)
 
 
 class FileListReader(RNGDataFlow):

@@ -4,13 +4,20 @@ from __future__ import annotations
 
 from typing import Optional
 
-from ._common import dataset_dir
-from ._readers import ArraySplit, PathLike, find_downloadable, load_mat, mat_labels, mat_variable
+from ._common import InMemorySplit, dataset_dir
+from ._readers import (
+    PathLike,
+    find_downloadable,
+    init_split,
+    load_mat,
+    mat_labels,
+    mat_variable,
+)
 
 __all__ = ["Caltech101Silhouettes"]
 
 
-class Caltech101Silhouettes(ArraySplit):
+class Caltech101Silhouettes(InMemorySplit):
     """Yield ``[image, label]`` from the Caltech-101 Silhouettes dataset.
 
     *image* is a new array of shape (28, 28) with values in [0, 1], of the
@@ -59,6 +66,14 @@ class Caltech101Silhouettes(ArraySplit):
         Traceback (most recent call last):
         ...
         FileNotFoundError: Caltech101Silhouettes expected these files in '/no/such/dir', ...
+
+    Note:
+        The file was written by MATLAB, where each row holds an image column
+        after column; read row after row, as here and in tensorpack, every
+        silhouette comes out transposed (mirrored about its main diagonal).
+        The reader keeps tensorpack's orientation, so that models trained
+        with tensorpack see the same images; ``image.T`` is the upright
+        silhouette.
     """
 
     #: The default sub-directory of ``$DATAFLOW_DATASETS``.
@@ -67,6 +82,7 @@ class Caltech101Silhouettes(ArraySplit):
     SOURCE_URL = "https://people.cs.umass.edu/~marlin/data/"
     #: The name of the file.
     FILE_NAME = "caltech101_silhouettes_28_split1.mat"
+    name: str
 
     def __init__(
         self,
@@ -77,7 +93,7 @@ class Caltech101Silhouettes(ArraySplit):
         download: bool = False,
         seed: Optional[int] = None,
     ) -> None:
-        super().__init__(name, ("train", "val", "test"), shuffle, seed)
+        init_split(self, name, ("train", "val", "test"), shuffle, seed)
         self.dir = dataset_dir(self.DIR_NAME, dir)
         reader = type(self).__name__
         (path,) = find_downloadable(reader, self.dir, [self.FILE_NAME], self.SOURCE_URL, download)

@@ -13,7 +13,16 @@ from typing import Any, Dict, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ._common import InMemorySplit, dataset_dir, download_file, extract_tar, find_files
+from .._checks import check_seed
+from ._common import (
+    InMemorySplit,
+    check_train_or_test,
+    dataset_dir,
+    download_file,
+    extract_tar,
+    find_files,
+)
+from ._readers import check_shuffle
 
 __all__ = ["Cifar10", "Cifar100", "CifarBase"]
 
@@ -152,9 +161,9 @@ class CifarBase(InMemorySplit):
         download: bool = False,
         seed: Optional[int] = None,
     ) -> None:
-        if shuffle is None:
-            shuffle = train_or_test == "train"
-        super().__init__(train_or_test, shuffle, seed=seed)
+        self.train_or_test = check_train_or_test(train_or_test)
+        self.shuffle = check_shuffle(shuffle, train_or_test)
+        self.seed = check_seed(seed)
         if cifar_classnum not in _LAYOUTS:
             raise ValueError(f"cifar_classnum must be 10 or 100, got {cifar_classnum!r}")
         if cifar_classnum == 10 and not fine_label:

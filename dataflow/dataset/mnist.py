@@ -8,7 +8,14 @@ from typing import Any, List, Optional, Union
 
 import numpy as np
 
-from ._common import InMemorySplit, dataset_dir, download_file, find_files
+from .._checks import check_seed
+from ._common import (
+    InMemorySplit,
+    check_train_or_test,
+    dataset_dir,
+    download_file,
+    find_files,
+)
 
 __all__ = ["FashionMnist", "Mnist"]
 
@@ -122,7 +129,11 @@ class Mnist(InMemorySplit):
         download: bool = False,
         seed: Optional[int] = None,
     ) -> None:
-        super().__init__(train_or_test, shuffle, seed=seed)
+        self.train_or_test = check_train_or_test(train_or_test)
+        if not isinstance(shuffle, (bool, np.bool_)):
+            raise TypeError(f"shuffle must be a bool, got {shuffle!r}")
+        self.shuffle = bool(shuffle)
+        self.seed = check_seed(seed)
         self.dir = dataset_dir(self.DIR_NAME, dir)
         prefix = "train" if train_or_test == "train" else "t10k"
         images_path, labels_path = self._find(
@@ -171,3 +182,14 @@ class FashionMnist(Mnist):
 
     DIR_NAME = "fashion_mnist_data"
     SOURCE_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
+
+    def get_label_names(self) -> List[str]:
+        """The name of each class, indexed by label: ``'T-shirt/top'`` for 0
+        through ``'Ankle boot'`` for 9 (the names of the official README)."""
+        return list(_FASHION_LABEL_NAMES)
+
+
+_FASHION_LABEL_NAMES = (
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+)  # fmt: skip

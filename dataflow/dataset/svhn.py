@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import numpy as np
 
+from ._common import InMemorySplit
 from ._readers import (
-    ArraySplit,
     PathLike,
     check_dir,
     find_downloadable,
+    init_split,
     load_mat,
     mat_labels,
     mat_variable,
@@ -18,8 +19,10 @@ from ._readers import (
 
 __all__ = ["SVHNDigit"]
 
+_NAMES = ("train", "test", "extra")
 
-class SVHNDigit(ArraySplit):
+
+class SVHNDigit(InMemorySplit):
     """Yield ``[image, label]`` from the cropped digits of SVHN.
 
     *image* is a new uint8 array of shape (32, 32, 3), in RGB order as stored
@@ -75,6 +78,7 @@ class SVHNDigit(ArraySplit):
     DIR_NAME = "svhn_data"
     #: Where ``download=True`` fetches each file: ``SOURCE_URL + file name``.
     SOURCE_URL = "http://ufldl.stanford.edu/housenumbers/"
+    name: str
 
     def __init__(
         self,
@@ -85,9 +89,7 @@ class SVHNDigit(ArraySplit):
         download: bool = False,
         seed: Optional[int] = None,
     ) -> None:
-        super().__init__(
-            name, ("train", "test", "extra"), shuffle, seed, train_names=("train", "extra")
-        )
+        init_split(self, name, _NAMES, shuffle, seed, train_names=("train", "extra"))
         self.dir = check_dir("data_dir", data_dir, self.DIR_NAME)
         reader = type(self).__name__
         (path,) = find_downloadable(
@@ -99,3 +101,28 @@ class SVHNDigit(ArraySplit):
         # (32, 32, 3, N) -> (N, 32, 32, 3), contiguous so that each image is one block.
         images = np.ascontiguousarray(images.transpose(3, 0, 1, 2))
         self._set_arrays(images, labels % 10)
+
+    def get_per_pixel_mean(self, names: Sequence[str] = _NAMES) -> np.ndarray:
+        """The mean image of the splits *names*, float64 of shape (32, 32, 3).
+
+        Args:
+            names: a non-empty sequence of ``"train"``, ``"test"`` and/or
+                ``"extra"``; the default is every image of the dataset. A
+                split other than this reader's is read from its file in this
+                reader's directory for the computation (``"extra"`` takes
+                1.6 GB of memory while it is read).
+        """
+        if isinstance(names, str) or not names or not set(names) <= set(_NAMES):
+            raise ValueError(
+                "names must be a non-empty sequence of 'train', 'test' and/or 'extra', "
+                f"got {names!r}"
+            )
+        total = np.zeros((32, 32, 3), np.float64)
+        count = 0
+        for name in _NAMES:
+            if name not in names:
+                continue
+            other = self if name == self.name else SVHNDigit(name, self.dir, shuffle=False)
+            total += other._images.sum(axis=0, dtype=np.float64)
+            count += len(other._images)
+        return total / count

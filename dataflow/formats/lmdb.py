@@ -276,16 +276,21 @@ class LMDBData(RNGDataFlow):
         keys = _check_keys(keys)
         self._shared: Optional[_SharedEnv] = None
         self._finalizer: Optional[weakref.finalize] = None
-        with _borrowed_env(self.lmdb_path, self._user) as env, env.begin() as txn:
-            self._reserved: FrozenSet[bytes] = frozenset(
-                key for key in _RESERVED if txn.get(key) is not None
-            )
-            size = env.stat()["entries"] - len(self._reserved)
-            self._inspect(txn, _read_meta(txn, size, self.lmdb_path, self._user))
-            if isinstance(keys, str):
-                keys = [keys.format(i).encode() for i in range(size)]
-            elif keys is None and shuffle:
-                keys = self._stored_keys(txn, size)
+        with _borrowed_env(self.lmdb_path, self._user) as env:
+            lmdb_error = import_optional("lmdb", self._user).Error
+            try:
+                with env.begin() as txn:
+                    self._reserved: FrozenSet[bytes] = frozenset(
+                        key for key in _RESERVED if txn.get(key) is not None
+                    )
+                    size = env.stat()["entries"] - len(self._reserved)
+                    self._inspect(txn, _read_meta(txn, size, self.lmdb_path, self._user))
+                    if isinstance(keys, str):
+                        keys = [keys.format(i).encode() for i in range(size)]
+                    elif keys is None and shuffle:
+                        keys = self._stored_keys(txn, size)
+            except lmdb_error as err:
+                raise self._corrupt(None, err) from err
         self._keys: Optional[List[bytes]] = keys
         self._size = size if keys is None else len(keys)
 
@@ -324,9 +329,18 @@ class LMDBData(RNGDataFlow):
         return keys
 
     def _unreadable(self, key: bytes, err: BaseException) -> ValueError:
-        detail = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
         return ValueError(
-            f"{self._user}: record {bytes(key)!r} of {self.lmdb_path!r} cannot be read ({detail})"
+            f"{self._user}: record {bytes(key)!r} of {self.lmdb_path!r} cannot be read "
+            f"({_detail(err)})"
+        )
+
+    def _corrupt(self, last_key: Optional[bytes], err: BaseException) -> ValueError:
+        """The error for LMDB failing to read the database itself; *last_key*
+        is the last record read before it failed, if any."""
+        where = "" if last_key is None else f" after record {bytes(last_key)!r}"
+        return ValueError(
+            f"{self._user}: the LMDB database {self.lmdb_path!r} is corrupt: reading it "
+            f"failed{where} ({_detail(err)})"
         )
 
     def __len__(self) -> int:
@@ -367,24 +381,34 @@ class LMDBData(RNGDataFlow):
 
     def _iterate(self, env: Any) -> Iterator[Datapoint]:
         make = self._datapoint
-        with env.begin() as txn:
-            keys = self._keys
-            if keys is None:
-                records, skip = txn.cursor().iternext(), self._reserved
-            else:
-                if self.shuffle:
-                    keys = [keys[i] for i in self.rng.permutation(len(keys)).tolist()]
-                records, skip = zip(keys, map(txn.get, keys)), frozenset()
-            for key, value in records:
-                if key in skip:
-                    continue
-                if value is None:
-                    raise KeyError(f"{self._user}: no record {key!r} in {self.lmdb_path!r}")
-                try:
-                    dp = make(key, value)
-                except Exception as err:
-                    raise self._unreadable(key, err) from err
-                yield dp
+        lmdb_error = import_optional("lmdb", self._user).Error
+        keys = self._keys
+        if keys is not None and self.shuffle:
+            keys = [keys[i] for i in self.rng.permutation(len(keys)).tolist()]
+        key = None
+        try:
+            with env.begin() as txn:
+                if keys is None:
+                    records, skip = txn.cursor().iternext(), self._reserved
+                else:
+                    records, skip = zip(keys, map(txn.get, keys)), frozenset()
+                for key, value in records:
+                    if key in skip:
+                        continue
+                    if value is None:
+                        raise KeyError(f"{self._user}: no record {key!r} in {self.lmdb_path!r}")
+                    try:
+                        dp = make(key, value)
+                    except Exception as err:
+                        raise self._unreadable(key, err) from err
+                    yield dp
+        except lmdb_error as err:
+            if self._shared is None:
+                raise RuntimeError(
+                    f"{self._user} was closed during a pass; finish or abandon the pass "
+                    "before close()"
+                ) from err
+            raise self._corrupt(key, err) from err  # a damaged page: LMDB cannot find the record
 
 
 class LMDBDataDecoder(ProxyDataFlow):
@@ -427,6 +451,10 @@ class LMDBDataDecoder(ProxyDataFlow):
             dp = decoder(key, value)
             if dp is not None:
                 yield dp
+
+
+def _detail(err: BaseException) -> str:
+    return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
 
 
 def _first_value(txn: Any, reserved: FrozenSet[bytes]) -> Optional[bytes]:

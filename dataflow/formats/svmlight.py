@@ -18,7 +18,7 @@ class SVMLightData(ColumnsData):
 
     A data line reads ``label [qid:n] index:value index:value ... [# comment]``;
     blank lines and comment lines are skipped, and ``qid`` is accepted and
-    ignored. Each datapoint is a new dense ``float32`` vector of length
+    ignored. Each datapoint is a new dense ``float64`` vector of length
     :attr:`n_features` (features not given are 0) and the label as a
     ``float64`` numpy scalar. ``len()`` is the number of data lines. Lines
     come in file order, or (with *shuffle*) in a new random order every pass.
@@ -103,7 +103,7 @@ class SVMLightData(ColumnsData):
 
 
 class _DenseRows:
-    """Row *i* of a sparse matrix in CSR form, as a new dense float32 vector."""
+    """Row *i* of a sparse matrix in CSR form, as a new dense float64 vector."""
 
     def __init__(
         self, indptr: np.ndarray, indices: np.ndarray, values: np.ndarray, n_features: int
@@ -115,7 +115,7 @@ class _DenseRows:
 
     def __getitem__(self, i: int) -> np.ndarray:
         start, end = self._indptr[i], self._indptr[i + 1]
-        row = np.zeros(self._n_features, np.float32)
+        row = np.zeros(self._n_features, np.float64)
         row[self._indices[start:end]] = self._values[start:end]
         return row
 
@@ -130,7 +130,7 @@ class _SVMLightFile:
         labels = array.array("d")
         indptr = array.array("q", [0])
         indices = array.array("q")
-        values = array.array("f")
+        values = array.array("d")
         with open(filename, "rb") as f:
             for lineno, line in enumerate(f, 1):
                 tokens = line.split(b"#", 1)[0].split()
@@ -154,7 +154,7 @@ class _SVMLightFile:
         self.labels = np.frombuffer(labels, np.float64)
         self.indptr = np.frombuffer(indptr, np.int64)
         self.indices = np.frombuffer(indices, np.int64)
-        self.values = np.frombuffer(values, np.float32)
+        self.values = np.frombuffer(values, np.float64)
         for column in (self.labels, self.indptr, self.indices, self.values):
             column.flags.writeable = False
 

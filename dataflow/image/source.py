@@ -24,7 +24,8 @@ class ImageFromFile(RNGDataFlow):
     be decoded raises an ``OSError`` naming it.
 
     Args:
-        files: a non-empty list of paths (``str`` or ``os.PathLike``).
+        files: a non-empty list (or tuple, or numpy array) of paths, each a
+            ``str`` or ``os.PathLike``.
         channel: 3 for RGB, 1 for gray.
         resize: None keeps each image's size; an ``(h, w)`` pair (or an int
             for a square) resizes every image to it.
@@ -56,12 +57,18 @@ class ImageFromFile(RNGDataFlow):
         *,
         seed: Optional[int] = None,
     ):
-        if isinstance(files, (str, bytes)) or not isinstance(files, (list, tuple)) or not files:
+        if isinstance(files, (str, bytes, os.PathLike)) or not hasattr(files, "__len__"):
             raise ValueError(f"files must be a non-empty list of paths, got {files!r}")
+        paths = list(files)  # a list, a tuple, a numpy array of str ...
+        if not paths:
+            raise ValueError(f"files must be a non-empty list of paths, got {files!r}")
+        bad = [f for f in paths if not isinstance(f, (str, os.PathLike))]
+        if bad:
+            raise TypeError(f"files must hold str or os.PathLike paths, got {bad[0]!r}")
         if channel not in (1, 3) or isinstance(channel, bool):
             raise ValueError(f"channel must be 1 or 3, got {channel!r}")
         import_optional("cv2", _FEATURE)
-        self.files: List[str] = [os.fspath(f) for f in files]
+        self.files: List[str] = [os.fspath(f) for f in paths]
         self.channel = int(channel)
         self.resize = None if resize is None else shape2d(resize, "resize")
         self.shuffle = shuffle

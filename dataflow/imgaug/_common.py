@@ -144,10 +144,20 @@ def keep_channel_axis(out: np.ndarray, img: np.ndarray) -> np.ndarray:
 
 
 def cvt_color(img: np.ndarray, code: int, user: str) -> np.ndarray:
-    """``cv2.cvtColor`` that also takes float64 images (OpenCV does not)."""
-    if img.dtype == np.float64:
-        return cv2(user).cvtColor(img.astype(np.float32), code).astype(np.float64)
-    return cv2(user).cvtColor(img, code)
+    """``cv2.cvtColor`` that also takes float64 images (OpenCV does not), and
+    says in a ValueError naming *user* which image it could not convert."""
+    cv = cv2(user)
+    try:
+        if img.dtype == np.float64:
+            return cv.cvtColor(img.astype(np.float32), code).astype(np.float64)
+        return cv.cvtColor(img, code)
+    except cv.error as err:
+        # OpenCV's message: a long first line, then the reason on lines starting with '>'
+        reason = " ".join(line.lstrip("> ").strip() for line in str(err).splitlines()[1:])
+        raise ValueError(
+            f"{user} cannot convert an image of shape {img.shape} and dtype {img.dtype} "
+            f"with OpenCV color code {code}: {reason or str(err).strip()}"
+        ) from err
 
 
 # ---- repr ------------------------------------------------------------------

@@ -35,7 +35,7 @@ class ColorSpace(PhotometricAugmentor):
         self.mode, self.keepdims = mode, keepdims
 
     def _augment(self, img: np.ndarray, _: Any) -> np.ndarray:
-        out = cvt_color(img, self.mode, type(self).__name__)
+        out = cvt_color(img, self.mode, repr(self))
         if self.keepdims and out.ndim < img.ndim:
             out = out[:, :, np.newaxis]
         return out

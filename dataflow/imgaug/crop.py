@@ -91,7 +91,8 @@ class RandomCropRandomShape(ImageAugmentor):
 
     Args:
         wmin, hmin: the smallest width and height, positive ints.
-        wmax, hmax: the largest; None means the image's width/height.
+        wmax, hmax: the largest, capped at the image's width/height; None
+            means the image's width/height.
         max_aspect_ratio: ignored (it never had an effect in tensorpack);
             passing it warns.
 
@@ -187,8 +188,9 @@ class GoogleNetRandomCropAndResize(ImageAugmentor):
             if self.rng.uniform() < 0.5:
                 ww, hh = hh, ww
             if 0 < hh <= h and 0 < ww <= w:
-                y0 = int(self.rng.randint(h - hh + 1))
+                # x before y, as tensorpack draws them: the same rng gives the same crop
                 x0 = int(self.rng.randint(w - ww + 1))
+                y0 = int(self.rng.randint(h - hh + 1))
                 return TransformList(
                     [CropTransform(y0, x0, hh, ww), ResizeTransform(hh, ww, th, tw, self.interp)]
                 )
@@ -265,8 +267,9 @@ class RandomCutout(ImageAugmentor):
     def get_transform(self, img: np.ndarray) -> Transform:
         h, w = self._draw(self.h_range), self._draw(self.w_range)
         check_size(img, self, h, w, "cut out a rectangle")
-        y0 = int(self.rng.randint(img.shape[0] - h + 1))
+        # x before y, as tensorpack draws them: the same rng gives the same rectangle
         x0 = int(self.rng.randint(img.shape[1] - w + 1))
+        y0 = int(self.rng.randint(img.shape[0] - h + 1))
         return PhotometricTransform(
             lambda im: _cutout(im, y0, x0, h, w, self.fill), f"cutout {h}x{w} at ({y0}, {x0})"
         )

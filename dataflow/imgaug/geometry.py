@@ -12,6 +12,7 @@ import numpy as np
 from ._common import (
     BORDER_REPLICATE,
     INTER_LINEAR,
+    check_int,
     check_prob,
     check_range,
     is_number,
@@ -124,7 +125,8 @@ class ResizeShortestEdge(ImageAugmentor):
     """
 
     def __init__(self, size: int, interp: int = INTER_LINEAR):
-        self.size = shape2d(size, "size")[0]
+        check_int(size, "size", 1)
+        self.size = int(size)
         self.interp = interp
 
     def get_transform(self, img: np.ndarray) -> Transform:

@@ -186,25 +186,25 @@ class TestExtractTar:
 class Pairs(InMemorySplit):
     """An in-memory split of n "images" (arrays [k, k]) with labels 10 * k."""
 
-    def __init__(self, train_or_test, shuffle, n, seed=None):
-        super().__init__(train_or_test, shuffle, seed=seed)
+    def __init__(self, shuffle, n, seed=None):
+        self.shuffle, self.seed = shuffle, seed
         self._set_arrays(np.repeat(np.arange(n), 2).reshape(n, 2), np.arange(n) * 10)
 
 
 class TestInMemorySplit:
     def test_yields_converted_images_and_labels_in_order(self):
-        df = Pairs("train", False, 3)
+        df = Pairs(False, 3)
         df.reset_state()
         out = [[image.tolist(), label] for image, label in df]
         assert out == [[[0, 0], 0], [[1, 1], 10], [[2, 2], 20]] and len(df) == 3
 
     @pytest.mark.parametrize("shuffle", [True, False])
     def test_keeps_the_dataflow_contract(self, shuffle):
-        check_dataflow(lambda: Pairs("test", shuffle, 5))
+        check_dataflow(lambda: Pairs(shuffle, 5))
 
     def test_shuffle_permutes_with_the_seed(self):
         def labels(seed):
-            df = Pairs("train", True, 20, seed=seed)
+            df = Pairs(True, 20, seed=seed)
             df.reset_state()
             return [label for _, label in df]
 

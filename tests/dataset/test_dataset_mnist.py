@@ -307,6 +307,16 @@ class TestFashionMnist:
             "(gunzipping them is optional), or pass download=True to do it for you."
         )
 
+    def test_label_names_are_the_ten_clothing_classes_as_in_tensorpack(self, mnist_dir):
+        df = FashionMnist("test", dir=mnist_dir[0])
+        names = df.get_label_names()
+        assert names == [
+            "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+            "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+        ]  # fmt: skip
+        names.append("x")  # a copy: the reader's names do not change
+        assert len(df.get_label_names()) == 10
+
     def test_download_uses_its_own_source_url(
         self, mnist_dir, tmp_path_factory, serve, monkeypatch
     ):

@@ -190,3 +190,31 @@ class TestSVHNDigit:
         with pytest.raises(error) as info:
             SVHNDigit(*args, **kwargs)
         assert str(info.value) == message
+
+    @pytest.mark.parametrize("names", [("train", "test", "extra"), ("test",), ["extra", "train"]])
+    def test_per_pixel_mean_is_the_float64_mean_image_of_the_named_splits(self, svhn_dir, names):
+        directory, data = svhn_dir
+        df = SVHNDigit("test", directory)
+        expected = np.concatenate([data[n][0].transpose(3, 0, 1, 2) for n in names]).mean(axis=0)
+        mean = df.get_per_pixel_mean(names)
+        assert mean.dtype == np.float64 and mean.shape == (32, 32, 3)
+        np.testing.assert_allclose(mean, expected, rtol=1e-12)
+
+    def test_per_pixel_mean_defaults_to_every_split(self, svhn_dir):
+        directory, data = svhn_dir
+        everything = np.concatenate([x.transpose(3, 0, 1, 2) for x, _ in data.values()])
+        mean = SVHNDigit("extra", directory).get_per_pixel_mean()
+        np.testing.assert_allclose(mean, everything.mean(axis=0), rtol=1e-12)
+
+    @pytest.mark.parametrize("names", ["train", (), ("train", "val")])
+    def test_per_pixel_mean_rejects_other_names(self, svhn_dir, names):
+        with pytest.raises(ValueError) as info:
+            SVHNDigit("test", svhn_dir[0]).get_per_pixel_mean(names)
+        assert str(info.value) == (
+            f"names must be a non-empty sequence of 'train', 'test' and/or 'extra', got {names!r}"
+        )
+
+    def test_per_pixel_mean_names_a_missing_split_file(self, tmp_path):
+        write_split(str(tmp_path), "test", *make_split(2, 0))
+        with pytest.raises(FileNotFoundError, match="missing: 'train_32x32.mat'"):
+            SVHNDigit("test", str(tmp_path)).get_per_pixel_mean(("train", "test"))

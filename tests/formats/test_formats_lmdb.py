@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import multiprocessing
 import os
 import pickle
 import subprocess
@@ -93,6 +94,20 @@ def write_like_tensorpack(path, datapoints, codec, with_keys=True):
     return path
 
 
+def _read_after_fork(df, sender):
+    """In a forked child: try to iterate *df* as inherited, then reset it and read a pass."""
+    try:
+        iter(df)
+    except RuntimeError as err:
+        error = str(err)
+    else:
+        error = "iterating without reset_state() raised nothing"
+    df.reset_state()
+    sender.send((error, list(df)))
+    df.close()
+    sender.close()
+
+
 FORMAT_STRING_MESSAGE = (
     "keys must be a format string of one index such as '{:08d}' when it is a str"
 )
@@ -164,6 +179,16 @@ class TestLMDBSerializer:
         assert "single.lmdb" in files_in(tmp_path) and "single.lmdb-lock" not in files_in(tmp_path)
         for path in (directory, tmp_path / "single.lmdb"):
             assert [dp[1] for dp in load_all(path)] == [0, 1, 2]
+
+    @pytest.mark.parametrize("as_directory", [False, True], ids=["file", "directory"])
+    def test_paths_with_spaces_and_unicode_work(self, tmp_path, as_directory):
+        path = tmp_path / "données d'été 数据.lmdb"  # a pathlib.Path, not a str
+        if as_directory:
+            path.mkdir()
+        LMDBSerializer.save(DataFromList(mixed(3), shuffle=False), path, progress=False)
+        assert [dp[1] for dp in load_all(path)] == [0, 1, 2]
+        assert sorted(dp[1] for dp in load_all(path, shuffle=True)) == [0, 1, 2]
+        assert len(check_dataflow(lambda: LMDBData(path))) == 3
 
     def test_stores_the_key_list_and_what_wrote_the_database(self, tmp_path):
         path = save(tmp_path / "db", mixed(3), serializer=PickleSerializer())
@@ -388,6 +413,31 @@ class TestLMDBSerializer:
             LMDBSerializer.load(path)
         assert f"the LMDB database {path!r} is truncated" in str(info.value)
 
+    @pytest.mark.parametrize("shuffle", [False, True], ids=["sequential", "shuffled"])
+    def test_a_damaged_page_is_an_error_naming_the_file(self, tmp_path, shuffle):
+        path = save(tmp_path / "db", [[np.full(500, i, np.uint8)] for i in range(100)])
+        with lmdb.open(path, subdir=False, readonly=True, lock=False) as env:
+            page_size = env.stat()["psize"]
+        with open(path, "rb") as f:
+            raw = f.read()
+        messages = []
+        for page in range(2, len(raw) // page_size):  # pages 0 and 1 are the meta pages
+            damaged = bytearray(raw)
+            damaged[page * page_size + 10] ^= 0xFF  # the page's type flags
+            copy = str(tmp_path / f"damaged page {page}")
+            with open(copy, "wb") as f:
+                f.write(damaged)
+            try:
+                load_all(copy, shuffle=shuffle)
+            except ValueError as err:
+                messages.append((copy, str(err)))
+        assert len(messages) > len(raw) // page_size // 2
+        for copy, message in messages:
+            assert message.startswith(
+                f"LMDBSerializer.load: the LMDB database {copy!r} is corrupt: reading it failed"
+            )
+        assert any(" after record b'000000" in message for _, message in messages)
+
     def test_a_file_that_is_not_lmdb_is_refused_with_its_name(self, tmp_path):
         path = tmp_path / "fake"
         path.write_bytes(b"not a database" * 1000)
@@ -425,6 +475,30 @@ class TestLMDBSerializer:
         assert [dp[1] for dp in parent] == list(range(6))
         parent.close()
 
+    @pytest.mark.timeout(60)
+    def test_a_reset_dataflow_forked_mid_pass_must_be_reset_again_in_the_child(self, tmp_path):
+        path = save(tmp_path / "db", mixed(6))
+        df = LMDBSerializer.load(path, seed=4)
+        df.reset_state()
+        first = next(iter(df))
+        ctx = multiprocessing.get_context("fork")
+        receiver, sender = ctx.Pipe(duplex=False)
+        child = ctx.Process(target=_read_after_fork, args=(df, sender))
+        child.start()
+        sender.close()
+        try:
+            assert receiver.poll(30), "the forked child sent nothing within 30 s"
+            error, child_pass = receiver.recv()
+        finally:
+            receiver.close()
+            child.join(10)
+        assert child.exitcode == 0
+        assert "was reset in process" in error and "call reset_state() in the process" in error
+        assert sorted(dp[1] for dp in child_pass) == list(range(6))
+        parent_pass = [dp[1] for dp in df]
+        assert sorted(parent_pass) == list(range(6)) and first[1] in parent_pass
+        df.close()
+
     def test_readers_of_one_file_share_an_environment(self, tmp_path):
         path = save(tmp_path / "db", mixed(4))
         a, b = LMDBSerializer.load(path, shuffle=False), LMDBSerializer.load(path, shuffle=False)
@@ -452,6 +526,15 @@ class TestLMDBSerializer:
         finally:
             df._shared.pid -= 1
             df.close()
+
+    def test_closing_during_a_pass_is_not_reported_as_corruption(self, tmp_path):
+        df = LMDBSerializer.load(save(tmp_path / "db", mixed(3)), shuffle=False)
+        df.reset_state()
+        it = iter(df)
+        next(it)
+        df.close()
+        with pytest.raises(RuntimeError, match="was closed during a pass; finish or abandon"):
+            next(it)
 
     def test_reset_twice_and_close_twice_are_harmless(self, tmp_path):
         df = LMDBSerializer.load(save(tmp_path / "db", mixed(2)), shuffle=False)

@@ -43,13 +43,19 @@ class TestSVMLightData:
         ]
         assert SVMLightData(path).n_features == 4
 
-    def test_yields_new_float32_vectors_and_float64_labels(self, tmp_path):
+    def test_yields_new_float64_vectors_and_float64_labels(self, tmp_path):
+        # float64, as scikit-learn's reader (which tensorpack used) gives.
         df = SVMLightData(write(tmp_path, "3 1:1 2:2\n"), shuffle=False)
         df.reset_state()
         x, y = next(iter(df))
-        assert (x.dtype, x.shape, type(y)) == (np.float32, (2,), np.float64)
+        assert (x.dtype, x.shape, type(y)) == (np.float64, (2,), np.float64)
         x[:] = 9
         assert next(iter(df))[0].tolist() == [1.0, 2.0]
+
+    def test_values_keep_full_precision_and_range(self, tmp_path):
+        df = SVMLightData(write(tmp_path, "1 1:0.1 2:16777217 3:1e40\n"), shuffle=False)
+        df.reset_state()
+        assert next(iter(df))[0].tolist() == [0.1, 16777217.0, 1e40]
 
     def test_keeps_the_contract(self, tmp_path):
         path = write(tmp_path, "".join(f"{i} {i % 3 + 1}:{i}\n" for i in range(10)))
@@ -134,7 +140,7 @@ class TestSVMLightData:
         for label, features in rows:
             x = [0.0] * n_features
             for i, v in features.items():
-                x[i - 1] = float(np.float32(v))
+                x[i - 1] = float(v)
             expected.append((x, label))
         assert read(path, zero_based=False) == expected
 

@@ -85,6 +85,18 @@ class TestImageFromFile:
         df.reset_state()
         assert len(list(df)) == 3
 
+    def test_accepts_a_numpy_array_of_paths(self, image_files):
+        df = ImageFromFile(np.array([str(f) for f in image_files]))
+        df.reset_state()
+        assert len(list(df)) == len(image_files)
+
+    def test_unicode_paths(self, tmp_path):
+        path = tmp_path / "bild_äöü_日本.png"
+        assert cv2.imwrite(str(path), np.full((3, 4, 3), 7, np.uint8))
+        df = ImageFromFile([path])
+        df.reset_state()
+        assert [dp[0].tolist() for dp in df] == [np.full((3, 4, 3), 7).tolist()]
+
     def test_unreadable_file_is_an_error_naming_it(self, tmp_path):
         bad = tmp_path / "not-an-image.png"
         bad.write_bytes(b"hello")
@@ -100,6 +112,8 @@ class TestImageFromFile:
             ValueError, match="files must be a non-empty list of paths, got 'a.png'"
         ):
             ImageFromFile("a.png")
+        with pytest.raises(TypeError, match="files must hold str or os.PathLike paths, got 3"):
+            ImageFromFile([image_files[0], 3])
         with pytest.raises(ValueError, match="channel must be 1 or 3, got 2"):
             ImageFromFile(image_files, channel=2)
         with pytest.raises(

@@ -27,6 +27,16 @@ class TestColorSpace:
         assert out.dtype == np.float64
         np.testing.assert_allclose(out, [[[0.3, 0.2, 0.1]]], rtol=1e-6)
 
+    def test_image_opencv_cannot_convert_is_an_error_naming_the_augmentor(self):
+        with pytest.raises(
+            ValueError,
+            match=(
+                r"ColorSpace\(mode=7\) cannot convert an image of shape \(2, 3\) and dtype "
+                r"uint8 with OpenCV color code 7: \S"
+            ),
+        ):
+            ColorSpace(COLOR_RGB2GRAY).augment(ramp((2, 3)))
+
 
 @needs_cv2
 class TestGrayscale:

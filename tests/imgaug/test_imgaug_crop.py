@@ -112,6 +112,10 @@ class TestRandomCropRandomShape:
             (2, 2),
         }
 
+    def test_max_larger_than_the_image_is_capped_at_its_size(self):
+        aug = RandomCropRandomShape(2, 2, wmax=10, hmax=10).set_seed(0)
+        assert {aug.augment(distinct((2, 3))).shape for _ in range(50)} == {(2, 2), (2, 3)}
+
     def test_keeps_dtype_seeds_and_moves_coords(self):
         assert_keeps_dtype_and_rank(RandomCropRandomShape(2, 2), same_shape=False)
         assert_seeding(lambda: RandomCropRandomShape(2, 2), distinct((8, 8)))
@@ -158,6 +162,19 @@ class TestGoogleNetRandomCropAndResize:
         assert out.shape == (8, 8)
         assert out[0].tolist() == [19, 19, 19, 19, 20, 20, 20, 20]
 
+    def test_draws_the_window_as_tensorpack_does(self):
+        # tensorpack draws area, ratio, swap, then x0 before y0: the same rng gives
+        # the same window. A 14x14 window (a quarter of 20x40 is 200 pixels) resized
+        # to 14x14 is the window itself.
+        img = distinct((20, 40))
+        aug = GoogleNetRandomCropAndResize((0.25, 0.25), (1.0, 1.0), target_shape=14)
+        for seed in range(10):
+            aug.rng = np.random.RandomState(seed)
+            expected = np.random.RandomState(seed)
+            expected.uniform(size=3)  # area, ratio, swap
+            x0, y0 = expected.randint(40 - 14 + 1), expected.randint(20 - 14 + 1)
+            np.testing.assert_array_equal(aug.augment(img), img[y0 : y0 + 14, x0 : x0 + 14])
+
     def test_seeds_and_moves_coords(self):
         assert_seeding(lambda: GoogleNetRandomCropAndResize(target_shape=6), ramp((12, 12)))
         assert_coords_follow_pixels(GoogleNetRandomCropAndResize(target_shape=(40, 31)))
@@ -199,6 +216,18 @@ class TestRandomCutout:
             ys, xs = np.nonzero(out == 0)
             sizes.add((np.ptp(ys) + 1, np.ptp(xs) + 1))
         assert sizes == {(1, 2), (1, 3), (2, 2), (2, 3)}
+
+    def test_draws_the_position_as_tensorpack_does(self):
+        # tensorpack draws x0 before y0: the same rng gives the same rectangle
+        aug = RandomCutout(2, 3, fill=1)
+        for seed in range(10):
+            aug.rng = np.random.RandomState(seed)
+            expected = np.random.RandomState(seed)
+            x0, y0 = expected.randint(9 - 3 + 1), expected.randint(5 - 2 + 1)
+            out = aug.augment(np.zeros((5, 9), np.uint8))
+            assert list(zip(*np.nonzero(out))) == [
+                (y, x) for y in range(y0, y0 + 2) for x in range(x0, x0 + 3)
+            ]
 
     def test_coords_do_not_move(self):
         tfm = RandomCutout(1, 1).get_transform(np.zeros((3, 3), np.uint8))

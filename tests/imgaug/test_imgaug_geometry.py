@@ -73,8 +73,11 @@ class TestResizeShortestEdge:
         assert_coords_follow_pixels(ResizeShortestEdge(30))
 
     def test_bad_size_is_an_error(self):
-        with pytest.raises(ValueError, match="size must be a positive int or an"):
+        with pytest.raises(ValueError, match="size must be an int >= 1, got -1"):
             ResizeShortestEdge(-1)
+        # a pair is not a size: it used to keep the first number silently
+        with pytest.raises(ValueError, match=r"size must be an int >= 1, got \(256, 300\)"):
+            ResizeShortestEdge((256, 300))
 
 
 @needs_cv2
