@@ -111,6 +111,11 @@ def _remember(cache: Dict[Any, Any], key: Any, value: Any) -> Any:
     return value
 
 
+# Arrays up to this size are copied through tobytes(), which is faster than
+# exporting a buffer (array.data) although it copies their bytes twice.
+_SMALL_ARRAY_BYTES = 1 << 14
+
+
 def _array_payload(array: np.ndarray) -> bytes:
     """The extension payload of *array*: header, then its bytes in C order."""
     key = (array.dtype, array.shape)
@@ -118,7 +123,7 @@ def _array_payload(array: np.ndarray) -> bytes:
     if entry is None:
         entry = _remember(_ENCODE_HEADERS, key, _new_header(*key))
     header, exportable = entry
-    if exportable and array.flags.c_contiguous:
+    if exportable and array.nbytes > _SMALL_ARRAY_BYTES and array.flags.c_contiguous:
         return header + array.data  # one copy instead of two
     return header + array.tobytes()
 
@@ -163,18 +168,21 @@ def _plain_array(array: np.ndarray) -> np.ndarray:
     return np.asarray(array)
 
 
+_new_ext = tuple.__new__  # ExtType is a namedtuple
+
+
 def _msgpack_default(obj: Any) -> Any:
     """Encode what msgpack does not know natively; raise TypeError otherwise."""
-    # ExtType._make skips the argument checks of ExtType(), which cost more
-    # than the rest of this function; the code and payload are valid here.
+    # _new_ext skips the argument checks of ExtType(), which cost more than
+    # the rest of this function; the code and payload are valid here.
     if isinstance(obj, np.ndarray):
         if type(obj) is not np.ndarray:
             obj = _plain_array(obj)
-        return ExtType._make((_EXT_ARRAY, _array_payload(obj)))
+        return _new_ext(ExtType, (_EXT_ARRAY, _array_payload(obj)))
     if isinstance(obj, np.generic):
-        return ExtType._make((_EXT_SCALAR, _array_payload(np.asarray(obj))))
+        return _new_ext(ExtType, (_EXT_SCALAR, _array_payload(np.asarray(obj))))
     if isinstance(obj, complex):
-        return ExtType._make((_EXT_SCALAR, _array_payload(np.asarray(obj, np.complex128))))
+        return _new_ext(ExtType, (_EXT_SCALAR, _array_payload(np.asarray(obj, np.complex128))))
     for base, convert in _BASE_TYPES:
         if isinstance(obj, base):
             return convert(obj)
@@ -213,9 +221,18 @@ def _ext_hook_readonly(code: int, data: bytes) -> Any:
 
 def _ext_hook_writable(code: int, data: bytes) -> Any:
     if code == _EXT_ARRAY:
-        dtype, shape, start = _payload_layout(data)
-        return np.ndarray(shape, dtype, bytearray(data), start)  # a writable copy
+        # _payload_layout inlined for a header seen before, with the same checks.
+        start = data[0] * _WORD if data else 0
+        spec = _DECODE_HEADERS.get(data[:start])
+        if spec is None or len(data) - start != spec[2]:
+            dtype, shape, start = _payload_layout(data)
+        else:
+            dtype, shape = spec[0], spec[1]
+        return _ndarray(shape, dtype, bytearray(data), start)  # a writable copy
     return _ext_hook_readonly(code, data)
+
+
+_ndarray = np.ndarray
 
 
 def _msgpack_numpy_dtype(descr: Any) -> np.dtype:

@@ -302,6 +302,27 @@ class TestMsgpackSerializer:
         with pytest.raises(ValueError, match="6 bytes of data, but shape .4,. and dtype int16"):
             loads(bad)
 
+    def test_a_known_header_with_the_wrong_data_size_is_still_refused(self):
+        good = np.arange(4, dtype=np.int16)
+        assert loads(dumps([good]))[0].tolist() == [0, 1, 2, 3]  # caches its header
+        for cut in (2, len(serialize._array_payload(good)) - 1):
+            bad = msgpack.packb(msgpack.ExtType(1, serialize._array_payload(good)[:-cut]))
+            with pytest.raises(ValueError, match="corrupt numpy array in msgpack data"):
+                loads(bad)
+
+    @pytest.mark.parametrize("layout", ["contiguous", "strided", "fortran"])
+    def test_arrays_larger_than_the_small_array_size_round_trip(self, layout):
+        n = serialize._SMALL_ARRAY_BYTES // 4 + 3
+        array = {
+            "contiguous": np.arange(n, dtype=np.int32),
+            "strided": np.arange(2 * n, dtype=np.int32)[::2],
+            "fortran": np.asfortranarray(np.arange(2 * n, dtype=np.int32).reshape(2, n)),
+        }[layout]
+        assert array.nbytes > serialize._SMALL_ARRAY_BYTES
+        got = loads(dumps([array]))[0]
+        assert got.dtype == array.dtype and np.array_equal(got, array)
+        got += 1  # writable
+
     def test_unknown_extension_types_come_back_as_ext_type(self):
         buf = msgpack.packb([msgpack.ExtType(42, b"xyz")])
         assert loads(buf) == [msgpack.ExtType(42, b"xyz")]

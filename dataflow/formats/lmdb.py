@@ -8,11 +8,16 @@
 The ``lmdb`` package is imported only when a database is opened.
 
 **The database layout** written by :meth:`LMDBSerializer.save`: the key of
-datapoint *i* is ``b"%08d" % i``, its value the serialized datapoint. Two
-more records follow the data: ``__keys__``, the msgpack list of every data
-key (as tensorpack stores it), and ``__dataflow__``, a msgpack map with the
-format name, its version, the serializer's name and the number of
-datapoints.
+datapoint *i* is ``b"%08d" % i``; its value is the serialized datapoint
+followed by a checksum, the CRC-32 (``zlib.crc32``, 4 bytes little-endian)
+of the key and the serialized datapoint together. Two more records follow
+the data: ``__keys__``, the msgpack list of every data key (as tensorpack
+stores it), and ``__dataflow__``, a msgpack map with the format name, its
+version (2), the serializer's name, the number of datapoints and
+``"checksum": "crc32"``. Every read checks the checksum, so a damaged value
+or key is an error naming the file and the record, never a changed
+datapoint. Version 1 databases (written before checksums) and tensorpack's
+have no checksums and load unverified.
 
 **Environments.** LMDB forbids opening one database twice in a process, so
 all readers of a file in a process share one read-only environment, opened
@@ -28,7 +33,8 @@ import os
 import pickle
 import threading
 import weakref
-from typing import Any, Callable, Dict, FrozenSet, Iterator, List, Optional, Tuple
+import zlib
+from typing import Any, Callable, Dict, FrozenSet, Iterator, List, Optional, Sequence, Tuple
 
 from .._optional import import_optional
 from ..base import DataFlow, Datapoint, ProxyDataFlow, RNGDataFlow, _check_seed
@@ -43,7 +49,12 @@ _KEYS = b"__keys__"
 _META = b"__dataflow__"
 _RESERVED = (_KEYS, _META)
 _FORMAT = "dataflow.LMDBSerializer"
-_VERSION = 1
+_VERSION = 2  # 1: no checksums; 2: every data value ends with its checksum
+_CHECKSUM = "crc32"  # the value of "checksum" in the metadata of version 2
+_CRC_BYTES = 4
+# The CRC-32 of any bytes followed by their own CRC-32 in little-endian order:
+# a record is intact when crc32(value, crc32(key)) equals it.
+_CRC_RESIDUE = 0x2144DF1C
 _SERIALIZERS: Dict[str, Callable[[], Serializer]] = {
     "msgpack": MsgpackSerializer,
     "pickle": PickleSerializer,
@@ -51,6 +62,9 @@ _SERIALIZERS: Dict[str, Callable[[], Serializer]] = {
 _INITIAL_MAP_SIZE = 1 << 30  # bytes; doubled whenever the database might fill it
 _SLACK_PAGES = 64  # pages a commit may need besides the records: copied branches, free list
 _NODE_BYTES = 64  # more than LMDB's bookkeeping bytes per record
+# Bytes of records per write transaction, at most: the pages of a transaction
+# stay in memory until it commits, and a commit lets the disk start writing.
+_TXN_BYTES = 1 << 20
 _SORTED_KEY_LIMIT = 10**8  # keys b"%08d" % i sort in the order of i below this
 _METADATA = MsgpackSerializer()  # reads and writes __keys__ and __dataflow__
 
@@ -189,7 +203,11 @@ def _check_keys(keys: Any) -> Any:
 
 
 def _read_meta(txn: Any, size: int, path: str, user: str) -> Optional[Dict[str, Any]]:
-    """The metadata that LMDBSerializer.save wrote, checked; ``None`` if there is none."""
+    """The metadata that LMDBSerializer.save wrote, checked; ``None`` if there is none.
+
+    Its ``"checksum"`` is ``"crc32"`` when the values end with checksums
+    (version 2), else ``None`` (version 1).
+    """
     raw = txn.get(_META)
     if raw is None:
         return None
@@ -207,10 +225,18 @@ def _read_meta(txn: Any, size: int, path: str, user: str) -> Optional[Dict[str, 
             f"{user}: the {_META!r} record of {path!r} is not what LMDBSerializer.save writes; "
             "the database is corrupt"
         )
-    if meta.get("version") != _VERSION:
+    version = meta.get("version")
+    if type(version) is not int or not 1 <= version <= _VERSION:
         raise ValueError(
-            f"{user}: {path!r} has format version {meta.get('version')!r}, but this version of "
-            f"dataflow reads version {_VERSION}"
+            f"{user}: {path!r} has format version {version!r}, but this version of "
+            f"dataflow reads versions 1 to {_VERSION}"
+        )
+    if version == 1:
+        meta["checksum"] = None
+    elif meta.get("checksum") != _CHECKSUM:
+        raise ValueError(
+            f"{user}: the {_META!r} record of {path!r} names the checksum "
+            f"{meta.get('checksum')!r}, not {_CHECKSUM!r}; the database is corrupt"
         )
     if meta["size"] != size:
         raise ValueError(
@@ -228,6 +254,13 @@ class LMDBData(RNGDataFlow):
     database's key order, or with *shuffle* in a new random order every
     pass. ``len()`` is exact. With *keys*, a pass visits exactly those
     records, in the given order or shuffled.
+
+    On a database written by :class:`LMDBSerializer` (version 2, see the
+    module notes), every value is checked against its CRC-32 checksum and
+    yielded without it: the value is the serialized datapoint, so
+    ``LMDBDataDecoder(LMDBData(path), lambda k, v: loads(v))`` decodes it.
+    A record whose checksum does not match raises a ``ValueError`` naming
+    the file and the key. Other databases' values are yielded as stored.
 
     Shuffling needs the list of keys: it is read from the ``__keys__``
     record when the database has one (LMDBSerializer and tensorpack write
@@ -284,11 +317,13 @@ class LMDBData(RNGDataFlow):
                         key for key in _RESERVED if txn.get(key) is not None
                     )
                     size = env.stat()["entries"] - len(self._reserved)
-                    self._inspect(txn, _read_meta(txn, size, self.lmdb_path, self._user))
+                    meta = _read_meta(txn, size, self.lmdb_path, self._user)
+                    self._checksummed = meta is not None and meta["checksum"] is not None
+                    self._inspect(txn, meta)
                     if isinstance(keys, str):
                         keys = [keys.format(i).encode() for i in range(size)]
                     elif keys is None and shuffle:
-                        keys = self._stored_keys(txn, size)
+                        keys = self._stored_keys(txn, size, meta is not None)
             except lmdb_error as err:
                 raise self._corrupt(None, err) from err
         self._keys: Optional[List[bytes]] = keys
@@ -297,12 +332,30 @@ class LMDBData(RNGDataFlow):
     def _inspect(self, txn: Any, meta: Optional[Dict[str, Any]]) -> None:
         """Check the database further when it is first opened (for subclasses)."""
 
-    def _datapoint(self, key: bytes, value: bytes) -> Datapoint:
-        """The datapoint of one record; an exception says the record is unreadable."""
+    def _datapoint(self, key: bytes, value: Any) -> Datapoint:
+        """The datapoint of one record; an exception says the record is unreadable.
+
+        *value* is the record's value, or on a checksummed database the
+        verified payload: a ``bytes`` slice, or a ``memoryview`` when
+        :attr:`_payload_view` is true.
+        """
         return [key, value]
 
-    def _stored_keys(self, txn: Any, size: int) -> List[bytes]:
-        """The keys of the data records: the ``__keys__`` record, or a scan."""
+    #: Whether :meth:`_datapoint` gets checksummed payloads as ``memoryview``
+    #: slices, which copy nothing, rather than as ``bytes``.
+    _payload_view = False
+
+    #: Whether :meth:`_datapoint` gets keys and values as ``memoryview`` objects
+    #: of the memory-mapped file (valid only while the environment is open),
+    #: which saves copying each value; only for code that keeps no reference.
+    _in_place = False
+
+    def _stored_keys(self, txn: Any, size: int, ours: bool) -> List[bytes]:
+        """The keys of the data records: the ``__keys__`` record, or a scan.
+
+        On a database that LMDBSerializer.save wrote (*ours*), the record
+        must list exactly the keys it writes.
+        """
         raw = txn.get(_KEYS)
         keys: Any = None
         if raw is not None and not _is_pickle(raw):
@@ -326,12 +379,23 @@ class LMDBData(RNGDataFlow):
                 f"{self._user}: the {_KEYS!r} record of {self.lmdb_path!r} lists {len(keys)} keys "
                 f"but the database holds {size} records; the database is corrupt"
             )
+        if ours and keys != [b"%08d" % i for i in range(size)]:
+            raise ValueError(
+                f"{self._user}: the {_KEYS!r} record of {self.lmdb_path!r} is not the key list "
+                "that LMDBSerializer.save writes; the database is corrupt"
+            )
         return keys
 
     def _unreadable(self, key: bytes, err: BaseException) -> ValueError:
         return ValueError(
             f"{self._user}: record {bytes(key)!r} of {self.lmdb_path!r} cannot be read "
             f"({_detail(err)})"
+        )
+
+    def _mismatch(self, key: bytes) -> ValueError:
+        return ValueError(
+            f"{self._user}: record {bytes(key)!r} of {self.lmdb_path!r} is corrupt: its "
+            "CRC-32 checksum does not match its key and value"
         )
 
     def _corrupt(self, last_key: Optional[bytes], err: BaseException) -> ValueError:
@@ -385,9 +449,12 @@ class LMDBData(RNGDataFlow):
         keys = self._keys
         if keys is not None and self.shuffle:
             keys = [keys[i] for i in self.rng.permutation(len(keys)).tolist()]
+        in_place = self._in_place
+        checksummed, view = self._checksummed, self._payload_view and not in_place
+        crc32 = zlib.crc32
         key = None
         try:
-            with env.begin() as txn:
+            with env.begin(buffers=in_place) as txn:
                 if keys is None:
                     records, skip = txn.cursor().iternext(), self._reserved
                 else:
@@ -397,6 +464,10 @@ class LMDBData(RNGDataFlow):
                         continue
                     if value is None:
                         raise KeyError(f"{self._user}: no record {key!r} in {self.lmdb_path!r}")
+                    if checksummed:
+                        if crc32(value, crc32(key)) != _CRC_RESIDUE:
+                            raise self._mismatch(key)
+                        value = memoryview(value)[:-_CRC_BYTES] if view else value[:-_CRC_BYTES]
                     try:
                         dp = make(key, value)
                     except Exception as err:
@@ -420,8 +491,10 @@ class LMDBDataDecoder(ProxyDataFlow):
 
     Args:
         lmdb_data: an :class:`LMDBData` (or any dataflow of ``[key, value]``).
-        decoder: takes the key and the value (``bytes``) and returns a
-            datapoint, or ``None`` to drop the record.
+        decoder: takes the key and the value (``bytes``; from an
+            :class:`LMDBData` on a database of :class:`LMDBSerializer`, the
+            checked serialized datapoint without its checksum) and returns
+            a datapoint, or ``None`` to drop the record.
 
     Example:
         >>> import os, tempfile
@@ -472,6 +545,7 @@ class _SerializedLMDBData(LMDBData):
     """
 
     _user = "LMDBSerializer.load"
+    _payload_view = True  # the serializers take any buffer and copy what they keep
 
     def __init__(
         self,
@@ -484,6 +558,9 @@ class _SerializedLMDBData(LMDBData):
         self._serializer = serializer
         self._allow_pickle = bool(allow_pickle) or isinstance(serializer, PickleSerializer)
         super().__init__(path, shuffle, seed=seed)
+        # These two copy whatever they keep of a buffer, so they may read the
+        # memory-mapped file directly; a subclass or another codec may not.
+        self._in_place = type(self._serializer) in (MsgpackSerializer, PickleSerializer)
 
     def _inspect(self, txn: Any, meta: Optional[Dict[str, Any]]) -> None:
         if self._serializer is not None:
@@ -508,7 +585,7 @@ class _SerializedLMDBData(LMDBData):
             )
         self._serializer = factory()
 
-    def _datapoint(self, key: bytes, value: bytes) -> Datapoint:
+    def _datapoint(self, key: bytes, value: Any) -> Datapoint:
         dp = self._serializer.loads(value)  # type: ignore[union-attr]
         if type(dp) is list or isinstance(dp, dict):
             return dp
@@ -543,21 +620,38 @@ def _output_file(path: str, overwrite: bool, user: str) -> str:
 
 
 class _Writer:
-    """Puts records into a new database, committing every *per_txn* records.
+    """Puts batches of records into a new database, one transaction per batch.
 
-    It never lets a transaction fill the map: before a record might not fit,
-    it commits and grows the map. So no record is ever lost to a full map,
-    and none has to be kept in memory for a retry.
+    Before each transaction it grows the map until the batch surely fits, so
+    no record is ever lost to a full map and none has to be retried. After
+    each commit it starts writing the committed pages to disk in a
+    background thread (``os.fdatasync``), so that the final sync has little
+    left to wait for; :meth:`close` waits for that thread.
     """
 
-    def __init__(self, env: Any, per_txn: int) -> None:
+    def __init__(self, env: Any, path: str) -> None:
         self._env = env
-        self._per_txn = per_txn
         self._page = env.stat()["psize"]
-        self._begin(0)
+        self._fd: Optional[int] = None
+        if hasattr(os, "fdatasync"):  # not on Windows or macOS: no early flushing there
+            self._fd = os.open(path, os.O_RDONLY)
+        self._flusher: Optional[threading.Thread] = None
+        self._flush_error: Optional[OSError] = None
 
-    def _begin(self, cost: int) -> None:
-        """Start a transaction with room for a record of *cost* bytes and more."""
+    def write(
+        self,
+        items: List[Tuple[bytes, bytes]],
+        nbytes: int,
+        append: bool,
+        more: Sequence[Tuple[bytes, bytes]] = (),
+    ) -> None:
+        """Store the records *items* and then *more*, whose keys and values
+        total *nbytes* bytes, in one transaction; with *append*, the keys of
+        *items* are in order and sort after every key stored."""
+        # A record takes at most twice its size in the map: leaf pages are at
+        # least half full after a split, and so are the overflow pages that
+        # hold a value too large for a leaf.
+        cost = 2 * (nbytes + _NODE_BYTES * (len(items) + len(more)))
         info = self._env.info()
         used = (info["last_pgno"] + 1 + _SLACK_PAGES) * self._page
         size = info["map_size"]
@@ -566,57 +660,90 @@ class _Writer:
         if size != info["map_size"]:
             _log.info("growing the LMDB map to %.2f GB", size / 1e9)
             self._env.set_mapsize(size)
-        self._room = size - used
-        self._left = self._per_txn
-        self._txn = self._env.begin(write=True)
-        self._cursor_put = self._txn.cursor().put
+        with self._env.begin(write=True) as txn:
+            cursor = txn.cursor()
+            _, added = cursor.putmulti(items, append=append)
+            if more:
+                added += cursor.putmulti(more)[1]
+            assert added == len(items) + len(more), "LMDB did not store every record"
+        self._flush()
 
-    def put(self, key: bytes, value: bytes, append: bool) -> None:
-        """Store a record; with *append*, *key* must sort after every key stored."""
-        # A record takes at most twice its size in the map: leaf pages are at
-        # least half full after a split, and so are the overflow pages that
-        # hold a value too large for a leaf.
-        cost = 2 * (len(key) + len(value) + _NODE_BYTES)
-        if cost > self._room or not self._left:
-            self.commit()
-            self._begin(cost)
-        self._room -= cost
-        self._left -= 1
-        stored = self._cursor_put(key, value, append=append)
-        assert stored, f"LMDB did not store the record {key!r}"
+    def _flush(self) -> None:
+        """Start writing the committed pages to disk, unless that is under way."""
+        if self._fd is None or (self._flusher is not None and self._flusher.is_alive()):
+            return
+        flusher = threading.Thread(target=self._fdatasync, name="LMDBSerializer.save flush")
+        flusher.start()
+        self._flusher = flusher
 
-    def commit(self) -> None:
-        self._txn.commit()
+    def _fdatasync(self) -> None:
+        try:
+            os.fdatasync(self._fd)  # type: ignore[arg-type]
+        except OSError as err:
+            self._flush_error = err
+
+    def close(self) -> None:
+        """Wait for the background flush; raise the error it met, if any."""
+        if self._flusher is not None:
+            self._flusher.join()  # an fdatasync, which ends
+            self._flusher = None
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+        err, self._flush_error = self._flush_error, None
+        if err is not None:
+            raise err
 
 
 def _write_datapoints(
-    writer: _Writer, df: Any, serializer: Serializer, progress: bool, user: str
-) -> int:
-    """Write one pass of *df*; return the number of datapoints written."""
-    dumps = serializer.dumps
-    size = 0
+    writer: _Writer, df: Any, per_txn: int, serializer: Serializer, progress: bool, user: str
+) -> Tuple[int, List[Tuple[bytes, bytes]], int]:
+    """Write one pass of *df*, but for its last batch of records.
+
+    Records are written in batches of at most *per_txn* records and about
+    :data:`_TXN_BYTES` bytes, each batch in one transaction. Returns the
+    number of datapoints, and the last batch and its size in bytes, for the
+    caller to write along with the metadata.
+    """
+    dumps, crc32 = serializer.dumps, zlib.crc32
+    batch: List[Tuple[bytes, bytes]] = []
+    nbytes = size = 0
     with reading(df, user, progress) as datapoints:
         for dp in datapoints:
-            if not isinstance(dp, (list, dict)):
+            if type(dp) is not list and not isinstance(dp, (list, dict)):
                 raise TypeError(
                     f"{user} needs list or dict datapoints, got {type(dp).__name__} "
                     f"(datapoint {size})"
                 )
             try:
-                value = dumps(dp)
+                payload = dumps(dp)
             except TypeError as err:
                 raise TypeError(f"{user}: datapoint {size}: {err}") from err
-            writer.put(b"%08d" % size, value, append=size < _SORTED_KEY_LIMIT)
+            key = b"%08d" % size
+            value = payload + crc32(payload, crc32(key)).to_bytes(_CRC_BYTES, "little")
+            batch.append((key, value))
+            nbytes += len(key) + len(value)
             size += 1
-    return size
+            if nbytes >= _TXN_BYTES or len(batch) >= per_txn:
+                writer.write(batch, nbytes, size <= _SORTED_KEY_LIMIT)
+                batch = []
+                nbytes = 0
+    return size, batch, nbytes
 
 
 class LMDBSerializer:
     """Store a dataflow in an LMDB database, one record per datapoint; load it back.
 
-    Databases written by tensorpack's ``LMDBSerializer`` load as well: with
-    msgpack values always, with pickle values (tensorpack's default) only
-    when you allow it. See the module notes for the layout.
+    ``save`` stores each datapoint serialized under the key ``b"%08d" % i``,
+    followed by a CRC-32 checksum of the key and the serialized datapoint;
+    ``load`` checks it on every read, so a damaged record raises a
+    ``ValueError`` naming the file and the key instead of yielding a changed
+    datapoint. See the module notes for the layout. tensorpack cannot read
+    these databases (it knows neither the checksums nor the array format).
+
+    Databases written by tensorpack's ``LMDBSerializer`` load as well
+    (without checksums, so unverified): with msgpack values always, with
+    pickle values (tensorpack's default) only when you allow it.
 
     Example:
         >>> import os, tempfile
@@ -654,8 +781,9 @@ class LMDBSerializer:
                 lists or dicts.
             path: an existing directory (the database is ``data.mdb`` in it),
                 or the path of the data file to create.
-            write_frequency: datapoints per transaction, at least 1; LMDB
-                holds the pages a transaction writes in memory until it commits.
+            write_frequency: the most datapoints per transaction, at least 1;
+                LMDB holds the pages a transaction writes in memory until it
+                commits, so a transaction also ends after about 1 MB of records.
             serializer: how to serialize datapoints; ``None`` means
                 ``MsgpackSerializer()``. The database records its name, so
                 ``load`` picks it.
@@ -686,21 +814,29 @@ class LMDBSerializer:
                 metasync=False,
                 meminit=False,
             )
+            writer = None
             try:
-                writer = _Writer(env, write_frequency)
-                size = _write_datapoints(writer, df, serializer, progress, user)
+                writer = _Writer(env, tmp)
+                size, batch, nbytes = _write_datapoints(
+                    writer, df, write_frequency, serializer, progress, user
+                )
                 meta = {
                     "format": _FORMAT,
                     "version": _VERSION,
                     "serializer": serializer.name,
                     "size": size,
+                    "checksum": _CHECKSUM,
                 }
                 keys = [b"%08d" % i for i in range(size)]
-                writer.put(_KEYS, _METADATA.dumps(keys), append=False)
-                writer.put(_META, _METADATA.dumps(meta), append=False)
-                writer.commit()
+                metadata = [(_KEYS, _METADATA.dumps(keys)), (_META, _METADATA.dumps(meta))]
+                nbytes += sum(len(key) + len(value) for key, value in metadata)
+                writer.write(batch, nbytes, size <= _SORTED_KEY_LIMIT, metadata)
+                writer.close()
                 env.sync(True)
             finally:
+                if writer is not None:
+                    with contextlib.suppress(OSError):
+                        writer.close()  # after an error: only wait for the flush
                 env.close()
 
     @staticmethod
@@ -718,8 +854,8 @@ class LMDBSerializer:
         order), or with *shuffle* in a new random order every pass, and its
         ``len()`` is exact. The database is opened in ``reset_state()``, so
         the dataflow can be forked into worker processes before that. A
-        record that cannot be decoded raises a ``ValueError`` naming the
-        file and the key.
+        record whose checksum does not match, or that cannot be decoded,
+        raises a ``ValueError`` naming the file and the key.
 
         Args:
             path: a database written by :meth:`save` or by tensorpack: a

@@ -9,6 +9,7 @@ import pickle
 import subprocess
 import sys
 import textwrap
+import zlib
 
 import msgpack
 import msgpack_numpy
@@ -69,6 +70,18 @@ def rewrite(path, put=(), delete=()):
                 txn.put(key, value)
             for key in delete:
                 txn.delete(key)
+
+
+def with_crc(key, payload):
+    """The value LMDBSerializer.save stores for *payload* under *key*."""
+    return payload + zlib.crc32(payload, zlib.crc32(key)).to_bytes(4, "little")
+
+
+def checksum_error(path, key):
+    return (
+        f"LMDBSerializer.load: record {key!r} of {path!r} is corrupt: its CRC-32 checksum "
+        "does not match its key and value"
+    )
 
 
 def tensorpack_dumps(codec):
@@ -204,10 +217,14 @@ class TestLMDBSerializer:
         meta = msgpack.unpackb(stored[b"__dataflow__"])
         assert meta == {
             "format": "dataflow.LMDBSerializer",
-            "version": 1,
+            "version": 2,
             "serializer": "pickle",
             "size": 3,
+            "checksum": "crc32",
         }
+        for i in range(3):
+            key = b"%08d" % i
+            assert stored[key] == with_crc(key, pickle.dumps(mixed(3)[i], protocol=-1))
 
     def test_arrays_are_writable_unless_the_serializer_says_otherwise(self, tmp_path):
         path = save(tmp_path / "db", [[np.zeros(3)]])
@@ -222,6 +239,61 @@ class TestLMDBSerializer:
         datapoints += [[np.full(10, i, np.int64)] for i in range(300)]
         path = save(tmp_path / "db", datapoints, write_frequency=100)
         assert_same_datapoints(load_all(path), datapoints)
+
+    def test_grows_the_map_across_many_small_transactions(self, tmp_path, monkeypatch):
+        monkeypatch.setattr(lmdb_format, "_INITIAL_MAP_SIZE", 1 << 16)
+        monkeypatch.setattr(lmdb_format, "_TXN_BYTES", 5000)
+        datapoints = [[np.full(1500 + i, i % 256, np.uint8), i] for i in range(400)]
+        path = save(tmp_path / "db", datapoints)
+        assert_same_datapoints(load_all(path), datapoints)
+
+    @staticmethod
+    def _transactions(monkeypatch):
+        """The number of records of every write transaction, as a list filled while saving."""
+        sizes = []
+        write = lmdb_format._Writer.write
+
+        def counting(self, items, nbytes, append, more=()):
+            sizes.append(len(items) + len(more))
+            return write(self, items, nbytes, append, more)
+
+        monkeypatch.setattr(lmdb_format._Writer, "write", counting)
+        return sizes
+
+    def test_a_transaction_holds_at_most_write_frequency_records(self, tmp_path, monkeypatch):
+        sizes = self._transactions(monkeypatch)
+        path = save(tmp_path / "db", mixed(23), write_frequency=5)
+        assert sizes == [5, 5, 5, 5, 3 + 2]  # the last one with the two metadata records
+        assert [dp[1] for dp in load_all(path)] == list(range(23))
+
+    def test_a_transaction_holds_about_txn_bytes_of_records(self, tmp_path, monkeypatch):
+        monkeypatch.setattr(lmdb_format, "_TXN_BYTES", 10_000)
+        sizes = self._transactions(monkeypatch)
+        # 1000-byte arrays: a transaction is full at its tenth record; a record
+        # larger than the budget makes a transaction of its own.
+        datapoints = [[np.full(1000, i, np.uint8)] for i in range(25)]
+        datapoints[12] = [np.zeros(30_000, np.uint8)]
+        path = save(tmp_path / "db", datapoints)
+        assert sizes == [10, 3, 10, 2 + 2]
+        assert_same_datapoints(load_all(path), datapoints)
+
+    def test_an_empty_dataflow_writes_one_transaction_of_metadata(self, tmp_path, monkeypatch):
+        sizes = self._transactions(monkeypatch)
+        assert load_all(save(tmp_path / "db", [])) == []
+        assert sizes == [2]
+
+    @pytest.mark.skipif(not hasattr(os, "fdatasync"), reason="no os.fdatasync here")
+    def test_a_failed_background_flush_is_an_error_and_leaves_nothing_behind(
+        self, tmp_path, monkeypatch
+    ):
+        def failing(fd):
+            raise OSError(5, "Input/output error")
+
+        monkeypatch.setattr(lmdb_format, "_TXN_BYTES", 1000)
+        monkeypatch.setattr(os, "fdatasync", failing)
+        with pytest.raises(OSError, match="Input/output error"):
+            save(tmp_path / "db", [[np.zeros(800, np.uint8)] for _ in range(20)])
+        assert files_in(tmp_path) == []
 
     def test_write_frequency_of_one_commits_every_datapoint(self, tmp_path):
         path = save(tmp_path / "db", mixed(5), write_frequency=1)
@@ -384,7 +456,7 @@ class TestLMDBSerializer:
     # ---- corrupt and truncated databases --------------------------------------------------
     def test_a_corrupt_record_is_named_with_the_file(self, tmp_path):
         path = save(tmp_path / "db", mixed(5))
-        rewrite(path, put=[(b"00000003", b"\x94\xc1garbage")])
+        rewrite(path, put=[(b"00000003", with_crc(b"00000003", b"\x94\xc1garbage"))])
         df = LMDBSerializer.load(path, shuffle=False)
         df.reset_state()
         with pytest.raises(ValueError) as info:
@@ -396,7 +468,7 @@ class TestLMDBSerializer:
 
     def test_a_record_that_is_not_a_datapoint_is_an_error(self, tmp_path):
         path = save(tmp_path / "db", mixed(2))
-        rewrite(path, put=[(b"00000001", msgpack.packb(7))])
+        rewrite(path, put=[(b"00000001", with_crc(b"00000001", msgpack.packb(7)))])
         with pytest.raises(ValueError, match=r"record b'00000001' .* holds a int, not a list"):
             load_all(path)
 
@@ -437,6 +509,135 @@ class TestLMDBSerializer:
                 f"LMDBSerializer.load: the LMDB database {copy!r} is corrupt: reading it failed"
             )
         assert any(" after record b'000000" in message for _, message in messages)
+
+    # ---- checksums ---------------------------------------------------------------------
+    @staticmethod
+    def _locate_values(path, datapoints, serializer):
+        """``(key, start, end)`` of every stored value (payload and checksum)
+        in the data file, found by searching it for the bytes."""
+        with open(path, "rb") as f:
+            raw = f.read()
+        spans = []
+        for i, dp in enumerate(datapoints):
+            key = b"%08d" % i
+            value = with_crc(key, serializer.dumps(dp))
+            start = raw.find(value)
+            assert start > 0 and raw.find(value, start + 1) == -1
+            spans.append((key, start, start + len(value)))
+        return raw, spans
+
+    @staticmethod
+    def _flip(path, raw, bit, flipped=True):
+        """Write byte ``bit // 8`` of the original file *raw* into *path*,
+        with *bit* flipped or as it was."""
+        with open(path, "r+b") as f:
+            f.seek(bit // 8)
+            f.write(bytes([raw[bit // 8] ^ (flipped << bit % 8)]))
+
+    @pytest.mark.parametrize("codec", [MsgpackSerializer(), PickleSerializer()], ids=repr)
+    def test_every_bit_flip_in_a_value_is_an_error_naming_the_file_and_key(self, tmp_path, codec):
+        datapoints = [[i, f"s{i}", np.arange(3, dtype=np.int16) + i] for i in range(4)]
+        path = save(tmp_path / "db", datapoints, serializer=codec)
+        raw, spans = self._locate_values(path, datapoints, codec)
+        flips = 0
+        for key, start, end in spans:
+            for bit in range(8 * start, 8 * end):
+                self._flip(path, raw, bit)
+                with pytest.raises(ValueError) as info:
+                    load_all(path, allow_pickle=True)
+                assert str(info.value) == checksum_error(path, key)
+                self._flip(path, raw, bit, flipped=False)
+                flips += 1
+        assert flips == 8 * sum(end - start for _, start, end in spans)
+        assert_same_datapoints(load_all(path, allow_pickle=True), datapoints)
+
+    def test_bit_flips_in_a_large_value_are_errors_in_shuffled_passes_too(self, tmp_path):
+        datapoints = [[np.arange(6000, dtype=np.uint16)], [1]]  # the first on overflow pages
+        path = save(tmp_path / "db", datapoints)
+        raw, [(key, start, end), _] = self._locate_values(path, datapoints, MsgpackSerializer())
+        bits = list(range(8 * start, 8 * end, 61)) + list(range(8 * end - 40, 8 * end))
+        for bit in bits:
+            self._flip(path, raw, bit)
+            for shuffle in (False, True):
+                with pytest.raises(ValueError) as info:
+                    load_all(path, shuffle=shuffle)
+                assert str(info.value) == checksum_error(path, key)
+            self._flip(path, raw, bit, flipped=False)
+        assert_same_datapoints(load_all(path), datapoints)
+
+    def test_every_bit_flip_in_a_key_is_an_error_naming_the_file(self, tmp_path):
+        datapoints = [[i] for i in range(3)]
+        path = save(tmp_path / "db", datapoints)
+        raw, spans = self._locate_values(path, datapoints, MsgpackSerializer())
+        for key, start, _ in spans:
+            assert raw[start - 8 : start] == key  # a small value follows its key in the leaf
+            for bit in range(8 * (start - 8), 8 * start):
+                self._flip(path, raw, bit)
+                with pytest.raises(ValueError) as info:
+                    load_all(path)
+                message = str(info.value)
+                self._flip(path, raw, bit, flipped=False)
+                assert message.startswith("LMDBSerializer.load: record b'"), message
+                assert f" of {path!r} " in message
+
+    def test_lmdb_data_yields_checked_payloads_without_the_checksum(self, tmp_path):
+        datapoints = mixed(3)
+        path = save(tmp_path / "db", datapoints)
+        stored = records(path)
+        got = check_dataflow(lambda: LMDBData(path, shuffle=False))
+        assert got == [[key, stored[key][:-4]] for key in sorted(stored)[:3]]
+        assert all(type(value) is bytes for _, value in got)
+        loads = MsgpackSerializer().loads
+        decode = lambda k, v: loads(v)  # noqa: E731
+        decoded = check_dataflow(lambda: LMDBDataDecoder(LMDBData(path, seed=1), decode))
+        assert sorted(dp[1] for dp in decoded) == [0, 1, 2]
+        rewrite(path, put=[(b"00000001", stored[b"00000001"][:-1] + b"\0")])
+        df = LMDBData(path, shuffle=False)
+        df.reset_state()
+        with pytest.raises(ValueError) as info:
+            list(df)
+        assert str(info.value) == checksum_error(path, b"00000001").replace(
+            "LMDBSerializer.load", "LMDBData"
+        )
+        df.close()
+
+    def test_read_only_arrays_stay_valid_after_close(self, tmp_path):
+        datapoints = [[np.arange(2000, dtype=np.int32) + i] for i in range(3)]
+        path = save(tmp_path / "db", datapoints)
+        got = load_all(path, serializer=MsgpackSerializer(writable=False))  # closed here
+        assert_same_datapoints(got, datapoints)
+
+    def test_version_1_databases_load_unverified(self, tmp_path):
+        datapoints = mixed(3)
+        path = save(tmp_path / "db", datapoints)
+        stored = records(path)
+        meta = msgpack.unpackb(stored[b"__dataflow__"])
+        del meta["checksum"]
+        meta["version"] = 1
+        values = [(key, stored[key][:-4]) for key in sorted(stored)[:3]]
+        rewrite(path, put=[*values, (b"__dataflow__", msgpack.packb(meta))])
+        assert_same_datapoints(load_all(path), datapoints)
+        assert check_dataflow(lambda: LMDBData(path, shuffle=False)) == [list(v) for v in values]
+
+    def test_version_2_metadata_must_name_the_checksum(self, tmp_path):
+        path = save(tmp_path / "db", mixed(1))
+        meta = msgpack.unpackb(records(path)[b"__dataflow__"])
+        meta["checksum"] = "crc33"
+        rewrite(path, put=[(b"__dataflow__", msgpack.packb(meta))])
+        with pytest.raises(ValueError) as info:
+            LMDBSerializer.load(path)
+        assert str(info.value) == (
+            f"LMDBSerializer.load: the b'__dataflow__' record of {path!r} names the checksum "
+            "'crc33', not 'crc32'; the database is corrupt"
+        )
+
+    def test_a_key_list_with_other_keys_is_refused(self, tmp_path):
+        path = save(tmp_path / "db", mixed(3))
+        keys = [b"00000000", b"00000002", b"00000002"]  # one bit flipped in the second key
+        rewrite(path, put=[(b"__keys__", msgpack.packb(keys))])
+        with pytest.raises(ValueError, match="is not the key list that LMDBSerializer.save"):
+            LMDBSerializer.load(path)
+        assert [dp[1] for dp in load_all(path)] == [0, 1, 2]  # a sequential pass needs no list
 
     def test_a_file_that_is_not_lmdb_is_refused_with_its_name(self, tmp_path):
         path = tmp_path / "fake"
