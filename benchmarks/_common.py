@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable, Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from tabulate import tabulate
 
@@ -21,11 +21,22 @@ def timed(fn: Callable[[], int]) -> Tuple[float, int]:
     return time.perf_counter() - start, count
 
 
-def interleaved_rates(candidates: Dict[str, Callable[[], int]], repeats: int) -> Dict[str, float]:
-    """Median items/s of each candidate; each callable returns how many items it processed."""
+def interleaved_rates(
+    candidates: Dict[str, Callable[[], int]],
+    repeats: int,
+    before_each: Optional[Callable[[], None]] = None,
+) -> Dict[str, float]:
+    """Median items/s of each candidate; each callable returns how many items it processed.
+
+    *before_each*, if given, runs untimed before every timed call (e.g. to
+    delete earlier output and flush it to disk, so that no trial pays for the
+    previous one's writes).
+    """
     rates: Dict[str, List[float]] = {name: [] for name in candidates}
     for _ in range(repeats):
         for name, fn in candidates.items():
+            if before_each is not None:
+                before_each()
             seconds, count = timed(fn)
             rates[name].append(count / seconds)
     return {name: statistics.median(r) for name, r in rates.items()}

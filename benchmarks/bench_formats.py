@@ -133,9 +133,17 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, float]]:
             "read sequential": lambda lib: lib.reader(shuffle=False),
             "read shuffled": lambda lib: lib.reader(shuffle=True),
         }
+
+        def settle() -> None:
+            """Delete the databases written so far and flush the disk, untimed, so
+            that each trial starts with no writes of earlier trials pending."""
+            for lib in libraries:
+                lib.clean()
+            os.sync()
+
         for operation, candidate in operations.items():
             candidates = {lib.name: quietly(candidate(lib)) for lib in libraries}
-            results[operation] = interleaved_rates(candidates, args.repeats)
+            results[operation] = interleaved_rates(candidates, args.repeats, settle)
             for lib in libraries:
                 lib.clean()
 
