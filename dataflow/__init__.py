@@ -67,7 +67,19 @@ from .formats import (  # [exports: formats]
     NumpySerializer,
     SVMLightData,
 )
+from .parallel import (
+    MultiProcessPrefetchData,
+    MultiProcessRunner,
+    MultiProcessRunnerZMQ,
+    MultiThreadPrefetchData,
+    MultiThreadRunner,
+    PrefetchData,
+    PrefetchDataZMQ,
+    WorkerDiedError,
+    WorkerError,
+)
 from .testing import check_dataflow
+from .worker import WorkerInfo, get_worker_info
 
 __all__ = [
     "__version__",
@@ -119,6 +131,19 @@ __all__ = [
     "LMDBSerializer",
     "NumpySerializer",
     "SVMLightData",  # [all: formats]
+    # parallel
+    "MultiProcessPrefetchData",
+    "MultiProcessRunner",
+    "MultiProcessRunnerZMQ",
+    "MultiThreadPrefetchData",
+    "MultiThreadRunner",
+    "PrefetchData",
+    "PrefetchDataZMQ",
+    "WorkerDiedError",
+    "WorkerError",
+    # worker
+    "WorkerInfo",
+    "get_worker_info",
     # testing
     "check_dataflow",
 ]

@@ -32,6 +32,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 import numpy as np
 
 from ._checks import check_seed as _check_seed
+from .worker import _seed_state
 
 __all__ = [
     "DataFlow",
@@ -290,9 +291,10 @@ def _seed_to_state(seed: Optional[int]) -> np.ndarray:
 
     ``None`` draws fresh entropy from the operating system, so every process
     and every ``reset_state()`` gets its own stream. An int gives the same
-    stream every time.
+    stream every time. Inside a parallel worker every worker gets a stream of
+    its own (see :func:`dataflow.worker._seed_state`).
     """
-    return np.random.SeedSequence(seed).generate_state(4)
+    return _seed_state(seed)
 
 
 class RNGDataFlow(DataFlow):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import itertools
 import numbers
 from collections.abc import Iterator as _IteratorABC
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
@@ -13,6 +14,7 @@ from ._checks import check_bool as _check_bool
 from ._checks import check_int as _check_int
 from ._checks import is_int as _is_int
 from .base import DataFlow, DataFlowReentrantGuard, Datapoint, RNGDataFlow, UnknownLengthError
+from .worker import get_worker_info, shard_range
 
 __all__ = ["DataFromGenerator", "DataFromIterable", "DataFromList", "DataFromQueue", "FakeData"]
 
@@ -90,13 +92,16 @@ class DataFromList(RNGDataFlow):
         self.set_seed(seed)
 
     def __len__(self) -> int:
-        return len(self.lst)
+        return len(shard_range(len(self.lst)))
 
     def __iter__(self) -> Iterator[Datapoint]:
         lst = self.lst
+        indices = shard_range(len(lst))
         if not self.shuffle:
-            return iter(lst)
-        return map(lst.__getitem__, self.rng.permutation(len(lst)).tolist())
+            return iter(lst) if len(indices) == len(lst) else map(lst.__getitem__, indices)
+        if len(indices) == len(lst):
+            return map(lst.__getitem__, self.rng.permutation(len(lst)).tolist())
+        return map(lst.__getitem__, self.rng.permutation(np.asarray(indices)).tolist())
 
 
 class DataFromGenerator(DataFlow):
@@ -208,13 +213,17 @@ class DataFromIterable(DataFlow):
 
     def __len__(self) -> int:
         try:
-            return len(self._itr)  # type: ignore[arg-type]
+            n = len(self._itr)  # type: ignore[arg-type]
         except TypeError:
             raise UnknownLengthError(
                 f"DataFromIterable: the iterable (a {type(self._itr).__name__}) has no len()"
             ) from None
+        return len(shard_range(n))
 
     def __iter__(self) -> Iterator[Datapoint]:
+        info = get_worker_info()
+        if info is not None and info.sharded:
+            return itertools.islice(self._make_iterator(), info.index, None, info.num_workers)
         return self._make_iterator()
 
 
@@ -412,11 +421,12 @@ class FakeData(RNGDataFlow):
         return [_fake_sampler(rng, *spec) for spec in zip(self.shapes, self.dtype, self.domain)]
 
     def __len__(self) -> int:
-        return self._size
+        return len(shard_range(self._size))
 
     def __iter__(self) -> Iterator[Datapoint]:
         samplers = self._samplers()  # raises the clear error if not reset yet
+        n = len(self)
         if self._fixed is not None:
             fixed = self._fixed
-            return (fixed[:] for _ in range(self._size))
-        return ([draw() for draw in samplers] for _ in range(self._size))
+            return (fixed[:] for _ in range(n))
+        return ([draw() for draw in samplers] for _ in range(n))

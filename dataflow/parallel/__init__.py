@@ -1,0 +1,25 @@
+"""Parallel dataflows: runners (copies of a dataflow in workers) and mappers (one
+source, a function spread over workers), over threads or processes."""
+
+from ._common import WorkerDiedError, WorkerError
+from .runner import (
+    MultiProcessPrefetchData,
+    MultiProcessRunner,
+    MultiProcessRunnerZMQ,
+    MultiThreadPrefetchData,
+    MultiThreadRunner,
+    PrefetchData,
+    PrefetchDataZMQ,
+)
+
+__all__ = [
+    "MultiProcessPrefetchData",
+    "MultiProcessRunner",
+    "MultiProcessRunnerZMQ",
+    "MultiThreadPrefetchData",
+    "MultiThreadRunner",
+    "PrefetchData",
+    "PrefetchDataZMQ",
+    "WorkerDiedError",
+    "WorkerError",
+]

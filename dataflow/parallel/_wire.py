@@ -1,0 +1,322 @@
+"""The ZeroMQ transport between worker processes and the consumer.
+
+**Messages.** Every message is a ZeroMQ multipart message. Its first frame
+starts with a 7-byte prefix (``kind``: uint8, ``worker``: uint16, ``epoch``:
+uint32, little-endian) followed by a msgpack body:
+
+* ``DATA``: a msgpack array of items (datapoints, or ``[seq, result]`` pairs
+  for mappers). Small datapoints are batched, several to a message, which is
+  what makes them fast. A numpy array of at least ``_OUT_OF_BAND_BYTES``
+  does not travel inside the msgpack body: the body holds extension type 3
+  with the array's header (dtype and shape, see :mod:`dataflow.serialize`),
+  and the array's raw bytes follow as a frame of their own, one per array
+  in the order they appear. They are sent without copying (ZeroMQ reads the
+  array's memory) and received as writable arrays that view the frame.
+* ``END``: ``[count]``, the worker finished pass *epoch* after sending *count* items.
+* ``ERROR``: ``[type name, message, traceback]``; the worker stops after sending it.
+
+**Sockets.** The consumer binds a PULL socket; workers connect PUSH
+sockets. PUSH blocks at the high-water mark instead of dropping, and every
+blocking send polls in short slices, checking that the consumer still wants
+data and that the parent lives.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import sys
+import time
+import uuid
+from typing import Any, Callable, List, Optional, Tuple
+
+import numpy as np
+import zmq
+from msgpack import ExtType
+
+from ..serialize import (
+    _DECODE_HEADERS,
+    _ENCODE_HEADERS,
+    Packer,
+    Serializer,
+    _ext_hook_writable,
+    _msgpack_default,
+    _new_header,
+    _pairs_hook,
+    _parse_header,
+    _remember,
+    _unserializable,
+    unpackb,
+)
+from ._common import _POLL_S, parent_alive
+
+DATA, END, ERROR = 1, 2, 3
+_PREFIX = struct.Struct("<BHI")
+_EXT_OUT_OF_BAND = 3
+# Arrays at least this large travel as frames of their own, without copies.
+_OUT_OF_BAND_BYTES = 1 << 16
+# A worker sends what it has batched once it holds this many bytes or items ...
+_BATCH_BYTES = 1 << 16
+_BATCH_ITEMS = 256
+# ... or once the oldest batched item has waited this long, or immediately when
+# producing an item took longer than _EAGER_S (batching then gains nothing).
+_BATCH_DELAY_S = 0.005
+_EAGER_S = 0.001
+_POLL_MS = int(_POLL_S * 1000)
+
+
+class Stopped(Exception):
+    """Raised in a worker when the consumer asked it to stop, or its parent died."""
+
+
+def new_address(ctx: zmq.Context, sock: zmq.Socket) -> str:
+    """Bind *sock* to a fresh private address and return it.
+
+    An abstract ``ipc://`` socket on Linux (no file to clean up), loopback TCP elsewhere.
+    """
+    if sys.platform.startswith("linux") and zmq.has("ipc"):
+        address = f"ipc://@dataflow-{os.getpid()}-{uuid.uuid4().hex}"
+        sock.bind(address)
+        return address
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    return f"tcp://127.0.0.1:{port}"
+
+
+# ---- encoding -------------------------------------------------------------------
+
+
+class _Packer:
+    """msgpack packing of items, with large arrays split off as separate frames."""
+
+    def __init__(self, owner: str, serializer: Optional[Serializer]) -> None:
+        self.owner = owner
+        self.serializer = serializer
+        self.frames: List[Any] = []
+        self._packer = Packer(default=self._default, use_bin_type=True, strict_types=True)
+
+    def _default(self, obj: Any) -> Any:
+        if type(obj) is np.ndarray and obj.nbytes >= _OUT_OF_BAND_BYTES:
+            key = (obj.dtype, obj.shape)
+            entry = _ENCODE_HEADERS.get(key)
+            if entry is None:
+                entry = _remember(_ENCODE_HEADERS, key, _new_header(*key))
+            header, exportable = entry
+            if exportable:
+                self.frames.append(obj if obj.flags.c_contiguous else np.ascontiguousarray(obj))
+                return ExtType(_EXT_OUT_OF_BAND, header)
+        return _msgpack_default(obj)
+
+    def pack(self, item: Any) -> bytes:
+        """The msgpack bytes of *item*; its large arrays are appended to ``self.frames``."""
+        if self.serializer is not None:
+            return self._packer.pack(self.serializer.dumps(item))
+        n_frames = len(self.frames)
+        try:
+            return self._packer.pack(item)
+        except (TypeError, ValueError, OverflowError) as err:
+            del self.frames[n_frames:]
+            located = _unserializable(self.owner, item, self._packer.pack)
+            del self.frames[n_frames:]
+            if located is None:
+                raise
+            raise located from err
+
+
+def _array_header(n: int) -> bytes:
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 1 << 16:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
+
+
+# ---- decoding -------------------------------------------------------------------
+
+
+def _out_of_band_hook(frames: List[Any]) -> Callable[[int, bytes], Any]:
+    pending = iter(frames)
+
+    def hook(code: int, data: bytes) -> Any:
+        if code != _EXT_OUT_OF_BAND:
+            return _ext_hook_writable(code, data)
+        spec = _DECODE_HEADERS.get(data)  # the header only: the bytes are the next frame
+        if spec is None:
+            spec = _remember(_DECODE_HEADERS, data, _parse_header(data))
+        dtype, shape, expected = spec
+        frame = next(pending)
+        buf = frame.buffer
+        if len(buf) != expected:
+            raise ValueError(
+                f"corrupt message: an array frame of {len(buf)} bytes, but shape {shape} and "
+                f"dtype {dtype} need {expected}"
+            )
+        return np.ndarray(shape, dtype, buf)
+
+    return hook
+
+
+def _unpack(body: Any, ext_hook: Callable[[int, bytes], Any]) -> Any:
+    try:
+        return unpackb(body, ext_hook=ext_hook, raw=False, strict_map_key=False)
+    except TypeError:  # a tuple dict key (stored as a list): see MsgpackSerializer.loads
+        return unpackb(
+            body,
+            ext_hook=ext_hook,
+            object_pairs_hook=_pairs_hook(lambda d: d),
+            raw=False,
+            strict_map_key=False,
+        )
+
+
+def decode(frames: List[Any], serializer: Optional[Serializer]) -> Tuple[int, int, int, Any]:
+    """``(kind, worker, epoch, payload)`` of a received multipart message."""
+    head = frames[0].buffer
+    kind, worker, epoch = _PREFIX.unpack_from(head)
+    body = head[_PREFIX.size :]
+    if len(frames) == 1:
+        payload = _unpack(body, _ext_hook_writable)
+    else:
+        payload = _unpack(body, _out_of_band_hook(frames[1:]))
+    if kind == DATA and serializer is not None:
+        payload = [serializer.loads(b) for b in payload]
+    return kind, worker, epoch, payload
+
+
+# ---- the two ends -----------------------------------------------------------------
+
+
+class Receiver:
+    """The consumer's end: a bound PULL socket."""
+
+    def __init__(self, ctx: zmq.Context, hwm: int, serializer: Optional[Serializer]) -> None:
+        self.serializer = serializer
+        self.sock = ctx.socket(zmq.PULL)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.setsockopt(zmq.RCVHWM, hwm)
+        self.address = new_address(ctx, self.sock)
+
+    def recv(self, timeout_s: float) -> Optional[Tuple[int, int, int, Any]]:
+        """The next message, or ``None`` if none arrived within *timeout_s*."""
+        sock = self.sock
+        try:
+            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            if not sock.poll(int(timeout_s * 1000)):
+                return None
+            frames = sock.recv_multipart(copy=False)
+        return decode(frames, self.serializer)
+
+    def close(self) -> None:
+        self.sock.close(linger=0)
+
+
+class Sender:
+    """A worker's end: a PUSH socket that batches small items and never blocks forever."""
+
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        address: str,
+        hwm: int,
+        index: int,
+        owner: str,
+        stop_event: Any,
+        parent_pid: int,
+        serializer: Optional[Serializer],
+    ) -> None:
+        self.sock = ctx.socket(zmq.PUSH)
+        self.sock.setsockopt(zmq.SNDHWM, hwm)
+        self.sock.setsockopt(zmq.LINGER, 0)
+        self.sock.connect(address)
+        self.index = index
+        self.stop_event = stop_event
+        self.parent_pid = parent_pid
+        self.packer = _Packer(owner, serializer)
+        self.epoch = 0
+        self._chunks: List[bytes] = []
+        self._bytes = 0
+        self._first_time = 0.0
+        self._last_put = 0.0
+        self._sent_any = False
+
+    def check_stop(self) -> None:
+        if self.stop_event.is_set() or not parent_alive(self.parent_pid):
+            raise Stopped
+
+    def _send(self, frames: List[Any]) -> None:
+        sock = self.sock
+        while True:
+            try:
+                sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+                return
+            except zmq.Again:
+                pass
+            if not sock.poll(_POLL_MS, zmq.POLLOUT):
+                self.check_stop()
+
+    def put(self, item: Any) -> None:
+        """Batch *item*; send the batch when it is full or has waited long enough."""
+        chunk = self.packer.pack(item)
+        now = time.monotonic()
+        if not self._chunks:
+            self._first_time = now
+        self._chunks.append(chunk)
+        self._bytes += len(chunk)
+        if (
+            self.packer.frames
+            or not self._sent_any
+            or self._bytes >= _BATCH_BYTES
+            or len(self._chunks) >= _BATCH_ITEMS
+            or now - self._last_put > _EAGER_S
+            or now - self._first_time > _BATCH_DELAY_S
+        ):
+            self.flush()
+        self._last_put = now
+
+    def put_now(self, item: Any) -> None:
+        """Batch *item* only while the batch is small and young (the caller flushes)."""
+        chunk = self.packer.pack(item)
+        if not self._chunks:
+            self._first_time = time.monotonic()
+        self._chunks.append(chunk)
+        self._bytes += len(chunk)
+        if (
+            self.packer.frames
+            or self._bytes >= _BATCH_BYTES
+            or len(self._chunks) >= _BATCH_ITEMS
+            or time.monotonic() - self._first_time > _BATCH_DELAY_S
+        ):
+            self.flush()
+
+    def flush(self) -> None:
+        self.check_stop()
+        if not self._chunks:
+            return
+        chunks, frames = self._chunks, self.packer.frames
+        self._chunks, self._bytes, self.packer.frames = [], 0, []
+        head = _PREFIX.pack(DATA, self.index, self.epoch) + _array_header(len(chunks))
+        self._send([head + b"".join(chunks), *frames])
+        self._sent_any = True
+
+    def discard(self) -> None:
+        """Drop what is batched and not yet sent (e.g. items of an abandoned pass)."""
+        self._chunks, self._bytes, self.packer.frames = [], 0, []
+
+    def send_end(self, count: int) -> None:
+        self.flush()
+        self._send([_PREFIX.pack(END, self.index, self.epoch) + self.packer.pack([count])])
+
+    def send_error(self, report: Tuple[str, str, str]) -> None:
+        """Send an error report (after what is batched), waiting up to a few seconds."""
+        self.discard()
+        message = _PREFIX.pack(ERROR, self.index, self.epoch) + Packer(use_bin_type=True).pack(
+            list(report)
+        )
+        self.sock.setsockopt(zmq.LINGER, 5000)
+        try:
+            self._send([message])
+        except Stopped:
+            pass
+
+    def close(self) -> None:
+        self.sock.close()

@@ -1,0 +1,738 @@
+"""Runners: run copies of a dataflow in worker processes or threads and merge their output.
+
+Two ways to split the work:
+
+* **Clones** (the default, as in tensorpack): every worker runs its own copy
+  of ``ds`` over and over, so the merged stream has the same distribution as
+  ``ds`` (i.i.d. clones). This suits random sources (shuffled lists, random
+  crops): each worker draws its own random numbers. A pass of the runner is
+  the next ``len(ds)`` datapoints of the merged stream.
+* **Exactly-once epochs** (``exactly_once=True``): worker *i* of *N* reads
+  only its own shard of ``ds`` (sources that can shard do so through
+  :func:`dataflow.worker.get_worker_info`), and one pass of the runner is one
+  pass of every shard: each datapoint exactly once.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import queue as queue_module
+import threading
+import time
+import weakref
+from typing import Any, Callable, Deque, Iterator, List, Optional, Tuple
+
+import zmq
+
+from .._checks import check_bool, check_callable, check_int
+from ..base import DataFlow, Datapoint, UnknownLengthError
+from ..serialize import PickleSerializer, Serializer
+from ..worker import WorkerInfo, _worker_context
+from ._base import Message, ParallelBase, ProcessWorkers
+from ._common import (
+    _POLL_S,
+    ProcessGroup,
+    WorkerError,
+    check_start_method,
+    error_report,
+    parent_alive,
+    run_finalizer,
+    start_worker_process,
+    stop_threads,
+)
+from ._wire import DATA, END, ERROR, Receiver, Sender, Stopped
+
+__all__ = [
+    "MultiProcessPrefetchData",
+    "MultiProcessRunner",
+    "MultiProcessRunnerZMQ",
+    "MultiThreadPrefetchData",
+    "MultiThreadRunner",
+    "PrefetchData",
+    "PrefetchDataZMQ",
+]
+
+# A worker of an exactly-once runner checks this often whether its pass was abandoned.
+_ABANDON_CHECK_S = 0.05
+
+
+def _check_serializer(serializer: Any) -> Optional[Serializer]:
+    if serializer is not None and not isinstance(serializer, Serializer):
+        raise TypeError(
+            "serializer must be a Serializer (e.g. MsgpackSerializer()) or None, "
+            f"got {serializer!r}"
+        )
+    return serializer
+
+
+# ---- what a worker does -------------------------------------------------------------
+
+
+def _empty_pass_error(ds: DataFlow) -> RuntimeError:
+    return RuntimeError(
+        f"{type(ds).__name__} yielded no datapoint in a whole pass; a runner repeats its "
+        "dataflow forever, so it would wait forever. Check the source, or use "
+        "exactly_once=True"
+    )
+
+
+def _latest_command(commands: Any) -> Optional[int]:
+    """The newest pass number waiting in *commands* (a pipe or queue), or ``None``."""
+    latest = None
+    if hasattr(commands, "poll"):
+        while commands.poll():
+            latest = commands.recv()
+    else:
+        while True:
+            try:
+                latest = commands.get_nowait()
+            except queue_module.Empty:
+                break
+    return latest
+
+
+def _wait_command(commands: Any, sender: Any) -> int:
+    while True:
+        if hasattr(commands, "poll"):
+            if commands.poll(_POLL_S):
+                latest = _latest_command(commands)
+                assert latest is not None
+                return int(latest)
+        else:
+            try:
+                first = commands.get(timeout=_POLL_S)
+            except queue_module.Empty:
+                pass
+            else:
+                latest = _latest_command(commands)
+                return int(first if latest is None else latest)
+        sender.check_stop()
+
+
+def _produce(ds: DataFlow, sender: Any, exactly_once: bool, commands: Any) -> None:
+    """The work loop of a runner's worker: feed *sender* from *ds* until told to stop."""
+    ds.reset_state()
+    if not exactly_once:
+        while True:
+            count = 0
+            for dp in ds:
+                sender.put(dp)
+                count += 1
+            if count == 0:
+                raise _empty_pass_error(ds)
+    pending: Optional[int] = None
+    while True:
+        sender.epoch = pending if pending is not None else _wait_command(commands, sender)
+        pending = None
+        count = 0
+        last_check = time.monotonic()
+        for count, dp in enumerate(ds, 1):  # noqa: B007 - count is used after the loop
+            sender.put(dp)
+            now = time.monotonic()
+            if now - last_check > _ABANDON_CHECK_S:
+                last_check = now
+                pending = _latest_command(commands)
+                if pending is not None:  # the consumer started a new pass
+                    sender.discard()
+                    break
+        else:
+            sender.send_end(count)
+
+
+def _zmq_worker(
+    owner: str,
+    ds: DataFlow,
+    info: WorkerInfo,
+    address: str,
+    hwm: int,
+    stop_event: Any,
+    commands: Any,
+    parent_pid: int,
+    pdeathsig: bool,
+    serializer: Optional[Serializer],
+) -> None:
+    """Entry point of a :class:`MultiProcessRunnerZMQ` worker process."""
+    start_worker_process(info, parent_pid, pdeathsig)
+    ctx = zmq.Context()
+    sender = Sender(ctx, address, hwm, info.index, owner, stop_event, parent_pid, serializer)
+    try:
+        _produce(ds, sender, info.sharded, commands)
+    except Stopped:
+        pass
+    except BaseException as exc:
+        sender.send_error(error_report(exc))
+    finally:
+        try:
+            ds.close()
+        finally:
+            sender.close()
+            ctx.term()
+
+
+class _QueueSender:
+    """A worker's end of a queue (multiprocessing or thread): one item per message."""
+
+    def __init__(
+        self,
+        queue: Any,
+        index: int,
+        stopped: Callable[[], bool],
+        serializer: Optional[Serializer],
+    ) -> None:
+        self.queue = queue
+        self.index = index
+        self.stopped = stopped
+        self.serializer = serializer
+        self.epoch = 0
+
+    def check_stop(self) -> None:
+        if self.stopped():
+            raise Stopped
+
+    def _send(self, message: Message) -> None:
+        while True:
+            try:
+                self.queue.put(message, timeout=_POLL_S)
+                return
+            except queue_module.Full:
+                self.check_stop()
+
+    def put(self, item: Any) -> None:
+        payload = self.serializer.dumps(item) if self.serializer is not None else [item]
+        self._send((DATA, self.index, self.epoch, payload))
+
+    def flush(self) -> None:
+        self.check_stop()
+
+    def discard(self) -> None:
+        pass
+
+    def send_end(self, count: int) -> None:
+        self._send((END, self.index, self.epoch, [count]))
+
+    def send_error(self, report: Tuple[str, str, str], exc: Optional[BaseException] = None) -> None:
+        """Report an error; a thread also passes the exception itself (*exc*)."""
+        payload: List[Any] = list(report) if exc is None else [*report, exc]
+        try:
+            self._send((ERROR, self.index, self.epoch, payload))
+        except Stopped:
+            pass
+
+
+def _queue_worker(
+    ds: DataFlow,
+    info: WorkerInfo,
+    queue: Any,
+    stop_event: Any,
+    commands: Any,
+    parent_pid: int,
+    pdeathsig: bool,
+    serializer: Serializer,
+) -> None:
+    """Entry point of a :class:`MultiProcessRunner` worker process."""
+    start_worker_process(info, parent_pid, pdeathsig)
+
+    def stopped() -> bool:
+        return bool(stop_event.is_set()) or not parent_alive(parent_pid)
+
+    sender = _QueueSender(queue, info.index, stopped, serializer)
+    try:
+        _produce(ds, sender, info.sharded, commands)
+    except Stopped:
+        queue.cancel_join_thread()  # nobody reads any more: do not wait to flush
+    except BaseException as exc:
+        sender.send_error(error_report(exc))
+    finally:
+        try:
+            ds.close()
+        finally:
+            queue.close()
+
+
+def _thread_worker(
+    df: DataFlow,
+    info: WorkerInfo,
+    queue: Any,
+    stop_event: threading.Event,
+    commands: Any,
+) -> None:
+    sender = _QueueSender(queue, info.index, stop_event.is_set, None)
+    with _worker_context(info):
+        try:
+            _produce(df, sender, info.sharded, commands)
+        except Stopped:
+            pass
+        except BaseException as exc:
+            sender.send_error(error_report(exc), exc)
+
+
+# ---- the consumer -------------------------------------------------------------------
+
+
+class _RunnerBase(ParallelBase):
+    """What the three runners share: clone streams and exactly-once passes."""
+
+    def _setup_runner(self, exactly_once: Any, seed: Any) -> None:
+        self._sharded = self._exactly_once = check_bool("exactly_once", exactly_once)
+        self._setup(seed)
+        self._buffer: Deque[Any] = collections.deque()
+        self._epoch = 0
+
+    def _shard_lengths(self, ds: DataFlow) -> List[int]:
+        lengths = []
+        for info in self._infos():
+            with _worker_context(info):
+                lengths.append(len(ds))
+        return lengths
+
+    def _check_shards(self, ds: DataFlow) -> None:
+        """Refuse a dataflow that does not shard itself when exactly-once passes are asked for."""
+        if not self._exactly_once or self._num_workers == 1:
+            return
+        try:
+            total, shards = len(ds), sum(self._shard_lengths(ds))
+        except UnknownLengthError:
+            return
+        if shards > total:
+            raise ValueError(_not_sharded(self._name, ds, self._num_workers, shards, total))
+
+    def __len__(self) -> int:
+        if self._exactly_once:
+            return sum(self._shard_lengths(self.ds))
+        return len(self.ds)
+
+    def _iterate(self) -> Iterator[Datapoint]:
+        return self._iter_epoch() if self._exactly_once else self._iter_stream()
+
+    def _iter_stream(self) -> Iterator[Datapoint]:
+        try:
+            n: Optional[int] = len(self)
+        except UnknownLengthError:
+            n = None
+        buf = self._buffer
+        k = 0
+        while n is None or k < n:
+            if not buf:
+                buf.extend(self._next_message()[3])
+                continue
+            yield buf.popleft()
+            k += 1
+
+    def _iter_epoch(self) -> Iterator[Datapoint]:
+        self._epoch += 1
+        epoch = self._epoch
+        self._send_commands(epoch)
+        ended = 0
+        while ended < self._num_workers:
+            kind, _, msg_epoch, payload = self._next_message()
+            if msg_epoch != epoch:
+                continue  # left over from an abandoned pass
+            if kind == END:
+                ended += 1
+            else:
+                yield from payload
+
+    def _send_commands(self, epoch: int) -> None:
+        for conn in self._commands:
+            conn.send(epoch)
+
+
+def _not_sharded(name: str, ds: DataFlow, n: int, shards: int, total: int) -> str:
+    return (
+        f"{name}(exactly_once=True) needs a dataflow whose copies each read only their own "
+        f"shard, but {type(ds).__name__} does not shard itself: its {n} copies would yield "
+        f"{shards} datapoints for {total}. DataFromList, DataFromIterable, FakeData and the "
+        "LMDB readers shard; a source of your own can read get_worker_info().shard(n) of its "
+        "n items"
+    )
+
+
+class _ProcessRunner(_RunnerBase, ProcessWorkers):
+    pass
+
+
+class MultiProcessRunnerZMQ(_ProcessRunner):
+    """Yield the merged output of *num_proc* worker processes, each running a copy of *ds*.
+
+    Each worker process resets its own copy of ``ds`` and pushes its
+    datapoints over ZeroMQ (an ``ipc://`` abstract socket on Linux, loopback
+    TCP elsewhere), msgpack-encoded; numpy arrays of 64 KiB or more travel as
+    raw frames beside the message, without copies, and arrive as writable
+    arrays viewing the received memory. Small datapoints are batched into
+    larger messages.
+
+    **Clones (default).** Every worker iterates its copy of ``ds`` again and
+    again. With ``num_proc=1`` the output is exactly ``ds``'s, in order;
+    with more, datapoints from the workers interleave, and the stream has the
+    distribution of ``ds`` when ``ds`` is random. ``len()`` is ``len(ds)``:
+    a pass is the next ``len(ds)`` datapoints of the merged stream (forever
+    when ``ds`` has no length), and what a pass leaves behind opens the next.
+
+    **Exactly-once** (``exactly_once=True``). Worker *i* reads only its shard
+    of ``ds`` (``DataFromList``, ``DataFromIterable``, ``FakeData`` and the
+    LMDB readers shard themselves; see :func:`dataflow.worker.get_worker_info`),
+    a pass ends when every worker finished its shard, and so one pass yields
+    each datapoint of ``ds`` exactly once. ``len()`` is the sum of the
+    shards' lengths.
+
+    Errors never hang: an exception in a worker is raised by the consumer as
+    :class:`WorkerError` (original type and message, worker index, pid and
+    the worker's traceback), and a worker that dies without a word (a
+    signal, ``os._exit``) raises :class:`WorkerDiedError` within about a
+    second, naming the signal. Workers ignore Ctrl-C, die with their
+    parent (Linux), and stop at ``close()``, ``with``, garbage collection
+    and interpreter exit. Memory: up to *hwm* messages queued on each side.
+
+    Args:
+        ds: the dataflow to run; with the default fork start method it need
+            not be picklable.
+        num_proc: number of worker processes, >= 1.
+        hwm: ZeroMQ high-water mark: how many messages may wait in the queue
+            of each side before the workers block (default 50).
+        exactly_once: shard ``ds`` over the workers, one pass = each
+            datapoint once (default ``False``: i.i.d. clones).
+        seed: seeds every worker's random streams differently but
+            reproducibly (``numpy.random.SeedSequence``): each
+            ``RNGDataFlow`` and augmentor the worker resets, and the global
+            ``random`` and ``numpy.random``. ``None`` (default): fresh
+            entropy in every worker.
+        start_method: ``'fork'`` (the default where available),
+            ``'spawn'`` or ``'forkserver'`` (these need a picklable ``ds``).
+        serializer: a :class:`~dataflow.serialize.Serializer` for the
+            datapoints instead of the built-in msgpack wire format (e.g.
+            ``PickleSerializer()`` for Python objects msgpack cannot store).
+
+    Example:
+        >>> df = MultiProcessRunnerZMQ(DataFromList([[i] for i in range(6)], shuffle=False),
+        ...                            num_proc=2, exactly_once=True)
+        >>> df.reset_state()
+        >>> sorted(dp[0] for dp in df), len(df)
+        ([0, 1, 2, 3, 4, 5], 6)
+        >>> df.close()
+
+    Note:
+        Without ``exactly_once`` each worker runs a full copy: clones of a
+        source that is not random yield every datapoint ``num_proc`` times
+        per ``num_proc`` passes, in no fixed order (e.g. with
+        ``DataFromList([[0], [1]], shuffle=False)`` and 2 workers a pass may
+        be ``[[0], [0]]``). A datapoint must not be changed after it was
+        yielded: its large arrays are sent from their own memory, later.
+    """
+
+    def __init__(
+        self,
+        ds: DataFlow,
+        num_proc: int = 1,
+        hwm: int = 50,
+        *,
+        exactly_once: bool = False,
+        seed: Optional[int] = None,
+        start_method: Optional[str] = None,
+        serializer: Optional[Serializer] = None,
+    ) -> None:
+        super().__init__(ds)
+        self.num_proc = self._num_workers = check_int("num_proc", num_proc, 1, "a positive int")
+        self.hwm = check_int("hwm", hwm, 1, "a positive int")
+        self._start_method = check_start_method(start_method)
+        self._serializer = _check_serializer(serializer)
+        self._setup_runner(exactly_once, seed)
+        self._commands: List[Any] = []
+        self._receiver: Optional[Receiver] = None
+
+    def _start(self) -> None:
+        self._check_shards(self.ds)
+        group = self._group = ProcessGroup(self._name, self._start_method)
+        ctx = zmq.Context()
+        receiver = self._receiver = Receiver(ctx, self.hwm, self._serializer)
+        self._finalizer = weakref.finalize(self, run_finalizer, group, [receiver.close, ctx.term])
+        worker_ends = []
+        if self._exactly_once:
+            for _ in range(self._num_workers):
+                recv_end, send_end = group.context.Pipe(duplex=False)
+                worker_ends.append(recv_end)
+                self._commands.append(send_end)
+        else:
+            worker_ends = [None] * self._num_workers
+        infos = self._infos()
+        args = [
+            (
+                self._name,
+                self.ds,
+                infos[i],
+                receiver.address,
+                self.hwm,
+                group.stop_event,
+                worker_ends[i],
+                os.getpid(),
+                group.pdeathsig,
+                self._serializer,
+            )
+            for i in range(self._num_workers)
+        ]
+        self._start_group(self._start_method, _zmq_worker, args)
+
+    def _recv(self, timeout_s: float) -> Optional[Message]:
+        assert self._receiver is not None
+        return self._receiver.recv(timeout_s)
+
+
+class MultiProcessRunner(_ProcessRunner):
+    """Yield the merged output of *num_proc* worker processes over a ``multiprocessing`` queue.
+
+    The same as :class:`MultiProcessRunnerZMQ` (clones or exactly-once
+    passes, errors, shutdown, seeds), but datapoints travel pickled through
+    one ``multiprocessing.Queue`` of *num_prefetch* datapoints, which needs
+    no ZeroMQ and stores any picklable object, at a lower speed. ``len()``
+    is ``len(ds)`` (exactly-once: the sum of the shards).
+
+    Args:
+        ds: the dataflow to run.
+        num_prefetch: capacity of the queue in datapoints, >= 1.
+        num_proc: number of worker processes, >= 1.
+        exactly_once: shard ``ds`` over the workers (see MultiProcessRunnerZMQ).
+        seed: seeds every worker's random streams differently but reproducibly.
+        start_method: ``'fork'`` (default where available), ``'spawn'`` or ``'forkserver'``.
+        serializer: how datapoints are encoded (default ``PickleSerializer()``);
+            the worker encodes, so an error names the datapoint's bad component.
+
+    Example:
+        >>> df = MultiProcessRunner(DataFromList([[i] for i in range(4)], shuffle=False),
+        ...                         num_prefetch=4, num_proc=1)
+        >>> df.reset_state()
+        >>> [dp[0] for dp in df]
+        [0, 1, 2, 3]
+        >>> df.close()
+    """
+
+    def __init__(
+        self,
+        ds: DataFlow,
+        num_prefetch: int,
+        num_proc: int,
+        *,
+        exactly_once: bool = False,
+        seed: Optional[int] = None,
+        start_method: Optional[str] = None,
+        serializer: Optional[Serializer] = None,
+    ) -> None:
+        super().__init__(ds)
+        self.num_prefetch = check_int("num_prefetch", num_prefetch, 1, "a positive int")
+        self.num_proc = self._num_workers = check_int("num_proc", num_proc, 1, "a positive int")
+        self._start_method = check_start_method(start_method)
+        self._serializer = _check_serializer(serializer) or PickleSerializer()
+        self._setup_runner(exactly_once, seed)
+        self._commands: List[Any] = []
+        self._queue: Any = None
+        self._decode = self._serializer_loads
+
+    def _serializer_loads(self, payload: Any) -> List[Any]:
+        return [self._serializer.loads(payload)]
+
+    def _start(self) -> None:
+        self._check_shards(self.ds)
+        group = self._group = ProcessGroup(self._name, self._start_method)
+        q = self._queue = group.context.Queue(self.num_prefetch)
+        self._finalizer = weakref.finalize(self, run_finalizer, group, [q.close])
+        worker_ends: List[Any] = [None] * self._num_workers
+        if self._exactly_once:
+            for i in range(self._num_workers):
+                worker_ends[i], send_end = group.context.Pipe(duplex=False)
+                self._commands.append(send_end)
+        infos = self._infos()
+        args = [
+            (
+                self.ds,
+                infos[i],
+                q,
+                group.stop_event,
+                worker_ends[i],
+                os.getpid(),
+                group.pdeathsig,
+                self._serializer,
+            )
+            for i in range(self._num_workers)
+        ]
+        self._start_group(self._start_method, _queue_worker, args)
+
+    def _recv(self, timeout_s: float) -> Optional[Message]:
+        try:
+            return self._queue.get(timeout=timeout_s)  # type: ignore[no-any-return]
+        except queue_module.Empty:
+            return None
+
+
+class MultiThreadRunner(_RunnerBase):
+    """Yield the merged output of *num_thread* threads, each running its own dataflow.
+
+    Each thread calls ``get_df()`` once to build its own dataflow, resets it
+    in the thread, and puts its datapoints into one queue of *num_prefetch*
+    datapoints. Threads suit sources that wait (I/O, network, a GIL-releasing
+    decoder); nothing is serialized. Passes, exactly-once sharding, seeds
+    and errors are as in :class:`MultiProcessRunnerZMQ`; ``len()`` is the
+    length of one ``get_df()`` dataflow (exactly-once: the sum of the shards).
+
+    Args:
+        get_df: a function returning a new, not yet reset, dataflow each call.
+        num_prefetch: capacity of the queue in datapoints, >= 1.
+        num_thread: number of threads, >= 1.
+        exactly_once: shard over the threads (see MultiProcessRunnerZMQ).
+        seed: seeds every thread's random streams differently but reproducibly.
+
+    Example:
+        >>> df = MultiThreadRunner(lambda: DataFromList([[i] for i in range(4)], shuffle=False),
+        ...                        num_prefetch=2, num_thread=2, exactly_once=True)
+        >>> df.reset_state()
+        >>> sorted(dp[0] for dp in df)
+        [0, 1, 2, 3]
+        >>> df.close()
+
+    Note:
+        A thread blocked inside user code (e.g. a read that never returns)
+        cannot be stopped; ``close()`` waits for each thread at most one second.
+    """
+
+    def __init__(
+        self,
+        get_df: Callable[[], DataFlow],
+        num_prefetch: int,
+        num_thread: int,
+        *,
+        exactly_once: bool = False,
+        seed: Optional[int] = None,
+    ) -> None:
+        self.get_df = check_callable("get_df", get_df)
+        self.num_prefetch = check_int("num_prefetch", num_prefetch, 1, "a positive int")
+        self.num_thread = self._num_workers = check_int(
+            "num_thread", num_thread, 1, "a positive int"
+        )
+        self._setup_runner(exactly_once, seed)
+        self._dfs: List[DataFlow] = []
+        self._threads: List[threading.Thread] = []
+        self._commands: List[Any] = []
+        self._queue: Any = None
+        self._stop_event = threading.Event()
+        self._len_df: Optional[DataFlow] = None
+
+    def _new_df(self, info: WorkerInfo) -> DataFlow:
+        with _worker_context(info):
+            df = self.get_df()
+        if not isinstance(df, DataFlow):
+            raise TypeError(f"get_df must return a DataFlow, got {type(df).__name__}")
+        return df
+
+    def _len_source(self) -> DataFlow:
+        """A dataflow of get_df() (the first thread's, once started) to ask for len()."""
+        if self._dfs:
+            return self._dfs[0]
+        if self._len_df is None:
+            self._len_df = self._new_df(WorkerInfo(0, 1))
+        return self._len_df
+
+    @property
+    def ds(self) -> DataFlow:  # type: ignore[override]
+        return self._len_source()
+
+    def _start(self) -> None:
+        infos = self._infos()
+        self._dfs = [self._new_df(info) for info in infos]
+        if len({id(df) for df in self._dfs}) != len(self._dfs):
+            raise ValueError(
+                "get_df must return a new dataflow on every call, but it returned the same one "
+                "twice; e.g. get_df=lambda: DataFromList(items) instead of lambda: df"
+            )
+        self._check_shards(self._dfs[0])
+        self._queue = queue_module.Queue(self.num_prefetch)
+        self._commands = [queue_module.Queue() for _ in infos] if self._exactly_once else []
+        self._finalizer = weakref.finalize(
+            self, _close_threads, self._threads, self._stop_event, list(self._dfs)
+        )
+        for info in infos:
+            t = threading.Thread(
+                target=_thread_worker,
+                args=(
+                    self._dfs[info.index],
+                    info,
+                    self._queue,
+                    self._stop_event,
+                    self._commands[info.index] if self._commands else None,
+                ),
+                name=f"{self._name}-worker-{info.index}",
+                daemon=True,
+            )
+            t.start()
+            self._threads.append(t)
+
+    def _check_shards(self, ds: DataFlow) -> None:
+        if not self._exactly_once or self._num_workers == 1:
+            return
+        try:
+            total = len(self._new_df(WorkerInfo(0, 1)))
+            shards = self._sharded_length()
+        except UnknownLengthError:
+            return
+        if shards > total:
+            raise ValueError(_not_sharded(self._name, ds, self._num_workers, shards, total))
+
+    def __len__(self) -> int:
+        if self._exactly_once:
+            return self._sharded_length()
+        return len(self._len_source())
+
+    def _sharded_length(self) -> int:
+        total = 0
+        for info in self._infos():
+            df = self._dfs[info.index] if self._dfs else self._new_df(info)
+            with _worker_context(info):
+                total += len(df)
+        return total
+
+    def _recv(self, timeout_s: float) -> Optional[Message]:
+        try:
+            return self._queue.get(timeout=timeout_s)  # type: ignore[no-any-return]
+        except queue_module.Empty:
+            return None
+
+    def _send_commands(self, epoch: int) -> None:
+        for q in self._commands:
+            q.put(epoch)
+
+    def _iterate(self) -> Iterator[Datapoint]:
+        return self._iter_epoch() if self._exactly_once else self._iter_stream()
+
+    def _dead_worker(self) -> Optional[int]:
+        for index, t in enumerate(self._threads):
+            if not t.is_alive():
+                return index
+        return None
+
+    def _died_error(self, index: int) -> WorkerError:
+        return WorkerError(
+            f"{self._name} worker thread {index} ended without reporting an error",
+            worker_index=index,
+            pid=os.getpid(),
+        )
+
+    def _pid(self, index: int) -> Optional[int]:
+        return os.getpid()
+
+
+def _close_threads(
+    threads: List[threading.Thread], stop_event: threading.Event, dfs: List[DataFlow]
+) -> None:
+    stop_threads(threads, stop_event)
+    for df in dfs:
+        try:
+            df.close()
+        except Exception:  # pragma: no cover - best effort
+            pass
+
+
+#: tensorpack's name of :class:`MultiProcessRunner`.
+PrefetchData = MultiProcessRunner
+#: tensorpack's name of :class:`MultiProcessRunner`.
+MultiProcessPrefetchData = MultiProcessRunner
+#: tensorpack's name of :class:`MultiProcessRunnerZMQ`.
+PrefetchDataZMQ = MultiProcessRunnerZMQ
+#: tensorpack's name of :class:`MultiThreadRunner`.
+MultiThreadPrefetchData = MultiThreadRunner
