@@ -42,6 +42,16 @@ def interleaved_rates(
     return {name: statistics.median(r) for name, r in rates.items()}
 
 
+def interleaved_medians(candidates: Dict[str, Callable[[], float]], repeats: int) -> Dict[str, float]:
+    """Median of what each candidate returns (a figure it measured itself, e.g. a
+    steady-state rate that leaves out start-up), over interleaved repeats."""
+    figures: Dict[str, List[float]] = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, fn in candidates.items():
+            figures[name].append(fn())
+    return {name: statistics.median(f) for name, f in figures.items()}
+
+
 def print_table(title: str, rows: Sequence[Sequence[object]], headers: Sequence[str]) -> None:
     print(f"\n## {title}\n")
     print(tabulate(rows, headers=headers, tablefmt="github", floatfmt=",.2f"))

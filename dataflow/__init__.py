@@ -68,6 +68,11 @@ from .formats import (  # [exports: formats]
     SVMLightData,
 )
 from .parallel import (
+    MultiProcessMapAndBatchData,
+    MultiProcessMapAndBatchDataZMQ,
+    MultiProcessMapData,
+    MultiProcessMapDataZMQ,
+    MultiThreadMapData,
     MultiProcessPrefetchData,
     MultiProcessRunner,
     MultiProcessRunnerZMQ,
@@ -132,6 +137,11 @@ __all__ = [
     "NumpySerializer",
     "SVMLightData",  # [all: formats]
     # parallel
+    "MultiProcessMapAndBatchData",
+    "MultiProcessMapAndBatchDataZMQ",
+    "MultiProcessMapData",
+    "MultiProcessMapDataZMQ",
+    "MultiThreadMapData",
     "MultiProcessPrefetchData",
     "MultiProcessRunner",
     "MultiProcessRunnerZMQ",

@@ -8,6 +8,8 @@ progress bar, and an in-memory reader of columns.
 * :func:`reading` -- reset a source, iterate it under a progress bar, close it.
 * :class:`ColumnsData` -- yield datapoints from per-component columns held in
   memory, shuffled anew every pass.
+* :func:`shard_order` -- the indices a reader visits in one pass: this
+  worker's shard, in order or shuffled.
 """
 
 from __future__ import annotations
@@ -17,10 +19,20 @@ import os
 import secrets
 from typing import Any, Iterator, List, Optional, Sequence
 
+import numpy as np
+
 from .._progress import ProgressBar as _ProgressBar
 from ..base import DataFlow, Datapoint, RNGDataFlow, UnknownLengthError, _check_seed
+from ..worker import shard_range
 
-__all__ = ["ColumnsData", "atomic_output", "check_path", "output_path", "reading"]
+__all__ = [
+    "ColumnsData",
+    "atomic_output",
+    "check_path",
+    "output_path",
+    "reading",
+    "shard_order",
+]
 
 
 def check_path(path: Any, name: str) -> str:
@@ -61,6 +73,31 @@ def atomic_output(path: str) -> Iterator[str]:
         raise
 
 
+def shard_order(n: int, rng: Optional[np.random.RandomState]) -> Sequence[int]:
+    """The indices out of ``range(n)`` that one pass visits here, in order or shuffled.
+
+    Inside a runner with ``exactly_once=True`` these are this worker's shard,
+    ``range(index, n, num_workers)``; elsewhere all of ``range(n)``. Without
+    *rng* they come in increasing order (a ``range``); with it, in a random
+    order drawn from *rng* (a list). Outside workers a shuffled order is
+    ``rng.permutation(n)``, so seeded readers keep their sequence of passes.
+
+    Example:
+        >>> from dataflow.worker import WorkerInfo, _worker_context
+        >>> shard_order(5, None)
+        range(0, 5)
+        >>> with _worker_context(WorkerInfo(1, 2, sharded=True)):
+        ...     shard_order(5, None), sorted(shard_order(5, np.random.RandomState(0)))
+        (range(1, 5, 2), [1, 3])
+    """
+    indices = shard_range(n)
+    if rng is None:
+        return indices
+    if len(indices) == n:
+        return rng.permutation(n).tolist()
+    return rng.permutation(np.asarray(indices)).tolist()
+
+
 @contextlib.contextmanager
 def reading(df: Any, user: str, progress: bool) -> Iterator[Iterator[Datapoint]]:
     """Reset *df*, yield an iterator over one pass of it (with a tqdm bar on
@@ -85,7 +122,9 @@ class ColumnsData(RNGDataFlow):
 
     A column is anything indexable by an int (an array, a list, or an object
     with ``__getitem__``). Each datapoint is a new list (or, with *keys*, a
-    new dict), so a consumer may modify it freely.
+    new dict), so a consumer may modify it freely. Inside a runner with
+    ``exactly_once=True``, each worker reads only its shard (rows *index*,
+    *index* + *num_workers*, ...), shuffled within it, and ``len()`` counts it.
 
     Args:
         columns: one sequence per component, each with *size* rows.
@@ -110,10 +149,10 @@ class ColumnsData(RNGDataFlow):
         self.seed = _check_seed(seed)
 
     def __len__(self) -> int:
-        return self._size
+        return len(shard_range(self._size))
 
     def __iter__(self) -> Iterator[Datapoint]:
-        order = self.rng.permutation(self._size).tolist() if self.shuffle else range(self._size)
+        order = shard_order(self._size, self.rng if self.shuffle else None)
         columns = self._columns
         if self._keys is None:
             for i in order:

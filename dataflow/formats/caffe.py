@@ -120,8 +120,10 @@ class CaffeLMDB(LMDBData):
     ``float_data``, or, for an encoded record, the JPEG/PNG decoded by
     OpenCV (``cv2.imdecode`` with ``IMREAD_UNCHANGED``: BGR channel order,
     a grayscale image as HxWx1). The label is an ``int``. Order, shuffling,
-    keys and ``len()`` (exact) are those of :class:`LMDBData`. A record that
-    is not a valid Datum raises a ``ValueError`` naming the file and the key.
+    keys and ``len()`` (exact) are those of :class:`LMDBData`; so is
+    sharding: inside a runner with ``exactly_once=True``, each worker reads
+    only its shard. A record that is not a valid Datum raises a
+    ``ValueError`` naming the file and the key.
 
     Args:
         lmdb_path: the database: a directory holding ``data.mdb``, or the

@@ -12,7 +12,8 @@ import numpy as np
 
 from .._optional import import_optional
 from ..base import Datapoint, RNGDataFlow, _check_seed
-from ._files import atomic_output, check_path, output_path, reading
+from ..worker import shard_range
+from ._files import atomic_output, check_path, output_path, reading, shard_order
 
 __all__ = ["HDF5Data", "HDF5Serializer"]
 
@@ -81,11 +82,14 @@ class HDF5Data(RNGDataFlow):
     Each datapoint is a list with one component per data path: row *i* of
     that dataset, an array (or a numpy scalar for a 1-d dataset). ``len()``
     is the common length of the datasets. Rows come in file order, or (with
-    *shuffle*) in a new random order every pass. The constructor opens the
-    file only to check the datasets and their lengths; it is opened for
-    reading in ``reset_state()`` and closed by ``close()``, so a dataflow
-    not yet reset can be forked or pickled into worker processes. Memory
-    held: one block of rows (about 4 MiB) in order, one row shuffled.
+    *shuffle*) in a new random order every pass. Inside a runner with
+    ``exactly_once=True``, each worker reads only its shard (rows *index*,
+    *index* + *num_workers*, ...), shuffled within it, and ``len()`` counts
+    it. The constructor opens the file only to check the datasets and their
+    lengths; it is opened for reading in ``reset_state()`` and closed by
+    ``close()``, so a dataflow not yet reset can be forked or pickled into
+    worker processes. Memory held: one block of rows (about 4 MiB) in
+    order, one row shuffled.
 
     Args:
         filename: an HDF5 file, e.g. made with ``h5py`` or :class:`HDF5Serializer`.
@@ -143,7 +147,7 @@ class HDF5Data(RNGDataFlow):
         self._block_rows = 1
 
     def __len__(self) -> int:
-        return self._size
+        return len(shard_range(self._size))
 
     def reset_state(self) -> None:
         super().reset_state()
@@ -176,19 +180,27 @@ class HDF5Data(RNGDataFlow):
                 "HDF5Data has no open file: call reset_state() before iterating "
                 "(and again after close())"
             )
-        size, step, start = self._size, self._block_rows, 0
+        # A block: up to _block_rows rows of this worker's shard, read with one
+        # strided slice (every row, outside exactly-once runners).
+        block = range(0)
         try:
             if self.shuffle:
-                for start in self.rng.permutation(size).tolist():
-                    yield [d[start] for d in datasets]
+                for i in shard_order(self._size, self.rng):
+                    block = range(i, i + 1)
+                    yield [d[i] for d in datasets]
             else:
-                for start in range(0, size, step):
-                    for row in zip(*[d[start : start + step] for d in datasets]):
+                rows, step = shard_range(self._size), self._block_rows
+                for k in range(0, len(rows), step):
+                    block = rows[k : k + step]
+                    start, stop, stride = block.start, block.stop, block.step
+                    for row in zip(*[d[start:stop:stride] for d in datasets]):
                         yield list(row)
         except OSError as err:
-            last = start if self.shuffle else min(start + step, size) - 1
-            rows = f"row {start}" if start == last else f"rows {start}..{last}"
-            raise OSError(f"HDF5Data: cannot read {rows} of {self.filename!r}: {err}") from err
+            first, last = block[0], block[-1]
+            rows_read = f"row {first}" if first == last else f"rows {first}..{last}"
+            if block.step > 1:
+                rows_read += f" (step {block.step})"
+            raise OSError(f"HDF5Data: cannot read {rows_read} of {self.filename!r}: {err}") from err
 
 
 class _Writer:
@@ -346,5 +358,9 @@ class HDF5Serializer:
     def load(
         path: Any, data_paths: List[str], shuffle: bool = True, *, seed: Optional[int] = None
     ) -> HDF5Data:
-        """Read a file written by :meth:`save`; the same as :class:`HDF5Data`."""
+        """Read a file written by :meth:`save`; the same as :class:`HDF5Data`.
+
+        Inside a runner with ``exactly_once=True``, each worker reads only its
+        shard of the rows.
+        """
         return HDF5Data(path, data_paths, shuffle, seed=seed)

@@ -39,7 +39,8 @@ from typing import Any, Callable, Dict, FrozenSet, Iterator, List, Optional, Seq
 from .._optional import import_optional
 from ..base import DataFlow, Datapoint, ProxyDataFlow, RNGDataFlow, _check_seed
 from ..serialize import MsgpackSerializer, PickleSerializer, Serializer
-from ._files import atomic_output, check_path, reading
+from ..worker import shard_range
+from ._files import atomic_output, check_path, reading, shard_order
 
 __all__ = ["LMDBData", "LMDBDataDecoder", "LMDBSerializer"]
 
@@ -253,7 +254,10 @@ class LMDBData(RNGDataFlow):
     ``__dataflow__`` records that :class:`LMDBSerializer` adds) in the
     database's key order, or with *shuffle* in a new random order every
     pass. ``len()`` is exact. With *keys*, a pass visits exactly those
-    records, in the given order or shuffled.
+    records, in the given order or shuffled. Inside a runner with
+    ``exactly_once=True``, each worker reads only its shard (records *index*,
+    *index* + *num_workers*, ... of that order), shuffled within it, and
+    ``len()`` counts it.
 
     On a database written by :class:`LMDBSerializer` (version 2, see the
     module notes), every value is checked against its CRC-32 checksum and
@@ -408,7 +412,7 @@ class LMDBData(RNGDataFlow):
         )
 
     def __len__(self) -> int:
-        return self._size
+        return len(shard_range(self._size))
 
     def reset_state(self) -> None:
         super().reset_state()
@@ -447,18 +451,24 @@ class LMDBData(RNGDataFlow):
         make = self._datapoint
         lmdb_error = import_optional("lmdb", self._user).Error
         keys = self._keys
-        if keys is not None and self.shuffle:
-            keys = [keys[i] for i in self.rng.permutation(len(keys)).tolist()]
+        shard = shard_range(self._size)
+        if keys is not None:
+            order = shard_order(len(keys), self.rng if self.shuffle else None)
+            if order != range(len(keys)):
+                keys = [keys[i] for i in order]
         in_place = self._in_place
         checksummed, view = self._checksummed, self._payload_view and not in_place
         crc32 = zlib.crc32
         key = None
         try:
             with env.begin(buffers=in_place) as txn:
-                if keys is None:
-                    records, skip = txn.cursor().iternext(), self._reserved
+                skip: FrozenSet[bytes] = frozenset()
+                if keys is not None:
+                    records: Iterator[Tuple[Any, Any]] = zip(keys, map(txn.get, keys))
+                elif len(shard) < self._size:  # this worker's shard, in key order
+                    records = _shard_of_records(txn.cursor(), self._reserved, shard)
                 else:
-                    records, skip = zip(keys, map(txn.get, keys)), frozenset()
+                    records, skip = txn.cursor().iternext(), self._reserved
                 for key, value in records:
                     if key in skip:
                         continue
@@ -487,7 +497,8 @@ class LMDBDataDecoder(ProxyDataFlow):
     dropping those where it is ``None``.
 
     Order, shuffling and ``len()`` are those of *lmdb_data*; the decoder runs
-    in the iterating thread.
+    in the iterating thread. Inside a runner with ``exactly_once=True``, each
+    worker decodes only its shard, as an :class:`LMDBData` reads only its own.
 
     Args:
         lmdb_data: an :class:`LMDBData` (or any dataflow of ``[key, value]``).
@@ -528,6 +539,20 @@ class LMDBDataDecoder(ProxyDataFlow):
 
 def _detail(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+
+
+def _shard_of_records(
+    cursor: Any, reserved: FrozenSet[bytes], shard: range
+) -> Iterator[Tuple[Any, Any]]:
+    """The ``(key, value)`` pairs of the data records whose positions in key
+    order are in *shard*; the other values are not read."""
+    position = 0
+    for key in cursor.iternext(values=False):
+        if key in reserved:
+            continue
+        if position in shard:
+            yield key, cursor.value()
+        position += 1
 
 
 def _first_value(txn: Any, reserved: FrozenSet[bytes]) -> Optional[bytes]:
@@ -855,7 +880,10 @@ class LMDBSerializer:
         ``len()`` is exact. The database is opened in ``reset_state()``, so
         the dataflow can be forked into worker processes before that. A
         record whose checksum does not match, or that cannot be decoded,
-        raises a ``ValueError`` naming the file and the key.
+        raises a ``ValueError`` naming the file and the key. Inside a runner
+        with ``exactly_once=True``, each worker reads only its shard
+        (datapoints *index*, *index* + *num_workers*, ...), shuffled within
+        it, and ``len()`` counts it.
 
         Args:
             path: a database written by :meth:`save` or by tensorpack: a

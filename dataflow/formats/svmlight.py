@@ -22,6 +22,9 @@ class SVMLightData(ColumnsData):
     :attr:`n_features` (features not given are 0) and the label as a
     ``float64`` numpy scalar. ``len()`` is the number of data lines. Lines
     come in file order, or (with *shuffle*) in a new random order every pass.
+    Inside a runner with ``exactly_once=True``, each worker reads only its
+    shard (data lines *index*, *index* + *num_workers*, ...), shuffled within
+    it, and ``len()`` counts it.
 
     The file is parsed when the dataflow is created and kept in memory in
     sparse form (an index and a value per feature given), so the memory held

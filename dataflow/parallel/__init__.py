@@ -2,6 +2,13 @@
 source, a function spread over workers), over threads or processes."""
 
 from ._common import WorkerDiedError, WorkerError
+from .map import (
+    MultiProcessMapAndBatchData,
+    MultiProcessMapAndBatchDataZMQ,
+    MultiProcessMapData,
+    MultiProcessMapDataZMQ,
+    MultiThreadMapData,
+)
 from .runner import (
     MultiProcessPrefetchData,
     MultiProcessRunner,
@@ -13,6 +20,11 @@ from .runner import (
 )
 
 __all__ = [
+    "MultiProcessMapAndBatchData",
+    "MultiProcessMapAndBatchDataZMQ",
+    "MultiProcessMapData",
+    "MultiProcessMapDataZMQ",
+    "MultiThreadMapData",
     "MultiProcessPrefetchData",
     "MultiProcessRunner",
     "MultiProcessRunnerZMQ",

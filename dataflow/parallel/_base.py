@@ -115,18 +115,24 @@ class ParallelBase(ProxyDataFlow):
     def _next_message(self) -> Message:
         """The next data or end message; raises for a worker's error or death."""
         while True:
-            message = self._recv(_POLL_S)
-            now = time.monotonic()
-            if message is None or now >= self._next_check:
-                self._next_check = now + _LIVENESS_INTERVAL_S
-                self._check_workers()
-            if message is None:
-                continue
-            if message[0] == ERROR:
-                self._raise_error(message)
-            if message[0] == DATA and self._decode is not None:
-                return message[0], message[1], message[2], self._decode(message[3])
-            return message
+            message = self._poll_message()
+            if message is not None:
+                return message
+
+    def _poll_message(self) -> Optional[Message]:
+        """The next data or end message, or ``None`` after a short wait without one."""
+        message = self._recv(_POLL_S)
+        now = time.monotonic()
+        if message is None or now >= self._next_check:
+            self._next_check = now + _LIVENESS_INTERVAL_S
+            self._check_workers()
+        if message is None:
+            return None
+        if message[0] == ERROR:
+            self._raise_error(message)
+        if message[0] == DATA and self._decode is not None:
+            return message[0], message[1], message[2], self._decode(message[3])
+        return message
 
     def _check_workers(self) -> None:
         """Raise if a worker died; first look briefly for the error it may have sent."""

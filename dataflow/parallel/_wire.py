@@ -85,7 +85,7 @@ def new_address(ctx: zmq.Context, sock: zmq.Socket) -> str:
 # ---- encoding -------------------------------------------------------------------
 
 
-class _Packer:
+class ItemPacker:
     """msgpack packing of items, with large arrays split off as separate frames."""
 
     def __init__(self, owner: str, serializer: Optional[Serializer]) -> None:
@@ -128,6 +128,12 @@ def _array_header(n: int) -> bytes:
     if n < 1 << 16:
         return b"\xdc" + n.to_bytes(2, "big")
     return b"\xdd" + n.to_bytes(4, "big")
+
+
+def encode(kind: int, index: int, epoch: int, chunks: List[bytes], frames: List[Any]) -> List[Any]:
+    """The frames of a message whose body is the msgpack array of the packed *chunks*."""
+    head = _PREFIX.pack(kind, index, epoch) + _array_header(len(chunks))
+    return [head + b"".join(chunks), *frames]
 
 
 # ---- decoding -------------------------------------------------------------------
@@ -231,7 +237,7 @@ class Sender:
         self.index = index
         self.stop_event = stop_event
         self.parent_pid = parent_pid
-        self.packer = _Packer(owner, serializer)
+        self.packer = ItemPacker(owner, serializer)
         self.epoch = 0
         self._chunks: List[bytes] = []
         self._bytes = 0
@@ -294,8 +300,7 @@ class Sender:
             return
         chunks, frames = self._chunks, self.packer.frames
         self._chunks, self._bytes, self.packer.frames = [], 0, []
-        head = _PREFIX.pack(DATA, self.index, self.epoch) + _array_header(len(chunks))
-        self._send([head + b"".join(chunks), *frames])
+        self._send(encode(DATA, self.index, self.epoch, chunks, frames))
         self._sent_any = True
 
     def discard(self) -> None:

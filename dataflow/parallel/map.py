@@ -1,0 +1,638 @@
+"""Mappers: one source, a function spread over worker threads or processes.
+
+The process that iterates reads the source and hands each datapoint, as a
+task numbered in order, to whichever worker is free; at most *buffer_size*
+tasks are out at once. Results come back in the order they finish, or in
+the order of the source with ``ordered=True``.
+
+* ``strict=False`` (tensorpack's default): the workers are kept busy across
+  passes. A pass yields ``len(ds)`` results of the endless stream over
+  repeated passes of ``ds``; the tasks in flight when it ends open the next
+  pass.
+* ``strict=True``: a pass yields the results of exactly one pass of ``ds``,
+  each datapoint once; a pass abandoned early is discarded.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import queue as queue_module
+import threading
+import weakref
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional
+
+import zmq
+
+from .._checks import check_bool, check_callable, check_int
+from ..base import DataFlow, Datapoint, UnknownLengthError
+from ..batch import _batch
+from ..serialize import Serializer
+from ..worker import WorkerInfo, _worker_context
+from ._base import Message, ParallelBase, ProcessWorkers
+from ._common import (
+    _POLL_S,
+    ProcessGroup,
+    WorkerError,
+    check_start_method,
+    error_report,
+    run_finalizer,
+    start_worker_process,
+    stop_threads,
+)
+from ._wire import (
+    DATA,
+    ERROR,
+    ItemPacker,
+    Receiver,
+    Sender,
+    Stopped,
+    decode,
+    encode,
+    new_address,
+)
+
+__all__ = [
+    "MultiProcessMapAndBatchData",
+    "MultiProcessMapAndBatchDataZMQ",
+    "MultiProcessMapData",
+    "MultiProcessMapDataZMQ",
+    "MultiThreadMapData",
+]
+
+_NOTHING = object()
+# Tasks a process worker may hold queued beyond the one it works on (load balance).
+_TASK_HWM = 2
+
+
+def _check_serializer(serializer: Any) -> Optional[Serializer]:
+    if serializer is not None and not isinstance(serializer, Serializer):
+        raise TypeError(
+            "serializer must be a Serializer (e.g. MsgpackSerializer()) or None, "
+            f"got {serializer!r}"
+        )
+    return serializer
+
+
+def _empty_source_error(ds: DataFlow) -> RuntimeError:
+    return RuntimeError(
+        f"{type(ds).__name__} yielded no datapoint in a whole pass; with strict=False the "
+        "source is read again and again, so it would wait forever. Check the source, or use "
+        "strict=True"
+    )
+
+
+class _MapperBase(ParallelBase):
+    """Tasks out, results in: strict or streaming passes, in order or not."""
+
+    def _setup_mapper(
+        self, map_func: Any, buffer_size: Any, strict: Any, ordered: Any, seed: Any
+    ) -> None:
+        self.map_func = check_callable("map_func", map_func)
+        self.buffer_size = check_int("buffer_size", buffer_size, 1, "a positive int")
+        self.strict = check_bool("strict", strict)
+        self.ordered = check_bool("ordered", ordered)
+        self._setup(seed)
+        self._inflight = 0
+        self._seq = 0
+        self._epoch = 0
+        self._received = 0
+        self._ready: Deque[Any] = collections.deque()
+        self._pending: Dict[int, Any] = {}
+        self._next_out = 0
+        self._source: Optional[Iterator[Any]] = None
+        self._source_yielded = False
+        self._held: Any = _NOTHING
+
+    def _task_source(self) -> DataFlow:
+        return self.ds
+
+    @property
+    def _max_inflight(self) -> int:
+        return self.buffer_size
+
+    def close(self) -> None:
+        """Stop the workers, then close the source (which was reset in this process)."""
+        started = self._started and not self._closed
+        super().close()
+        if started:
+            self._task_source().close()
+
+    def __len__(self) -> int:
+        return len(self._task_source())
+
+    def _iterate(self) -> Iterator[Datapoint]:
+        return self._iter_strict() if self.strict else self._iter_stream()
+
+    # -- results ------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        """Wait a little for results and file them in ``self._ready``."""
+        message = self._poll_message()
+        if message is None:
+            return
+        epoch = self._epoch
+        for result_epoch, seq, result in message[3]:
+            self._inflight -= 1
+            if self.strict and result_epoch != epoch:
+                continue  # from an abandoned pass
+            self._received += 1
+            if self.ordered:
+                self._pending[seq] = result
+                while self._next_out in self._pending:
+                    self._ready.append(self._pending.pop(self._next_out))
+                    self._next_out += 1
+            else:
+                self._ready.append(result)
+
+    # -- tasks --------------------------------------------------------------------------
+
+    def _offer(self) -> bool:
+        """Send the held task; ``False`` if the workers cannot take it yet."""
+        if not self._send_task(self._held):
+            return False
+        self._held = _NOTHING
+        self._seq += 1
+        self._inflight += 1
+        return True
+
+    def _iter_strict(self) -> Iterator[Datapoint]:
+        self._epoch += 1
+        self._received = 0
+        self._ready.clear()
+        self._pending.clear()
+        self._held = _NOTHING
+        self._next_out = self._seq
+        sent = 0
+        source = iter(self._task_source())
+        exhausted = False
+        while True:
+            while not exhausted and self._inflight < self._max_inflight:
+                if self._held is _NOTHING:
+                    try:
+                        dp = next(source)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    self._held = self._encode_task(self._epoch, self._seq, dp)
+                if not self._offer():
+                    break
+                sent += 1
+            while self._ready:
+                result = self._ready.popleft()
+                if result is not None:
+                    yield result
+            if exhausted and self._received == sent:
+                return
+            self._pump()
+
+    def _fill_stream(self) -> None:
+        while self._inflight < self._max_inflight:
+            if self._held is _NOTHING:
+                if self._source is None:
+                    self._source = iter(self._task_source())
+                    self._source_yielded = False
+                try:
+                    dp = next(self._source)
+                except StopIteration:
+                    self._source = None
+                    if not self._source_yielded:
+                        raise _empty_source_error(self._task_source()) from None
+                    continue
+                self._source_yielded = True
+                self._held = self._encode_task(self._epoch, self._seq, dp)
+            if not self._offer():
+                return
+
+    def _iter_stream(self) -> Iterator[Datapoint]:
+        try:
+            n: Optional[int] = len(self)
+        except UnknownLengthError:
+            n = None
+        k = 0
+        while n is None or k < n:
+            self._fill_stream()
+            if not self._ready:
+                self._pump()
+                continue
+            result = self._ready.popleft()
+            k += 1
+            if result is not None:
+                yield result
+
+    # -- what each transport provides --------------------------------------------------
+
+    def _encode_task(self, epoch: int, seq: int, dp: Any) -> Any:
+        raise NotImplementedError
+
+    def _send_task(self, task: Any) -> bool:
+        raise NotImplementedError
+
+
+# ---- threads ----------------------------------------------------------------------------
+
+
+def _map_thread(
+    map_func: Callable[[Any], Any],
+    info: WorkerInfo,
+    tasks: Any,
+    results: Any,
+    stop_event: threading.Event,
+) -> None:
+    with _worker_context(info):
+        while not stop_event.is_set():
+            try:
+                epoch, seq, dp = tasks.get(timeout=_POLL_S)
+            except queue_module.Empty:
+                continue
+            try:
+                result = map_func(dp)
+            except BaseException as exc:
+                results.put((ERROR, info.index, epoch, [*error_report(exc), exc]))
+                return
+            results.put((DATA, info.index, epoch, [(epoch, seq, result)]))
+
+
+class MultiThreadMapData(_MapperBase):
+    """Yield ``map_func(dp)`` for the datapoints of *ds*, computed by *num_thread* threads.
+
+    The consumer's thread reads ``ds`` and queues up to *buffer_size*
+    datapoints; the threads apply *map_func* (which must be thread-safe) and
+    a ``None`` result drops the datapoint, as in :class:`MapData`. Threads
+    suit functions that wait or release the GIL (file or network reads,
+    OpenCV, numpy). ``len()`` is ``len(ds)`` (less the dropped ones).
+    Results come in the order they finish, or in the order of ``ds`` with
+    *ordered*. Passes follow *strict* (see :mod:`dataflow.parallel.map`).
+    An exception in *map_func* is raised by the consumer as
+    :class:`WorkerError`, with the original exception as its ``__cause__``.
+
+    Args:
+        ds: the source dataflow.
+        num_thread: number of threads, >= 1.
+        map_func: a function of one datapoint returning a datapoint or ``None``.
+        buffer_size: most datapoints handed out and not yet returned, >= 1 (default 200).
+        strict: a pass is exactly one pass of ``ds`` (default ``False``: keep
+            the threads busy across passes).
+        ordered: yield results in the order of ``ds`` (default ``False``).
+        seed: seeds what each thread's ``get_worker_info()`` reports.
+
+    Example:
+        >>> df = MultiThreadMapData(DataFromList([[i] for i in range(5)], shuffle=False),
+        ...                         num_thread=2, map_func=lambda dp: [dp[0] * 10],
+        ...                         strict=True, ordered=True)
+        >>> df.reset_state()
+        >>> [dp[0] for dp in df]
+        [0, 10, 20, 30, 40]
+        >>> df.close()
+    """
+
+    def __init__(
+        self,
+        ds: DataFlow,
+        num_thread: int,
+        map_func: Callable[[Any], Any],
+        *,
+        buffer_size: int = 200,
+        strict: bool = False,
+        ordered: bool = False,
+        seed: Optional[int] = None,
+    ) -> None:
+        super().__init__(ds)
+        self.num_thread = self._num_workers = check_int(
+            "num_thread", num_thread, 1, "a positive int"
+        )
+        self._setup_mapper(map_func, buffer_size, strict, ordered, seed)
+        self._threads: List[threading.Thread] = []
+        self._tasks: Any = queue_module.Queue()
+        self._results: Any = queue_module.Queue()
+        self._stop_event = threading.Event()
+
+    def _start(self) -> None:
+        self.ds.reset_state()
+        self._finalizer = weakref.finalize(self, stop_threads, self._threads, self._stop_event)
+        for info in self._infos():
+            t = threading.Thread(
+                target=_map_thread,
+                args=(self.map_func, info, self._tasks, self._results, self._stop_event),
+                name=f"{self._name}-worker-{info.index}",
+                daemon=True,
+            )
+            t.start()
+            self._threads.append(t)
+
+    def _encode_task(self, epoch: int, seq: int, dp: Any) -> Any:
+        return (epoch, seq, dp)
+
+    def _send_task(self, task: Any) -> bool:
+        self._tasks.put(task)
+        return True
+
+    def _recv(self, timeout_s: float) -> Optional[Message]:
+        try:
+            return self._results.get(timeout=timeout_s)  # type: ignore[no-any-return]
+        except queue_module.Empty:
+            return None
+
+    def _dead_worker(self) -> Optional[int]:
+        for index, t in enumerate(self._threads):
+            if not t.is_alive():
+                return index
+        return None
+
+    def _died_error(self, index: int) -> WorkerError:
+        return WorkerError(
+            f"{self._name} worker thread {index} ended without reporting an error",
+            worker_index=index,
+            pid=os.getpid(),
+        )
+
+
+# ---- processes ----------------------------------------------------------------------------
+
+
+def _map_process(
+    owner: str,
+    map_func: Callable[[Any], Any],
+    info: WorkerInfo,
+    task_address: str,
+    result_address: str,
+    stop_event: Any,
+    parent_pid: int,
+    pdeathsig: bool,
+    serializer: Optional[Serializer],
+) -> None:
+    """Entry point of a mapper's worker process."""
+    start_worker_process(info, parent_pid, pdeathsig)
+    ctx = zmq.Context()
+    tasks = ctx.socket(zmq.PULL)
+    tasks.setsockopt(zmq.RCVHWM, _TASK_HWM)
+    tasks.setsockopt(zmq.LINGER, 0)
+    tasks.connect(task_address)
+    sender = Sender(ctx, result_address, 0, info.index, owner, stop_event, parent_pid, serializer)
+    poll_ms = int(_POLL_S * 1000)
+    try:
+        while True:
+            if not tasks.poll(poll_ms):
+                sender.flush()
+                sender.check_stop()
+                continue
+            _, _, epoch, (seq, dp) = decode(tasks.recv_multipart(copy=False), serializer)
+            sender.put_now([epoch, seq, map_func(dp)])
+            if not tasks.poll(0):
+                sender.flush()  # nothing else to do now: send what is batched
+    except Stopped:
+        pass
+    except BaseException as exc:
+        sender.send_error(error_report(exc))
+    finally:
+        tasks.close()
+        sender.close()
+        ctx.term()
+
+
+class MultiProcessMapDataZMQ(_MapperBase, ProcessWorkers):
+    """Yield ``map_func(dp)`` for the datapoints of *ds*, computed by *num_proc* processes.
+
+    The consumer reads ``ds`` and sends each datapoint over ZeroMQ (the wire
+    format of :class:`MultiProcessRunnerZMQ`: msgpack, large arrays as raw
+    frames) to a free worker, with at most *buffer_size* out at once; the
+    worker applies *map_func* and sends the result back. A ``None`` result
+    drops the datapoint. ``len()`` is ``len(ds)`` (less the dropped ones).
+    Results come in the order they finish, or in the order of ``ds`` with
+    *ordered*. Passes follow *strict* (see :mod:`dataflow.parallel.map`);
+    with ``strict=True`` every datapoint is mapped exactly once per pass.
+    Errors and shutdown are as in :class:`MultiProcessRunnerZMQ`: an
+    exception in *map_func* or an unserializable result is raised by the
+    consumer as :class:`WorkerError`, a dead worker as :class:`WorkerDiedError`.
+
+    Args:
+        ds: the source dataflow; it is reset and read in the consumer's process.
+        num_proc: number of worker processes, >= 1.
+        map_func: a function of one datapoint returning a datapoint or ``None``;
+            with the fork start method it need not be picklable.
+        buffer_size: most datapoints handed out and not yet returned, >= 1 (default 200).
+        strict: a pass is exactly one pass of ``ds`` (default ``False``: keep
+            the workers busy across passes).
+        ordered: yield results in the order of ``ds`` (default ``False``).
+        seed: seeds each worker's ``random`` and ``numpy.random`` (and what
+            its ``get_worker_info()`` reports) differently but reproducibly.
+        start_method: ``'fork'`` (default where available), ``'spawn'`` or ``'forkserver'``.
+        serializer: a :class:`~dataflow.serialize.Serializer` instead of the
+            built-in msgpack wire format.
+
+    Example:
+        >>> df = MultiProcessMapDataZMQ(DataFromList([[i] for i in range(5)], shuffle=False),
+        ...                             num_proc=2, map_func=lambda dp: [dp[0] ** 2],
+        ...                             strict=True, ordered=True)
+        >>> df.reset_state()
+        >>> [dp[0] for dp in df]
+        [0, 1, 4, 9, 16]
+        >>> df.close()
+
+    Note:
+        Functions that draw random numbers from ``numpy.random`` get a
+        different stream in every worker (reseeded at start); with a *seed*
+        and ``ordered=True`` the output is reproducible only if each result
+        does not depend on which worker computed it.
+    """
+
+    def __init__(
+        self,
+        ds: DataFlow,
+        num_proc: int,
+        map_func: Callable[[Any], Any],
+        *,
+        buffer_size: int = 200,
+        strict: bool = False,
+        ordered: bool = False,
+        seed: Optional[int] = None,
+        start_method: Optional[str] = None,
+        serializer: Optional[Serializer] = None,
+    ) -> None:
+        super().__init__(ds)
+        self.num_proc = self._num_workers = check_int("num_proc", num_proc, 1, "a positive int")
+        self._setup_mapper(map_func, buffer_size, strict, ordered, seed)
+        self._start_method = check_start_method(start_method)
+        self._serializer = _check_serializer(serializer)
+        self._packer = ItemPacker(type(self).__name__, self._serializer)
+        self._tasks: Any = None
+        self._receiver: Optional[Receiver] = None
+
+    def _worker_function(self) -> Callable[[Any], Any]:
+        return self.map_func
+
+    def _start(self) -> None:
+        self._task_source().reset_state()
+        group = self._group = ProcessGroup(self._name, self._start_method)
+        ctx = zmq.Context()
+        receiver = self._receiver = Receiver(ctx, 0, self._serializer)
+        tasks = self._tasks = ctx.socket(zmq.PUSH)
+        tasks.setsockopt(zmq.LINGER, 0)
+        tasks.setsockopt(zmq.SNDHWM, _TASK_HWM)
+        task_address = new_address(ctx, tasks)
+        self._finalizer = weakref.finalize(
+            self, run_finalizer, group, [tasks.close, receiver.close, ctx.term]
+        )
+        infos = self._infos()
+        args = [
+            (
+                self._name,
+                self._worker_function(),
+                infos[i],
+                task_address,
+                receiver.address,
+                group.stop_event,
+                os.getpid(),
+                group.pdeathsig,
+                self._serializer,
+            )
+            for i in range(self._num_workers)
+        ]
+        self._start_group(self._start_method, _map_process, args)
+
+    def _encode_task(self, epoch: int, seq: int, dp: Any) -> Any:
+        packer = self._packer
+        chunks = [packer.pack(seq), packer.pack(dp)]
+        frames, packer.frames = packer.frames, []
+        return encode(DATA, 0, epoch, chunks, frames)
+
+    def _send_task(self, task: Any) -> bool:
+        try:
+            self._tasks.send_multipart(task, zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            return False
+        return True
+
+    def _recv(self, timeout_s: float) -> Optional[Message]:
+        assert self._receiver is not None
+        return self._receiver.recv(timeout_s)
+
+
+class _Chunks(DataFlow):
+    """Groups of *batch_size* consecutive datapoints of *ds*, each a list (the tasks
+    of :class:`MultiProcessMapAndBatchDataZMQ`)."""
+
+    def __init__(self, ds: DataFlow, batch_size: int, remainder: bool) -> None:
+        self.ds = ds
+        self.batch_size = batch_size
+        self.remainder = remainder
+
+    def reset_state(self) -> None:
+        self.ds.reset_state()
+
+    def close(self) -> None:
+        self.ds.close()
+
+    def __len__(self) -> int:
+        n = len(self.ds)
+        return n // self.batch_size + int(self.remainder and n % self.batch_size > 0)
+
+    def __iter__(self) -> Iterator[Datapoint]:
+        chunk: List[Any] = []
+        for dp in self.ds:
+            chunk.append(dp)
+            if len(chunk) == self.batch_size:
+                yield chunk
+                chunk = []
+        if chunk and self.remainder:
+            yield chunk
+
+
+class _MapAndBatch:
+    """Map every datapoint of a chunk and stack the results into one batch."""
+
+    def __init__(self, map_func: Callable[[Any], Any], owner: str) -> None:
+        self.map_func = map_func
+        self.owner = owner
+
+    def __call__(self, chunk: List[Any]) -> Any:
+        mapped = [r for r in map(self.map_func, chunk) if r is not None]
+        return _batch(self.owner, mapped, False) if mapped else None
+
+
+class MultiProcessMapAndBatchDataZMQ(MultiProcessMapDataZMQ):
+    """Yield batches of ``map_func(dp)``, mapped and stacked by *num_proc* processes.
+
+    The consumer reads ``ds`` in groups of *batch_size* datapoints and sends
+    each group to a free worker, which maps every datapoint and stacks the
+    results component-wise as :class:`BatchData` does, so the consumer only
+    receives finished batches (sent as raw frames, without copies).
+    ``len()`` is ``len(ds) // batch_size`` (plus one for a last, smaller
+    batch with *remainder*). A ``None`` result drops its datapoint, which
+    makes its batch smaller. Passes, order, errors and shutdown are as in
+    :class:`MultiProcessMapDataZMQ`.
+
+    Args:
+        ds: the source dataflow.
+        num_proc: number of worker processes, >= 1.
+        map_func: a function of one datapoint returning a datapoint or ``None``.
+        batch_size: datapoints per batch, >= 1.
+        buffer_size: most datapoints handed out and not yet returned, at least
+            *batch_size*; default ``batch_size * num_proc * 2``.
+        remainder: also yield the last, smaller batch of a pass (default ``False``).
+        strict, ordered, seed, start_method, serializer: as in MultiProcessMapDataZMQ.
+
+    Example:
+        >>> df = MultiProcessMapAndBatchDataZMQ(
+        ...     DataFromList([[i] for i in range(6)], shuffle=False), num_proc=2,
+        ...     map_func=lambda dp: [dp[0] + 1], batch_size=3, strict=True, ordered=True)
+        >>> df.reset_state()
+        >>> [b[0].tolist() for b in df]
+        [[1, 2, 3], [4, 5, 6]]
+        >>> df.close()
+    """
+
+    def __init__(
+        self,
+        ds: DataFlow,
+        num_proc: int,
+        map_func: Callable[[Any], Any],
+        batch_size: int,
+        buffer_size: Optional[int] = None,
+        *,
+        remainder: bool = False,
+        strict: bool = False,
+        ordered: bool = False,
+        seed: Optional[int] = None,
+        start_method: Optional[str] = None,
+        serializer: Optional[Serializer] = None,
+    ) -> None:
+        self.batch_size = check_int("batch_size", batch_size, 1, "a positive int")
+        n_proc = check_int("num_proc", num_proc, 1, "a positive int")
+        if buffer_size is None:
+            buffer_size = batch_size * n_proc * 2
+        check_int("buffer_size", buffer_size, 1, "a positive int")
+        if buffer_size < batch_size:
+            raise ValueError(
+                f"buffer_size must be at least batch_size ({batch_size}), got {buffer_size!r}"
+            )
+        self.remainder = check_bool("remainder", remainder)
+        super().__init__(
+            ds,
+            num_proc,
+            map_func,
+            buffer_size=max(1, buffer_size // batch_size),
+            strict=strict,
+            ordered=ordered,
+            seed=seed,
+            start_method=start_method,
+            serializer=serializer,
+        )
+        self.buffer_size = buffer_size
+        self._chunks = _Chunks(ds, self.batch_size, self.remainder)
+
+    def _task_source(self) -> DataFlow:
+        return self._chunks
+
+    def _worker_function(self) -> Callable[[Any], Any]:
+        return _MapAndBatch(self.map_func, self._name)
+
+    @property
+    def _max_inflight(self) -> int:
+        return max(1, self.buffer_size // self.batch_size)
+
+
+#: tensorpack's name of :class:`MultiProcessMapDataZMQ`.
+MultiProcessMapData = MultiProcessMapDataZMQ
+#: tensorpack's name of :class:`MultiProcessMapAndBatchDataZMQ`.
+MultiProcessMapAndBatchData = MultiProcessMapAndBatchDataZMQ
