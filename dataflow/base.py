@@ -305,7 +305,10 @@ class RNGDataFlow(DataFlow):
     entropy from the operating system, so copies of the dataflow in different
     processes never share a stream. With a seed (``set_seed(n)``, or the
     ``seed=`` argument of the built-in sources) every ``reset_state()`` starts
-    the same stream, so runs are reproducible.
+    the same stream, so runs are reproducible. Inside the workers of a
+    parallel runner every copy gets a stream of its own: a seeded copy's
+    stream also depends on the worker index, and an unseeded one follows
+    the runner's ``seed`` (see :func:`dataflow.worker.get_worker_info`).
 
     Example:
         >>> class Coin(RNGDataFlow):

@@ -291,7 +291,7 @@ class ProcessGroup:
 
     def __init__(self, owner: str, start_method: str) -> None:
         self.owner = owner
-        self.context = multiprocessing.get_context(start_method)
+        self.context: Any = multiprocessing.get_context(start_method)
         self.start_method = start_method
         self.procs: List[Any] = []
         self.stop_event = self.context.Event()

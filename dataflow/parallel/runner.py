@@ -273,6 +273,8 @@ def _thread_worker(
 class _RunnerBase(ParallelBase):
     """What the three runners share: clone streams and exactly-once passes."""
 
+    _commands: List[Any]
+
     def _setup_runner(self, exactly_once: Any, seed: Any) -> None:
         self._sharded = self._exactly_once = check_bool("exactly_once", exactly_once)
         self._setup(seed)
@@ -291,11 +293,11 @@ class _RunnerBase(ParallelBase):
         if not self._exactly_once or self._num_workers == 1:
             return
         try:
-            total, shards = len(ds), sum(self._shard_lengths(ds))
+            total, shards = len(ds), self._shard_lengths(ds)
         except UnknownLengthError:
             return
-        if shards > total:
-            raise ValueError(_not_sharded(self._name, ds, self._num_workers, shards, total))
+        if _copies_everything(total, shards):
+            raise ValueError(_not_sharded(self._name, ds, self._num_workers, sum(shards), total))
 
     def __len__(self) -> int:
         if self._exactly_once:
@@ -334,8 +336,19 @@ class _RunnerBase(ParallelBase):
                 yield from payload
 
     def _send_commands(self, epoch: int) -> None:
-        for conn in self._commands:
-            conn.send(epoch)
+        try:
+            for conn in self._commands:
+                conn.send(epoch)
+        except OSError:  # a worker died and closed its end: say which
+            self._check_workers()
+            raise
+
+
+def _copies_everything(total: int, shards: List[int]) -> bool:
+    """Whether shards of these lengths are whole copies rather than parts (a dataflow
+    that ignores sharding). Wrappers such as BatchData(remainder=True) may make the
+    shards add up to a little more than *total*, but never each equal to it."""
+    return total > 1 and all(n == total for n in shards)
 
 
 def _not_sharded(name: str, ds: DataFlow, n: int, shards: int, total: int) -> str:
@@ -446,7 +459,7 @@ class MultiProcessRunnerZMQ(_ProcessRunner):
         ctx = zmq.Context()
         receiver = self._receiver = Receiver(ctx, self.hwm, self._serializer)
         self._finalizer = weakref.finalize(self, run_finalizer, group, [receiver.close, ctx.term])
-        worker_ends = []
+        worker_ends: List[Any] = []
         if self._exactly_once:
             for _ in range(self._num_workers):
                 recv_end, send_end = group.context.Pipe(duplex=False)
@@ -668,24 +681,27 @@ class MultiThreadRunner(_RunnerBase):
             return
         try:
             total = len(self._new_df(WorkerInfo(0, 1)))
-            shards = self._sharded_length()
+            shards = self._shard_lengths_of_dfs()
         except UnknownLengthError:
             return
-        if shards > total:
-            raise ValueError(_not_sharded(self._name, ds, self._num_workers, shards, total))
+        if _copies_everything(total, shards):
+            raise ValueError(_not_sharded(self._name, ds, self._num_workers, sum(shards), total))
 
     def __len__(self) -> int:
         if self._exactly_once:
             return self._sharded_length()
         return len(self._len_source())
 
-    def _sharded_length(self) -> int:
-        total = 0
+    def _shard_lengths_of_dfs(self) -> List[int]:
+        lengths = []
         for info in self._infos():
             df = self._dfs[info.index] if self._dfs else self._new_df(info)
             with _worker_context(info):
-                total += len(df)
-        return total
+                lengths.append(len(df))
+        return lengths
+
+    def _sharded_length(self) -> int:
+        return sum(self._shard_lengths_of_dfs())
 
     def _recv(self, timeout_s: float) -> Optional[Message]:
         try:
