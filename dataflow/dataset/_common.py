@@ -33,6 +33,8 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence
 import numpy as np
 
 from ..base import Datapoint, RNGDataFlow
+from ..formats._files import shard_order
+from ..worker import shard_range
 
 __all__ = [
     "DATASETS_ENV",
@@ -218,7 +220,9 @@ class InMemorySplit(RNGDataFlow):
     (a bool) and ``self.seed``, loads its files and calls :meth:`_set_arrays`.
     Each pass yields ``[self._convert(images[k]), labels[k]]`` for every *k*,
     in file order, or in a new random order every pass when ``self.shuffle``
-    is true. ``len()`` is the number of images.
+    is true. ``len()`` is the number of images. Inside a runner with
+    ``exactly_once=True``, each worker reads only its shard (images *index*,
+    *index* + *num_workers*, ...), shuffled within it, and ``len()`` counts it.
 
     Subclasses may override the static method ``_convert``, which turns a
     stored image into the yielded one; it must return a new array, so that
@@ -241,11 +245,9 @@ class InMemorySplit(RNGDataFlow):
         self._labels = labels.tolist()
 
     def __len__(self) -> int:
-        return len(self._labels)
+        return len(shard_range(len(self._labels)))
 
     def __iter__(self) -> Iterator[Datapoint]:
         images, labels, convert = self._images, self._labels, self._convert
-        n = len(labels)
-        order = self.rng.permutation(n).tolist() if self.shuffle else range(n)
-        for k in order:
+        for k in shard_order(len(labels), self.rng if self.shuffle else None):
             yield [convert(images[k]), labels[k]]

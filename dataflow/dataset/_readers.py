@@ -25,6 +25,8 @@ import numpy as np
 from .._checks import check_seed
 from .._optional import import_optional
 from ..base import Datapoint, RNGDataFlow
+from ..formats._files import shard_order
+from ..worker import shard_range
 from ._common import dataset_dir, download_file, find_files
 
 __all__ = [
@@ -277,6 +279,9 @@ class FileListReader(RNGDataFlow):
     ``__init__`` checks the split name, *shuffle* and *seed*, and that the
     modules in ``_requires`` can be imported; the subclass then finds its
     files and calls :meth:`_set_list`. ``len()`` is the number of files.
+    Inside a runner with ``exactly_once=True``, each worker reads only its
+    shard (files *index*, *index* + *num_workers*, ...), shuffled within it,
+    and ``len()`` counts it.
     Holds the list of file names, not the images: about 160 bytes per file.
     """
 
@@ -309,11 +314,11 @@ class FileListReader(RNGDataFlow):
         self._prefix = os.path.join(full_dir, "")
 
     def __len__(self) -> int:
-        return len(self.imglist)
+        return len(shard_range(len(self.imglist)))
 
     def _order(self) -> Sequence[int]:
-        n = len(self.imglist)
-        return self.rng.permutation(n).tolist() if self.shuffle else range(n)
+        """The indices into ``imglist`` of one pass: this worker's shard, in order or shuffled."""
+        return shard_order(len(self.imglist), self.rng if self.shuffle else None)
 
     def __iter__(self) -> Iterator[Datapoint]:
         prefix, imglist = self._prefix, self.imglist

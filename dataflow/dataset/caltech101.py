@@ -26,8 +26,9 @@ class Caltech101Silhouettes(InMemorySplit):
     labels 1..101, minus one). ``len()`` is exact: 4100 for ``"train"``, 2264
     for ``"val"``, 2307 for ``"test"``. Without *shuffle* the order is that of
     the file; with it, every pass is a new permutation drawn from
-    ``self.rng``. The whole file is read in ``__init__`` and the split's
-    images are held (6 KB per image as float64, 25 MB for ``"train"``).
+    ``self.rng``. Inside a runner with ``exactly_once=True``, each worker
+    reads only its shard. The whole file is read in ``__init__`` and the
+    split's images are held (6 KB per image as float64, 25 MB for ``"train"``).
 
     The file is ``caltech101_silhouettes_28_split1.mat`` from
     https://people.cs.umass.edu/~marlin/data/, holding ``train_data``,

@@ -101,8 +101,9 @@ class CifarBase(InMemorySplit):
     values 0..255; *label* is an int, the class index. ``len()`` is exact:
     the number of images in the split's files (50000 for train, 10000 for
     test). Without *shuffle*, the order is the order of the files; with it,
-    every pass is a new permutation drawn from ``self.rng``. All images of
-    the split are read in ``__init__``: 154 MB held for a training set,
+    every pass is a new permutation drawn from ``self.rng``. Inside a runner
+    with ``exactly_once=True``, each worker reads only its shard. All images
+    of the split are read in ``__init__``: 154 MB held for a training set,
     31 MB for a test set (and about twice that while reading the files).
 
     The files are those of the "python version" archives,

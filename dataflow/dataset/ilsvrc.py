@@ -155,10 +155,11 @@ class ILSVRC12Files(FileListReader):
     ``len()`` is exact: the number of lines of the split's list file (1281167
     for ``"train"``, 50000 for ``"val"``, 100000 for ``"test"``). Without
     *shuffle* the order is that of the list file; with it, every pass is a
-    new permutation drawn from ``self.rng``. ``__init__`` reads the list file
-    and checks that every listed image exists (one directory listing per
-    folder, a few seconds for ``"train"``); the list of names is held, about
-    210 MB for ``"train"``.
+    new permutation drawn from ``self.rng``. Inside a runner with
+    ``exactly_once=True``, each worker reads only its shard of the list.
+    ``__init__`` reads the list file and checks that every listed image
+    exists (one directory listing per folder, a few seconds for
+    ``"train"``); the list of names is held, about 210 MB for ``"train"``.
 
     The layout of *dir*, as unpacked from the official archives::
 
@@ -247,7 +248,7 @@ class ILSVRC12(ILSVRC12Files):
     while iterating, in the process that iterates; to keep up with training,
     use :class:`ILSVRC12Files` and decode in a parallel map (such as
     ``MultiProcessMapDataZMQ``) instead. Everything else (arguments, layout,
-    ``len()``, order, memory) is as in :class:`ILSVRC12Files`. Needs OpenCV.
+    ``len()``, order, sharding, memory) is as in :class:`ILSVRC12Files`. Needs OpenCV.
 
     Raises:
         ImportError: OpenCV is not installed.

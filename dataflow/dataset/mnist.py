@@ -66,8 +66,10 @@ class Mnist(InMemorySplit):
     (the stored byte divided by 255); *label* is an int in 0..9. ``len()`` is
     exact: the number of images in the files. Without *shuffle*, the order is
     the order of the files; with it, every pass is a new permutation drawn
-    from ``self.rng``. All images of the split are read in ``__init__`` and
-    held as uint8: 47 MB for the training set, 8 MB for the test set.
+    from ``self.rng``. Inside a runner with ``exactly_once=True``, each
+    worker reads only its shard. All images of the split are read in
+    ``__init__`` and held as uint8: 47 MB for the training set, 8 MB for the
+    test set.
 
     The files are the four IDX files of the official distribution, gzipped as
     downloaded or gunzipped (the same name without ``.gz``):

@@ -32,9 +32,10 @@ class Places365Standard(FileListReader):
     the number of lines of the split's list file (1803460 for ``"train"``,
     36500 for ``"val"``). Without *shuffle* the order is that of the list
     file; with it, every pass is a new permutation drawn from ``self.rng``.
-    ``__init__`` reads the list file and checks that every listed image
-    exists; the list of names is held (about 280 MB for ``"train"``), the
-    images are decoded while iterating. Needs OpenCV.
+    Inside a runner with ``exactly_once=True``, each worker reads only its
+    shard of the list. ``__init__`` reads the list file and checks that
+    every listed image exists; the list of names is held (about 280 MB for
+    ``"train"``), the images are decoded while iterating. Needs OpenCV.
 
     The layout of *dir*::
 

@@ -30,7 +30,8 @@ class SVHNDigit(InMemorySplit):
     the digit 0). ``len()`` is exact: 73257 for ``"train"``, 26032 for
     ``"test"``, 531131 for ``"extra"``. Without *shuffle* the order is that of
     the file; with it, every pass is a new permutation drawn from
-    ``self.rng``. The whole split is read in ``__init__`` and held as uint8:
+    ``self.rng``. Inside a runner with ``exactly_once=True``, each worker
+    reads only its shard. The whole split is read in ``__init__`` and held as uint8:
     about 3 KB per image (225 MB for ``"train"``, 1.6 GB for ``"extra"``;
     twice that while loading).
 

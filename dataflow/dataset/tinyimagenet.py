@@ -34,7 +34,8 @@ class TinyImageNet(FileListReader):
     *shuffle* the order is: ``"train"`` by class in ``wnids.txt`` order, then
     by file name; ``"val"`` in ``val_annotations.txt`` order; ``"test"`` by
     file name. With it, every pass is a new permutation drawn from
-    ``self.rng``. ``__init__`` lists the files and holds their names (about
+    ``self.rng``. Inside a runner with ``exactly_once=True``, each worker
+    reads only its shard of the files. ``__init__`` lists the files and holds their names (about
     15 MB for ``"train"``); the images are decoded while iterating. Needs
     OpenCV. The attribute ``wnids`` lists the WordNet ids: label *i* is
     ``wnids[i]``.

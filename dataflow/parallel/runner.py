@@ -199,6 +199,7 @@ class _QueueSender:
                 self.check_stop()
 
     def put(self, item: Any) -> None:
+        self.check_stop()  # else a closed runner's worker goes on until the queue is full
         payload = self.serializer.dumps(item) if self.serializer is not None else [item]
         self._send((DATA, self.index, self.epoch, payload))
 
@@ -355,9 +356,9 @@ def _not_sharded(name: str, ds: DataFlow, n: int, shards: int, total: int) -> st
     return (
         f"{name}(exactly_once=True) needs a dataflow whose copies each read only their own "
         f"shard, but {type(ds).__name__} does not shard itself: its {n} copies would yield "
-        f"{shards} datapoints for {total}. DataFromList, DataFromIterable, FakeData and the "
-        "LMDB readers shard; a source of your own can read get_worker_info().shard(n) of its "
-        "n items"
+        f"{shards} datapoints for {total}. DataFromList, DataFromIterable, FakeData, the "
+        "storage-format readers and the dataset readers shard; a source of your own can read "
+        "get_worker_info().shard(n) of its n items"
     )
 
 
@@ -383,8 +384,9 @@ class MultiProcessRunnerZMQ(_ProcessRunner):
     when ``ds`` has no length), and what a pass leaves behind opens the next.
 
     **Exactly-once** (``exactly_once=True``). Worker *i* reads only its shard
-    of ``ds`` (``DataFromList``, ``DataFromIterable``, ``FakeData`` and the
-    LMDB readers shard themselves; see :func:`dataflow.worker.get_worker_info`),
+    of ``ds`` (``DataFromList``, ``DataFromIterable``, ``FakeData``, the
+    storage-format readers and the dataset readers shard themselves; see
+    :func:`dataflow.worker.get_worker_info`),
     a pass ends when every worker finished its shard, and so one pass yields
     each datapoint of ``ds`` exactly once. ``len()`` is the sum of the
     shards' lengths.

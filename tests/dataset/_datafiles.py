@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import collections
 import os
 import sys
-from typing import Callable, Iterable, List, Optional, Sequence
+from typing import Callable, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 import pytest
 
-from dataflow import DataFlow
+from dataflow import DataFlow, MultiProcessRunnerZMQ
+from dataflow.worker import WorkerInfo, _worker_context
 
 
 def write_image(path: str, bgr: Sequence[int], shape: Sequence[int] = (8, 8)) -> None:
@@ -60,3 +62,52 @@ def assert_shuffle_behaviour(make: Callable[[bool, Optional[int]], DataFlow]) ->
     assert all(sorted(p) == sorted(first) for p in shuffled)
     assert len({tuple(p) for p in shuffled}) > 1
     assert passes(make(True, 3), 6) == shuffled
+
+
+def pass_as_worker(df: DataFlow, info: Optional[WorkerInfo]) -> Tuple[int, int, List[tuple]]:
+    """``len()`` before ``reset_state()``, ``len()`` after it and one pass of
+    *df* (as :func:`datapoint_key`), as worker *info* sees them (``None``:
+    outside workers)."""
+    if info is None:
+        df.reset_state()
+        return len(df), len(df), [datapoint_key(dp) for dp in df]
+    with _worker_context(info):
+        return pass_as_worker(df, None)
+
+
+def assert_reads_its_shard(make: Callable[[bool], DataFlow], num_workers: int = 3) -> None:
+    """*make(shuffle)* builds a fresh reader of distinct datapoints. Check that
+    worker *i* of *num_workers* with ``sharded=True`` reads datapoints *i*,
+    *i* + *num_workers*, ... of the unshuffled order (in that order, or
+    shuffled among themselves), that ``len()`` is the size of its pass, that
+    the shards together are every datapoint exactly once, and that with
+    ``sharded=False`` a worker reads everything."""
+    _, size, full = pass_as_worker(make(False), None)
+    assert size == len(full) == len(set(full)) > num_workers
+    for shuffle in (False, True):
+        union: collections.Counter = collections.Counter()
+        for i in range(num_workers):
+            info = WorkerInfo(i, num_workers, None, True)
+            before, after, got = pass_as_worker(make(shuffle), info)
+            assert before == after == len(got) == len(full[i::num_workers])
+            if shuffle:
+                assert collections.Counter(got) == collections.Counter(full[i::num_workers])
+            else:
+                assert got == full[i::num_workers]
+            union.update(got)
+        assert union == collections.Counter(full)
+        before, after, got = pass_as_worker(make(shuffle), WorkerInfo(1, num_workers, None, False))
+        assert before == after == size
+        assert collections.Counter(got) == collections.Counter(full)
+
+
+def assert_runner_yields_each_once(ds: DataFlow, expected: List[list]) -> None:
+    """Two passes of ``MultiProcessRunnerZMQ(ds, 2, exactly_once=True)`` each
+    yield every datapoint of *expected* exactly once."""
+    want = collections.Counter(datapoint_key(dp) for dp in expected)
+    assert len(want) == len(expected)
+    with MultiProcessRunnerZMQ(ds, num_proc=2, exactly_once=True) as df:
+        df.reset_state()
+        assert len(df) == len(expected)
+        for _ in range(2):
+            assert collections.Counter(datapoint_key(dp) for dp in df) == want

@@ -7,7 +7,14 @@ import tarfile
 
 import numpy as np
 import pytest
-from _datafiles import assert_shuffle_behaviour, hide_module, serve_env, write_image
+from _datafiles import (
+    assert_reads_its_shard,
+    assert_runner_yields_each_once,
+    assert_shuffle_behaviour,
+    hide_module,
+    serve_env,
+    write_image,
+)
 from _loopback import serve_directory
 
 from dataflow import check_dataflow
@@ -91,6 +98,17 @@ class TestBSDS500:
 
     def test_keeps_the_dataflow_contract(self, bsds_dir):
         check_dataflow(lambda: BSDS500("train", bsds_dir[0], seed=0))
+
+    def test_each_worker_reads_only_its_shard(self, bsds_dir):
+        assert_reads_its_shard(
+            lambda shuffle: BSDS500("train", bsds_dir[0], shuffle, seed=0), num_workers=2
+        )
+
+    @pytest.mark.timeout(60)
+    def test_an_exactly_once_runner_yields_every_image_once_per_pass(self, bsds_dir):
+        df = BSDS500("train", bsds_dir[0], shuffle=False)
+        df.reset_state()
+        assert_runner_yields_each_once(BSDS500("train", bsds_dir[0]), list(df))
 
     def test_shuffles_train_only_by_default(self, bsds_dir):
         assert BSDS500("train", bsds_dir[0]).shuffle is True

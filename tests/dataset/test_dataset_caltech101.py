@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 import pytest
-from _datafiles import assert_shuffle_behaviour, hide_module, serve_env
+from _datafiles import assert_reads_its_shard, assert_shuffle_behaviour, hide_module, serve_env
 from _loopback import serve_directory
 
 from dataflow import check_dataflow
@@ -57,6 +57,11 @@ class TestCaltech101Silhouettes:
 
     def test_keeps_the_dataflow_contract(self, caltech_dir):
         check_dataflow(lambda: Caltech101Silhouettes("train", dir=caltech_dir[0], seed=1))
+
+    def test_each_worker_reads_only_its_shard(self, caltech_dir):
+        assert_reads_its_shard(
+            lambda shuffle: Caltech101Silhouettes("train", shuffle, caltech_dir[0], seed=1)
+        )
 
     def test_shuffles_train_only_by_default(self, caltech_dir):
         shuffles = {n: Caltech101Silhouettes(n, dir=caltech_dir[0]).shuffle for n in SIZES}

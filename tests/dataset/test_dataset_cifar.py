@@ -10,6 +10,7 @@ import tarfile
 
 import numpy as np
 import pytest
+from _datafiles import assert_reads_its_shard
 from _loopback import serve_directory
 
 from dataflow import check_dataflow
@@ -293,6 +294,9 @@ class TestCifar10:
     def test_keeps_the_dataflow_contract(self, cifar10_dir, split, shuffle):
         check_dataflow(lambda: Cifar10(split, shuffle=shuffle, dir=cifar10_dir[0]))
 
+    def test_each_worker_reads_only_its_shard(self, cifar10_dir):
+        assert_reads_its_shard(lambda shuffle: Cifar10("train", shuffle, cifar10_dir[0], seed=2))
+
     def test_shuffles_the_training_set_but_not_the_test_set_by_default(self, cifar10_dir):
         directory, data = cifar10_dir
         train, test = Cifar10("train", dir=directory), Cifar10("test", dir=directory)
@@ -394,6 +398,9 @@ class TestCifar100:
     @pytest.mark.parametrize("fine_label", [True, False])
     def test_keeps_the_dataflow_contract(self, cifar100_dir, fine_label):
         check_dataflow(lambda: Cifar100("train", dir=cifar100_dir[0], fine_label=fine_label))
+
+    def test_each_worker_reads_only_its_shard(self, cifar100_dir):
+        assert_reads_its_shard(lambda shuffle: Cifar100("train", shuffle, cifar100_dir[0]))
 
     def test_per_pixel_mean(self, cifar100_dir):
         directory, data = cifar100_dir

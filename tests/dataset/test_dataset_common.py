@@ -8,6 +8,7 @@ import tarfile
 
 import numpy as np
 import pytest
+from _datafiles import assert_reads_its_shard
 from _loopback import QuietHandler, serve, serve_directory
 
 from dataflow import check_dataflow
@@ -19,6 +20,7 @@ from dataflow.dataset._common import (
     find_files,
     missing_files_error,
 )
+from dataflow.worker import WorkerInfo, _worker_context
 
 
 @pytest.fixture(autouse=True)
@@ -201,6 +203,18 @@ class TestInMemorySplit:
     @pytest.mark.parametrize("shuffle", [True, False])
     def test_keeps_the_dataflow_contract(self, shuffle):
         check_dataflow(lambda: Pairs(shuffle, 5))
+
+    @pytest.mark.parametrize("n", [4, 10])
+    def test_each_worker_reads_only_its_shard(self, n):
+        assert_reads_its_shard(lambda shuffle: Pairs(shuffle, n, seed=0))
+
+    def test_a_shuffled_shard_is_shuffled_anew_every_pass(self):
+        df = Pairs(True, 12, seed=3)
+        with _worker_context(WorkerInfo(1, 2, None, True)):
+            df.reset_state()
+            passes = [[label for _, label in df] for _ in range(6)]
+        assert all(sorted(p) == list(range(10, 120, 20)) for p in passes)
+        assert len({tuple(p) for p in passes}) > 1
 
     def test_shuffle_permutes_with_the_seed(self):
         def labels(seed):

@@ -10,7 +10,15 @@ import tempfile
 
 import numpy as np
 import pytest
-from _datafiles import assert_shuffle_behaviour, hide_module, serve_env, write_image, write_lines
+from _datafiles import (
+    assert_reads_its_shard,
+    assert_runner_yields_each_once,
+    assert_shuffle_behaviour,
+    hide_module,
+    serve_env,
+    write_image,
+    write_lines,
+)
 from _loopback import serve_directory
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -215,6 +223,16 @@ class TestILSVRC12Files:
         root, meta, _ = imagenet
         check_dataflow(lambda: ILSVRC12Files(root, name, meta, seed=2))
 
+    def test_each_worker_reads_only_its_shard(self, imagenet):
+        root, meta, _ = imagenet
+        assert_reads_its_shard(lambda shuffle: ILSVRC12Files(root, "train", meta, shuffle))
+
+    @pytest.mark.timeout(60)
+    def test_an_exactly_once_runner_yields_every_file_once_per_pass(self, imagenet):
+        root, meta, made = imagenet
+        expected = [[path, label] for path, label, _ in made["train"]]
+        assert_runner_yields_each_once(ILSVRC12Files(root, "train", meta), expected)
+
     def test_shuffles_train_only_by_default(self, imagenet):
         root, meta, _ = imagenet
         shuffles = {n: ILSVRC12Files(root, n, meta).shuffle for n in ("train", "val", "test")}
@@ -316,6 +334,10 @@ class TestILSVRC12:
     def test_keeps_the_dataflow_contract(self, imagenet):
         root, meta, _ = imagenet
         check_dataflow(lambda: ILSVRC12(root, "train", meta, seed=0))
+
+    def test_each_worker_reads_only_its_shard(self, imagenet):
+        root, meta, _ = imagenet
+        assert_reads_its_shard(lambda shuffle: ILSVRC12(root, "train", meta, shuffle, seed=0))
 
     def test_grayscale_file_is_decoded_to_three_channels(self, tmp_path):
         cv2 = pytest.importorskip("cv2")

@@ -10,6 +10,7 @@ import tempfile
 
 import numpy as np
 import pytest
+from _datafiles import assert_reads_its_shard, assert_runner_yields_each_once
 from _loopback import serve_directory
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -102,6 +103,16 @@ class TestMnist:
     def test_keeps_the_dataflow_contract(self, mnist_dir, shuffle):
         directory, _ = mnist_dir
         check_dataflow(lambda: Mnist("train", shuffle=shuffle, dir=directory))
+
+    def test_each_worker_reads_only_its_shard(self, mnist_dir):
+        assert_reads_its_shard(lambda shuffle: Mnist("train", shuffle, mnist_dir[0], seed=1))
+
+    @pytest.mark.timeout(60)
+    @pytest.mark.parametrize("shuffle", [False, True])
+    def test_an_exactly_once_runner_yields_every_image_once_per_pass(self, mnist_dir, shuffle):
+        df = Mnist("train", shuffle=False, dir=mnist_dir[0])
+        df.reset_state()
+        assert_runner_yields_each_once(Mnist("train", shuffle, mnist_dir[0]), list(df))
 
     def test_shuffle_gives_a_new_permutation_every_pass(self, mnist_dir):
         directory, data = mnist_dir
@@ -296,6 +307,9 @@ class TestFashionMnist:
 
     def test_keeps_the_dataflow_contract(self, mnist_dir):
         check_dataflow(lambda: FashionMnist("test", dir=mnist_dir[0], seed=0))
+
+    def test_each_worker_reads_only_its_shard(self, mnist_dir):
+        assert_reads_its_shard(lambda shuffle: FashionMnist("test", shuffle, mnist_dir[0]))
 
     def test_missing_files_error_points_to_the_fashion_mnist_url(self, tmp_path):
         with pytest.raises(FileNotFoundError) as info:

@@ -6,7 +6,13 @@ import os
 
 import numpy as np
 import pytest
-from _datafiles import assert_shuffle_behaviour, hide_module, write_image, write_lines
+from _datafiles import (
+    assert_reads_its_shard,
+    assert_shuffle_behaviour,
+    hide_module,
+    write_image,
+    write_lines,
+)
 
 from dataflow import check_dataflow
 from dataflow.dataset import Places365Standard
@@ -68,6 +74,9 @@ class TestPlaces365Standard:
 
     def test_keeps_the_dataflow_contract(self, places):
         check_dataflow(lambda: Places365Standard(places, "train", seed=5))
+
+    def test_each_worker_reads_only_its_shard(self, places):
+        assert_reads_its_shard(lambda shuffle: Places365Standard(places, "train", shuffle))
 
     def test_shuffles_train_only_by_default(self, places):
         assert Places365Standard(places, "train").shuffle is True

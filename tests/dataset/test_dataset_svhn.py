@@ -8,7 +8,7 @@ import tempfile
 
 import numpy as np
 import pytest
-from _datafiles import assert_shuffle_behaviour, hide_module, serve_env
+from _datafiles import assert_reads_its_shard, assert_shuffle_behaviour, hide_module, serve_env
 from _loopback import serve_directory
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -73,6 +73,9 @@ class TestSVHNDigit:
     @pytest.mark.parametrize("name", ["train", "test"])
     def test_keeps_the_dataflow_contract(self, svhn_dir, name):
         check_dataflow(lambda: SVHNDigit(name, svhn_dir[0], seed=1))
+
+    def test_each_worker_reads_only_its_shard(self, svhn_dir):
+        assert_reads_its_shard(lambda shuffle: SVHNDigit("extra", svhn_dir[0], shuffle, seed=1))
 
     def test_shuffles_training_splits_only_by_default(self, svhn_dir):
         directory, _ = svhn_dir

@@ -7,7 +7,14 @@ import zipfile
 
 import numpy as np
 import pytest
-from _datafiles import assert_shuffle_behaviour, hide_module, serve_env, write_image, write_lines
+from _datafiles import (
+    assert_reads_its_shard,
+    assert_shuffle_behaviour,
+    hide_module,
+    serve_env,
+    write_image,
+    write_lines,
+)
 from _loopback import serve_directory
 
 from dataflow import check_dataflow
@@ -73,6 +80,10 @@ class TestTinyImageNet:
     @pytest.mark.parametrize("name", ["train", "val"])
     def test_keeps_the_dataflow_contract(self, tiny, name):
         check_dataflow(lambda: TinyImageNet(tiny[0], name, seed=4))
+
+    @pytest.mark.parametrize("name", ["train", "val"])
+    def test_each_worker_reads_only_its_shard(self, tiny, name):
+        assert_reads_its_shard(lambda shuffle: TinyImageNet(tiny[0], name, shuffle, seed=4))
 
     def test_shuffles_train_only_by_default(self, tiny):
         shuffles = {n: TinyImageNet(tiny[0], n).shuffle for n in ("train", "val", "test")}

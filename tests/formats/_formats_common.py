@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import multiprocessing
 import os
-from typing import Any, List
+from typing import Any, Callable, Hashable, List, Optional, Tuple
 
 import numpy as np
 
-from dataflow import DataFlow
+from dataflow import DataFlow, MultiProcessRunnerZMQ
+from dataflow.worker import WorkerInfo, _worker_context
 
 #: Every numeric dtype a format should keep exactly.
 DTYPES = [
@@ -124,3 +127,92 @@ def _send_one_pass(df: DataFlow, sender: Any) -> None:
 def files_in(directory: Any) -> List[str]:
     """The names in *directory*, hidden ones (temporary files) included."""
     return sorted(os.listdir(directory))
+
+
+def datapoint_key(dp: Any) -> Hashable:
+    """A hashable stand-in for a datapoint (list or dict) of arrays, scalars and bytes."""
+    items = sorted(dp.items()) if isinstance(dp, dict) else enumerate(dp)
+    return tuple(
+        (k, v.dtype.str, v.shape, v.tobytes())
+        if isinstance(v, np.ndarray)
+        else (k, v if isinstance(v, Hashable) else repr(v))
+        for k, v in items
+    )
+
+
+def pass_in_worker(
+    df: DataFlow, info: Optional[WorkerInfo], key: Callable[[Any], Hashable] = datapoint_key
+) -> Tuple[int, int, List[Hashable]]:
+    """``len()`` before ``reset_state()``, ``len()`` after it and one pass of
+    *df* (as keys), all as worker *info* sees them (``None``: outside workers)."""
+    with _worker_context(info) if info is not None else contextlib.nullcontext():
+        before = len(df)
+        df.reset_state()
+        try:
+            return before, len(df), [key(dp) for dp in df]
+        finally:
+            df.close()
+
+
+def assert_reads_its_shard(
+    make: Callable[[bool], DataFlow],
+    key: Callable[[Any], Hashable] = datapoint_key,
+    num_workers: int = 3,
+) -> None:
+    """*make(shuffle)* builds a fresh reader of distinct datapoints. Check that
+    worker *i* of *num_workers* with ``sharded=True`` reads datapoints *i*,
+    *i* + *num_workers*, ... of the unsharded order (in that order, or
+    shuffled among themselves), that ``len()`` is the size of its pass, that
+    the shards together are every datapoint exactly once, and that with
+    ``sharded=False`` every worker reads everything."""
+    _, size, full = pass_in_worker(make(False), None, key)
+    assert size == len(full) == len(set(full)) > num_workers
+    for shuffle in (False, True):
+        union: collections.Counter = collections.Counter()
+        for i in range(num_workers):
+            info = WorkerInfo(i, num_workers, None, True)
+            before, after, got = pass_in_worker(make(shuffle), info, key)
+            assert before == after == len(got) == len(full[i::num_workers])
+            if shuffle:
+                assert collections.Counter(got) == collections.Counter(full[i::num_workers])
+            else:
+                assert got == full[i::num_workers]
+            union.update(got)
+        assert union == collections.Counter(full)
+        info = WorkerInfo(1, num_workers, None, False)
+        before, after, got = pass_in_worker(make(shuffle), info, key)
+        assert before == after == size
+        assert (collections.Counter(got) if shuffle else got) == (
+            collections.Counter(full) if shuffle else full
+        )
+
+
+def assert_shuffles_within_its_shard(make: Callable[[bool], DataFlow], passes: int = 6) -> None:
+    """Passes of the shuffled reader *make(True)* as worker 0 of 2 (``sharded=True``)
+    hold datapoints 0, 2, 4, ... of *make(False)*, in an order that changes
+    from pass to pass."""
+    _, _, full = pass_in_worker(make(False), None)
+    df = make(True)
+    with _worker_context(WorkerInfo(0, 2, None, True)):
+        df.reset_state()
+        try:
+            orders = [tuple(datapoint_key(dp) for dp in df) for _ in range(passes)]
+        finally:
+            df.close()
+    shard = collections.Counter(full[0::2])
+    assert all(collections.Counter(order) == shard for order in orders)
+    assert len(set(orders)) > 1
+
+
+def assert_runner_yields_each_once(
+    ds: DataFlow, expected: List[Any], key: Callable[[Any], Hashable] = datapoint_key
+) -> None:
+    """Two passes of ``MultiProcessRunnerZMQ(ds, 2, exactly_once=True)`` each
+    yield every datapoint of *expected* exactly once."""
+    want = collections.Counter(key(dp) for dp in expected)
+    assert len(want) == len(expected)
+    with MultiProcessRunnerZMQ(ds, num_proc=2, exactly_once=True) as df:
+        df.reset_state()
+        assert len(df) == len(expected)
+        for _ in range(2):
+            assert collections.Counter(key(dp) for dp in df) == want

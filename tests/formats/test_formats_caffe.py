@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from _formats_common import assert_reads_its_shard
 
 from dataflow import CaffeLMDB, check_dataflow
 
@@ -163,3 +164,7 @@ class TestCaffeLMDB:
         path = write_db(tmp_path / "db", [datum(data=b"not a png", label=0, encoded=True)])
         with pytest.raises(ValueError, match="OpenCV cannot decode its encoded image"):
             read_all(path)
+
+    def test_each_worker_reads_only_its_shard(self, tmp_path):
+        path = write_db(tmp_path / "db", [raw_datum(chw(i), i) for i in range(8)])
+        assert_reads_its_shard(lambda shuffle: CaffeLMDB(path, shuffle, seed=6))

@@ -16,7 +16,10 @@ from _formats_common import (
     ClosedCounter,
     RaisingSource,
     Yields,
+    assert_reads_its_shard,
+    assert_runner_yields_each_once,
     assert_same_datapoints,
+    assert_shuffles_within_its_shard,
     files_in,
     one_pass_in_a_forked_child,
     sample,
@@ -27,6 +30,7 @@ from hypothesis.extra import numpy as hnp
 
 import dataflow.formats.hdf5 as hdf5_module
 from dataflow import DataFromList, HDF5Data, HDF5Serializer, check_dataflow
+from dataflow.worker import WorkerInfo, _worker_context
 
 h5py = pytest.importorskip("h5py")
 
@@ -144,6 +148,10 @@ class TestHDF5Serializer:
             f"HDF5Serializer.save: {path!r} already exists; pass overwrite=True to replace it"
         )
         assert int(load_all(path, ["x"])[0][0]) == 1
+
+    def test_load_shards_like_hdf5_data(self, tmp_path):
+        path = save(tmp_path, [[np.int32(i), np.full(2, i)] for i in range(8)], ["a", "b"])
+        assert_reads_its_shard(lambda shuffle: HDF5Serializer.load(path, ["a", "b"], shuffle))
 
     def test_overwrite_replaces_the_file(self, tmp_path):
         path = save(tmp_path, [[1]], ["x"])
@@ -291,6 +299,25 @@ class TestHDF5Data:
     def test_len_is_exact_before_reset_state(self, tmp_path):
         assert len(HDF5Data(make_file(tmp_path, x=np.zeros((7, 2))), ["x"])) == 7
 
+    # Rows are 24 bytes. 1: one row per read; 72: three rows of the shard per
+    # strided read, the last block short; the default: the whole shard in one read.
+    @pytest.mark.parametrize("block_bytes", [1, 72, 4 << 20])
+    def test_each_worker_reads_only_its_shard(self, tmp_path, monkeypatch, block_bytes):
+        monkeypatch.setattr(hdf5_module, "_READ_BLOCK_BYTES", block_bytes)
+        path = make_file(tmp_path, x=np.arange(11 * 2).reshape(11, 2), y=np.arange(11) * 3)
+        assert_reads_its_shard(lambda shuffle: HDF5Data(path, ["x", "y"], shuffle, seed=7))
+
+    def test_a_shuffled_shard_is_shuffled_anew_every_pass(self, tmp_path):
+        path = make_file(tmp_path, x=np.arange(12))
+        assert_shuffles_within_its_shard(lambda shuffle: HDF5Data(path, ["x"], shuffle, seed=1))
+
+    @pytest.mark.timeout(60)
+    @pytest.mark.parametrize("shuffle", [False, True])
+    def test_an_exactly_once_runner_yields_every_datapoint_once_per_pass(self, tmp_path, shuffle):
+        path = make_file(tmp_path, x=np.arange(9 * 3).reshape(9, 3), y=np.arange(9))
+        expected = load_all(path, ["x", "y"])
+        assert_runner_yields_each_once(HDF5Data(path, ["x", "y"], shuffle), expected)
+
     def test_opens_the_file_only_between_reset_state_and_close(self, tmp_path):
         path = make_file(tmp_path, x=np.arange(3))
         df = HDF5Data(path, ["x"], shuffle=False)
@@ -408,6 +435,13 @@ class TestHDF5Data:
                 df.reset_state()
                 with pytest.raises(
                     OSError, match=f"^HDF5Data: cannot read {rows} of {re.escape(repr(path))}: "
+                ):
+                    list(df)
+        with HDF5Data(path, ["x"], shuffle=False) as df:
+            with _worker_context(WorkerInfo(0, 2, None, True)):
+                df.reset_state()
+                with pytest.raises(
+                    OSError, match=r"^HDF5Data: cannot read rows 0\.\.998 \(step 2\) "
                 ):
                     list(df)
 

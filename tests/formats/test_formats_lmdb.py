@@ -21,7 +21,10 @@ from _formats_common import (
     ClosedCounter,
     RaisingSource,
     Yields,
+    assert_reads_its_shard,
+    assert_runner_yields_each_once,
     assert_same_datapoints,
+    assert_shuffles_within_its_shard,
     files_in,
     one_pass_in_a_forked_child,
     sample,
@@ -765,6 +768,31 @@ class TestLMDBSerializer:
         del df
         assert shared.users == 0 and shared.file_id not in lmdb_format._SHARED
 
+    # ---- exactly-once runners: each worker reads its shard ----------------------------
+
+    def test_each_worker_reads_only_its_shard(self, tmp_path):
+        path = save(tmp_path / "db", mixed(10))
+        assert_reads_its_shard(lambda shuffle: LMDBSerializer.load(path, shuffle, seed=3))
+
+    def test_shards_a_tensorpack_database_with_or_without_its_key_list(self, tmp_path):
+        for with_keys in (True, False):
+            path = write_like_tensorpack(
+                tmp_path / f"tp{with_keys}", mixed(7), "msgpack", with_keys=with_keys
+            )
+            assert_reads_its_shard(lambda shuffle, p=path: LMDBSerializer.load(p, shuffle))
+
+    def test_a_shuffled_shard_is_shuffled_anew_every_pass(self, tmp_path):
+        path = save(tmp_path / "db", mixed(12))
+        assert_shuffles_within_its_shard(lambda shuffle: LMDBSerializer.load(path, shuffle, seed=5))
+
+    @pytest.mark.timeout(60)
+    @pytest.mark.parametrize("shuffle", [False, True])
+    def test_an_exactly_once_runner_yields_every_datapoint_once_per_pass(self, tmp_path, shuffle):
+        datapoints = mixed(9)
+        path = save(tmp_path / "db", datapoints)
+        expected = load_all(path)
+        assert_runner_yields_each_once(LMDBSerializer.load(path, shuffle), expected)
+
 
 class TestLMDBData:
     def test_yields_raw_records_without_the_reserved_ones(self, tmp_path):
@@ -834,6 +862,22 @@ class TestLMDBData:
         with pytest.raises(TypeError, match="lmdb_path must be a str or os.PathLike, got None"):
             LMDBData(None)
 
+    def test_each_worker_reads_only_its_shard_of_any_database(self, tmp_path):
+        # b"__keys__" sorts between the digit and the letter keys: positions
+        # in the shard count data records only.
+        path = str(tmp_path / "any")
+        data_keys = [b"0", b"1", b"2", b"3", b"a", b"b", b"c"]
+        with lmdb.open(path, subdir=False) as env, env.begin(write=True) as txn:
+            for key in data_keys:
+                txn.put(key, key.upper())
+            txn.put(b"__keys__", msgpack.packb(data_keys))
+        assert_reads_its_shard(lambda shuffle: LMDBData(path, shuffle, seed=1))
+
+    @pytest.mark.parametrize("keys", ["{:08d}", ["00000005", b"00000001", "00000003", "00000000"]])
+    def test_each_worker_reads_only_its_shard_of_the_given_keys(self, tmp_path, keys):
+        path = save(tmp_path / "db", [[i] for i in range(8)])
+        assert_reads_its_shard(lambda shuffle: LMDBData(path, shuffle, keys, seed=2))
+
 
 class TestLMDBDataDecoder:
     def test_decodes_records_and_drops_none(self, tmp_path):
@@ -863,3 +907,11 @@ class TestLMDBDataDecoder:
     def test_lmdb_data_must_be_a_dataflow(self):
         with pytest.raises(TypeError, match="ds must be a DataFlow, got str"):
             LMDBDataDecoder("path", lambda k, v: [k])
+
+    def test_each_worker_decodes_only_its_shard(self, tmp_path):
+        path = save(tmp_path / "db", [[i] for i in range(7)])
+
+        def make(shuffle):
+            return LMDBDataDecoder(LMDBData(path, shuffle, seed=0), lambda k, v: [int(k), v])
+
+        assert_reads_its_shard(make)

@@ -15,7 +15,10 @@ from _formats_common import (
     ClosedCounter,
     RaisingSource,
     Yields,
+    assert_reads_its_shard,
+    assert_runner_yields_each_once,
     assert_same_datapoints,
+    assert_shuffles_within_its_shard,
     files_in,
     sample,
 )
@@ -142,6 +145,26 @@ class TestNumpySerializer:
 
     def test_len_is_exact_before_reset_state(self, tmp_path):
         assert len(NumpySerializer.load(save(tmp_path, [[i] for i in range(7)]))) == 7
+
+    @pytest.mark.parametrize("as_dict", [False, True], ids=["lists", "dicts"])
+    def test_each_worker_reads_only_its_shard(self, tmp_path, as_dict):
+        datapoints = [[i, np.arange(i % 4)] for i in range(10)]  # a ragged component
+        if as_dict:
+            datapoints = [{"i": i, "a": a} for i, a in datapoints]
+        path = save(tmp_path, datapoints)
+        assert_reads_its_shard(lambda shuffle: NumpySerializer.load(path, shuffle, seed=2))
+
+    def test_a_shuffled_shard_is_shuffled_anew_every_pass(self, tmp_path):
+        path = save(tmp_path, [[i] for i in range(12)])
+        assert_shuffles_within_its_shard(
+            lambda shuffle: NumpySerializer.load(path, shuffle, seed=4)
+        )
+
+    @pytest.mark.timeout(60)
+    @pytest.mark.parametrize("shuffle", [False, True])
+    def test_an_exactly_once_runner_yields_every_datapoint_once_per_pass(self, tmp_path, shuffle):
+        path = save(tmp_path, [[i, np.full((2, 2), i, np.float32)] for i in range(9)])
+        assert_runner_yields_each_once(NumpySerializer.load(path, shuffle), load_all(path))
 
     def test_loaded_arrays_are_read_only(self, tmp_path):
         path = save(tmp_path, [[np.zeros(2)], [np.zeros(3)]])  # a ragged component

@@ -7,6 +7,11 @@ import sys
 
 import numpy as np
 import pytest
+from _formats_common import (
+    assert_reads_its_shard,
+    assert_runner_yields_each_once,
+    assert_shuffles_within_its_shard,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -63,6 +68,24 @@ class TestSVMLightData:
         assert [float(y) for _, y in got] == list(range(10))
         got = check_dataflow(lambda: SVMLightData(path))
         assert sorted(float(y) for _, y in got) == list(range(10))
+
+    def test_each_worker_reads_only_its_shard(self, tmp_path):
+        path = write(
+            tmp_path, "# header\n" + "".join(f"{i} {i % 3 + 1}:{i}\n\n" for i in range(10))
+        )
+        assert_reads_its_shard(lambda shuffle: SVMLightData(path, shuffle, seed=8))
+
+    def test_a_shuffled_shard_is_shuffled_anew_every_pass(self, tmp_path):
+        path = write(tmp_path, "".join(f"{i} 1:{i}\n" for i in range(12)))
+        assert_shuffles_within_its_shard(lambda shuffle: SVMLightData(path, shuffle, seed=4))
+
+    @pytest.mark.timeout(60)
+    @pytest.mark.parametrize("shuffle", [False, True])
+    def test_an_exactly_once_runner_yields_every_datapoint_once_per_pass(self, tmp_path, shuffle):
+        path = write(tmp_path, "".join(f"{i} {i % 3 + 1}:{i}\n" for i in range(9)))
+        df = SVMLightData(path, shuffle=False)
+        df.reset_state()
+        assert_runner_yields_each_once(SVMLightData(path, shuffle), list(df))
 
     def test_shuffle_is_new_every_pass_and_reproducible_with_a_seed(self, tmp_path):
         path = write(tmp_path, "".join(f"{i} 1:1\n" for i in range(40)))
