@@ -130,7 +130,8 @@ def _seed_state(seed: Optional[int]) -> np.ndarray:
 
     Outside workers: the stream of *seed* (``None``: fresh OS entropy).
     In worker *i*: an explicit *seed* gives a stream of its own for each
-    worker (so copies of a seeded source do not repeat each other); without
+    worker (so copies of a seeded source do not repeat each other; worker 0
+    keeps the stream it has outside workers); without
     one, the worker's seed gives each generator the worker resets its own
     stream, in the order they are reset; with neither, fresh entropy.
     """
@@ -138,8 +139,9 @@ def _seed_state(seed: Optional[int]) -> np.ndarray:
     if state is None:
         return np.random.SeedSequence(seed).generate_state(4)
     info = state.info
-    if seed is not None:
-        return np.random.SeedSequence(seed, spawn_key=(info.index,)).generate_state(4)
+    if seed is not None:  # worker 0 keeps the stream it has outside workers
+        key = (info.index,) if info.index else ()
+        return np.random.SeedSequence(seed, spawn_key=key).generate_state(4)
     if info.seed is None:
         return np.random.SeedSequence().generate_state(4)
     return np.random.SeedSequence(info.seed, spawn_key=(next(state.counter),)).generate_state(4)

@@ -87,8 +87,9 @@ class ParallelBase(ProxyDataFlow):
 
     def _check_usable(self) -> None:
         if self._failure is not None:
+            first_line = str(self._failure).splitlines()[0]
             raise RuntimeError(
-                f"{self._name} stopped after a worker failed ({self._failure}); build a new one"
+                f"{self._name} stopped after a worker failed ({first_line}); build a new one"
             )
         if self._closed:
             raise RuntimeError(f"{self._name} was closed; build a new one to iterate again")

@@ -165,15 +165,21 @@ def _die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def start_worker_process(info: WorkerInfo, parent_pid: int, pdeathsig: bool) -> None:
+def start_worker_process(info: WorkerInfo, parent_pid: int, pdeathsig: bool) -> int:
     """Prepare this freshly started process to work as worker *info*.
 
     Ctrl-C is left to the parent; the process dies with its parent; the
     worker info is set so that sources shard and seed themselves; Python's
     and numpy's global random generators are reseeded (fork copies them, so
     every worker would otherwise draw the same numbers).
+
+    Returns the pid of the parent to watch: *parent_pid*, or with
+    ``parent_pid=0`` (forkserver, whose server process is the parent, and
+    lives exactly as long as the process that started it) the actual parent.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if parent_pid == 0:
+        parent_pid = os.getppid()
     if pdeathsig:
         _die_with_parent(parent_pid)
     elif os.getppid() != parent_pid:
@@ -184,6 +190,7 @@ def start_worker_process(info: WorkerInfo, parent_pid: int, pdeathsig: bool) -> 
         pass
     _set_process_worker(info)
     seed_globals(info)
+    return parent_pid
 
 
 def seed_globals(info: WorkerInfo) -> None:
@@ -296,6 +303,8 @@ class ProcessGroup:
         self.procs: List[Any] = []
         self.stop_event = self.context.Event()
         self.creator_pid = os.getpid()
+        #: what workers are told their parent is (0: whoever it is, for forkserver)
+        self.parent_pid = 0 if start_method == "forkserver" else self.creator_pid
         self.pdeathsig = threading.current_thread() is threading.main_thread()
 
     def start(self, target: Callable[..., None], args: List[tuple]) -> None:
@@ -319,7 +328,17 @@ class ProcessGroup:
 
     def died_error(self, index: int) -> WorkerDiedError:
         p = self.procs[index]
-        return died_error(self.owner, index, p.pid, p.exitcode)
+        err = died_error(self.owner, index, p.pid, p.exitcode)
+        if self.start_method != "fork" and p.exitcode == 1:
+            err = WorkerDiedError(
+                f"{err}. With start_method={self.start_method!r} the worker imports the main "
+                "module again: a script that builds the dataflow must do so under "
+                "if __name__ == '__main__':",
+                worker_index=index,
+                pid=p.pid,
+                exitcode=p.exitcode,
+            )
+        return err
 
     def stop(self) -> None:
         if os.getpid() != self.creator_pid:
@@ -340,3 +359,6 @@ def run_finalizer(group: ProcessGroup, closers: Sequence[Callable[[], None]]) ->
                 close()
             except Exception:  # pragma: no cover - best effort at exit
                 pass
+
+
+WorkerError.__module__ = WorkerDiedError.__module__ = "dataflow.parallel"

@@ -362,7 +362,7 @@ def _map_process(
     serializer: Optional[Serializer],
 ) -> None:
     """Entry point of a mapper's worker process."""
-    start_worker_process(info, parent_pid, pdeathsig)
+    parent_pid = start_worker_process(info, parent_pid, pdeathsig)
     ctx = zmq.Context()
     tasks = ctx.socket(zmq.PULL)
     tasks.setsockopt(zmq.RCVHWM, _TASK_HWM)
@@ -377,7 +377,13 @@ def _map_process(
                 sender.check_stop()
                 continue
             _, _, epoch, (seq, dp) = decode(tasks.recv_multipart(copy=False), serializer)
-            sender.put_now([epoch, seq, map_func(dp)])
+            result = map_func(dp)
+            try:
+                sender.put_now([epoch, seq, result])
+            except TypeError:
+                # Name the place inside the result, not inside [epoch, seq, result].
+                sender.packer.pack(result)
+                raise
             if not tasks.poll(0):
                 sender.flush()  # nothing else to do now: send what is batched
     except Stopped:
@@ -457,6 +463,8 @@ class MultiProcessMapDataZMQ(_MapperBase, ProcessWorkers):
         self._packer = ItemPacker(type(self).__name__, self._serializer)
         self._tasks: Any = None
         self._receiver: Optional[Receiver] = None
+        self._send_blocked = False
+        self._poller: Any = None
 
     def _worker_function(self) -> Callable[[Any], Any]:
         return self.map_func
@@ -470,6 +478,9 @@ class MultiProcessMapDataZMQ(_MapperBase, ProcessWorkers):
         tasks.setsockopt(zmq.LINGER, 0)
         tasks.setsockopt(zmq.SNDHWM, _TASK_HWM)
         task_address = new_address(ctx, tasks)
+        poller = self._poller = zmq.Poller()
+        poller.register(receiver.sock, zmq.POLLIN)
+        poller.register(tasks, zmq.POLLOUT)
         self._finalizer = weakref.finalize(
             self, run_finalizer, group, [tasks.close, receiver.close, ctx.term]
         )
@@ -482,7 +493,7 @@ class MultiProcessMapDataZMQ(_MapperBase, ProcessWorkers):
                 task_address,
                 receiver.address,
                 group.stop_event,
-                os.getpid(),
+                group.parent_pid,
                 group.pdeathsig,
                 self._serializer,
             )
@@ -497,14 +508,27 @@ class MultiProcessMapDataZMQ(_MapperBase, ProcessWorkers):
         return encode(DATA, 0, epoch, chunks, frames)
 
     def _send_task(self, task: Any) -> bool:
+        # copy=True: zero-copy sends would start pyzmq's garbage-collector thread in the
+        # consumer, which outlives close(); and the source may reuse its arrays once sent.
         try:
-            self._tasks.send_multipart(task, zmq.NOBLOCK, copy=False)
+            self._tasks.send_multipart(task, zmq.NOBLOCK, copy=True)
         except zmq.Again:
+            self._send_blocked = True
             return False
         return True
 
     def _recv(self, timeout_s: float) -> Optional[Message]:
         assert self._receiver is not None
+        if self._send_blocked:
+            # A task could not be sent: wake up as soon as one can be, not only when a
+            # result arrives (there may be none in flight), which would cost a whole
+            # timeout per task. Polling also makes ZeroMQ process the workers' word
+            # that they took their tasks (a send alone may put that off).
+            self._send_blocked = False
+            events = dict(self._poller.poll(int(timeout_s * 1000)))
+            if self._receiver.sock not in events:
+                return None  # a task can be sent now (or the wait timed out)
+            timeout_s = 0.0
         return self._receiver.recv(timeout_s)
 
 

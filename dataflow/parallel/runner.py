@@ -153,7 +153,7 @@ def _zmq_worker(
     serializer: Optional[Serializer],
 ) -> None:
     """Entry point of a :class:`MultiProcessRunnerZMQ` worker process."""
-    start_worker_process(info, parent_pid, pdeathsig)
+    parent_pid = start_worker_process(info, parent_pid, pdeathsig)
     ctx = zmq.Context()
     sender = Sender(ctx, address, hwm, info.index, owner, stop_event, parent_pid, serializer)
     try:
@@ -232,7 +232,7 @@ def _queue_worker(
     serializer: Serializer,
 ) -> None:
     """Entry point of a :class:`MultiProcessRunner` worker process."""
-    start_worker_process(info, parent_pid, pdeathsig)
+    parent_pid = start_worker_process(info, parent_pid, pdeathsig)
 
     def stopped() -> bool:
         return bool(stop_event.is_set()) or not parent_alive(parent_pid)
@@ -479,7 +479,7 @@ class MultiProcessRunnerZMQ(_ProcessRunner):
                 self.hwm,
                 group.stop_event,
                 worker_ends[i],
-                os.getpid(),
+                group.parent_pid,
                 group.pdeathsig,
                 self._serializer,
             )
@@ -562,7 +562,7 @@ class MultiProcessRunner(_ProcessRunner):
                 q,
                 group.stop_event,
                 worker_ends[i],
-                os.getpid(),
+                group.parent_pid,
                 group.pdeathsig,
                 self._serializer,
             )

@@ -1,0 +1,250 @@
+"""Tests of dataflow.worker: which worker the code runs in, shards and per-worker seeds."""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import pickle
+import threading
+import time
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dataflow import (
+    DataFlow,
+    DataFromIterable,
+    DataFromList,
+    FakeData,
+    MultiProcessRunnerZMQ,
+    MultiThreadRunner,
+    RNGDataFlow,
+    WorkerInfo,
+    check_dataflow,
+    get_worker_info,
+)
+from dataflow.worker import _worker_context
+
+TIMEOUT_S = 30
+
+
+class Coin(RNGDataFlow):
+    """Five draws from ``self.rng``."""
+
+    def __iter__(self):
+        for _ in range(5):
+            yield [int(self.rng.randint(1 << 30))]
+
+    def __len__(self):
+        return 5
+
+
+class WhereAmI(DataFlow):
+    """Once: ``[index, num_workers, seed, sharded]`` of the worker it runs in."""
+
+    def __len__(self):
+        return 1
+
+    def __iter__(self):
+        info = get_worker_info()
+        yield [info.index, info.num_workers, info.seed, info.sharded]
+
+
+def draws(seed=None):
+    """The first pass of a fresh Coin seeded with *seed*, reset here."""
+    coin = Coin().set_seed(seed)
+    coin.reset_state()
+    return list(coin)
+
+
+class TestWorkerInfo:
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_defaults_to_no_seed_and_no_shards(self):
+        info = WorkerInfo(1, 4)
+        assert (info.index, info.num_workers, info.seed, info.sharded) == (1, 4, None, False)
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_is_frozen_hashable_and_picklable(self):
+        info = WorkerInfo(index=0, num_workers=2, seed=7, sharded=True)
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            info.index = 1
+        assert info == WorkerInfo(0, 2, 7, True) and hash(info) == hash(WorkerInfo(0, 2, 7, True))
+        assert pickle.loads(pickle.dumps(info)) == info
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_shard_is_every_num_workers_th_index_when_sharded(self):
+        assert WorkerInfo(1, 3, sharded=True).shard(8) == range(1, 8, 3)
+        assert list(WorkerInfo(0, 2, sharded=True).shard(5)) == [0, 2, 4]
+        assert list(WorkerInfo(3, 4, sharded=True).shard(3)) == []
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_shard_is_everything_when_not_sharded(self):
+        assert WorkerInfo(1, 3).shard(8) == range(8)
+        assert WorkerInfo(0, 1, sharded=True).shard(4) == range(4)
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    @given(st.integers(0, 200), st.integers(1, 9))
+    def test_shards_of_all_workers_partition_the_indices(self, n, workers):
+        shards = [WorkerInfo(i, workers, sharded=True).shard(n) for i in range(workers)]
+        assert sorted(itertools.chain(*shards)) == list(range(n))
+        assert max(map(len, shards)) - min(map(len, shards)) <= 1
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_sharded_sources_read_only_their_shard(self):
+        lst = [[i] for i in range(8)]
+        with _worker_context(WorkerInfo(1, 3, sharded=True)):
+            for df in (DataFromList(lst, shuffle=False), DataFromIterable(lst)):
+                df.reset_state()
+                assert (list(df), len(df)) == ([[1], [4], [7]], 3)
+            shuffled = DataFromList(lst, seed=0)
+            shuffled.reset_state()
+            assert sorted(shuffled) == [[1], [4], [7]]
+            assert len(FakeData([[1]], size=8)) == 3
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_sources_read_everything_when_not_sharded(self):
+        lst = [[i] for i in range(8)]
+        with _worker_context(WorkerInfo(1, 3, seed=5, sharded=False)):
+            df = DataFromList(lst, shuffle=False)
+            df.reset_state()
+            assert list(df) == lst and len(FakeData([[1]], size=8)) == 8
+
+    # -- seed: every worker its own reproducible stream --------------------------------
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_worker_seed_seeds_each_generator_reset_in_the_worker(self):
+        def in_worker(index, seed):
+            with _worker_context(WorkerInfo(index, 2, seed=seed)):
+                return draws(), draws()  # two generators, reset one after the other
+
+        first, second = in_worker(0, 123)
+        assert first != second  # each generator its own stream
+        assert in_worker(0, 123) == (first, second)  # reproducible, in the order of resets
+        assert in_worker(0, 124)[0] != first
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_explicit_seed_gives_each_worker_its_own_reproducible_stream(self):
+        def in_worker(index):
+            with _worker_context(WorkerInfo(index, 2, seed=None)):
+                return draws(seed=3)
+
+        assert in_worker(1) == in_worker(1)
+        assert in_worker(0) != in_worker(1)
+        # Worker 0 keeps the seed's own stream, so one worker yields what ds yields alone.
+        assert draws(seed=3) == in_worker(0) != in_worker(1)
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_no_seed_anywhere_draws_fresh_entropy(self):
+        with _worker_context(WorkerInfo(0, 2)):
+            first, second = draws(), draws()
+        with _worker_context(WorkerInfo(0, 2)):
+            third = draws()
+        assert len({tuple(map(tuple, d)) for d in (first, second, third)}) == 3
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_runner_seed_gives_workers_different_reproducible_seeds(self):
+        def infos(seed, exactly_once=False):
+            with MultiThreadRunner(WhereAmI, 3, 3, seed=seed, exactly_once=exactly_once) as df:
+                df.reset_state()
+                found = {}
+                deadline = time.monotonic() + 15.0  # a thread may start late
+                while time.monotonic() < deadline:
+                    for dp in df:
+                        found[dp[0]] = dp
+                    if len(found) == 3:
+                        return [found[i] for i in range(3)]
+            raise AssertionError(f"not every worker answered: {found}")
+
+        seeded = infos(9)
+        assert [dp[:2] for dp in seeded] == [[0, 3], [1, 3], [2, 3]]
+        assert all(isinstance(dp[2], int) for dp in seeded)
+        assert len({dp[2] for dp in seeded}) == 3
+        assert infos(9) == seeded
+        assert [dp[2] for dp in infos(10)] != [dp[2] for dp in seeded]
+        assert [dp[2] for dp in infos(None)] == [None] * 3
+        assert {dp[3] for dp in seeded} == {False}
+        assert {dp[3] for dp in infos(9, exactly_once=True)} == {True}
+
+
+class TestGetWorkerInfo:
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_is_none_outside_workers(self):
+        assert get_worker_info() is None
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_is_the_info_of_the_worker_context_and_restored_after(self):
+        outer, inner = WorkerInfo(0, 2), WorkerInfo(1, 2, seed=4, sharded=True)
+        with _worker_context(outer):
+            assert get_worker_info() is outer
+            with _worker_context(inner):
+                assert get_worker_info() is inner
+            assert get_worker_info() is outer
+        assert get_worker_info() is None
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_is_restored_after_an_exception(self):
+        with pytest.raises(KeyError):
+            with _worker_context(WorkerInfo(0, 1)):
+                raise KeyError("x")
+        assert get_worker_info() is None
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_a_worker_thread_does_not_change_other_threads(self):
+        seen = []
+        entered, release = threading.Event(), threading.Event()
+
+        def work():
+            with _worker_context(WorkerInfo(0, 1)):
+                entered.set()
+                release.wait(5)
+                seen.append(get_worker_info())
+
+        t = threading.Thread(target=work)
+        t.start()
+        try:
+            assert entered.wait(5)
+            assert get_worker_info() is None
+        finally:
+            release.set()
+            t.join(5)
+        assert seen == [WorkerInfo(0, 1)]
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_tells_each_thread_of_a_runner_which_worker_it_is(self):
+        with MultiThreadRunner(WhereAmI, 2, 2, exactly_once=True) as df:
+            df.reset_state()
+            assert sorted(df) == [[0, 2, None, True], [1, 2, None, True]]
+        assert get_worker_info() is None
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_tells_each_process_of_a_runner_which_worker_it_is(self):
+        out = check_dataflow(
+            lambda: MultiProcessRunnerZMQ(WhereAmI(), num_proc=2, exactly_once=True, seed=1)
+        )
+        assert [dp[:2] + dp[3:] for dp in sorted(out)] == [[0, 2, True], [1, 2, True]]
+        seeds = [dp[2] for dp in out]
+        assert all(isinstance(s, int) for s in seeds) and seeds[0] != seeds[1]
+        assert get_worker_info() is None  # the consumer's process is no worker
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_shards_a_source_of_your_own(self):
+        class Shardable(DataFlow):
+            def __init__(self, items):
+                self.items = items
+
+            def __len__(self):
+                info = get_worker_info()
+                return len(info.shard(len(self.items)) if info else self.items)
+
+            def __iter__(self):
+                info = get_worker_info()
+                indices = info.shard(len(self.items)) if info else range(len(self.items))
+                for i in indices:
+                    yield [self.items[i]]
+
+        items = list("abcdefg")
+        out = check_dataflow(
+            lambda: MultiThreadRunner(lambda: Shardable(items), 2, 3, exactly_once=True)
+        )
+        assert sorted(dp[0] for dp in out) == items
