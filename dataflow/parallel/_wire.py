@@ -313,7 +313,12 @@ class Sender:
 
     def send_error(self, report: Tuple[str, str, str]) -> None:
         """Send an error report (after what is batched), waiting up to a few seconds."""
-        self.discard()
+        try:
+            self.flush()  # what was yielded before the error still counts
+        except Stopped:
+            return
+        except Exception:  # e.g. the batch itself cannot be sent: report the first error
+            self.discard()
         message = _PREFIX.pack(ERROR, self.index, self.epoch) + Packer(use_bin_type=True).pack(
             list(report)
         )
