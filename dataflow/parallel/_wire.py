@@ -207,6 +207,8 @@ class Receiver:
         try:
             frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
         except zmq.Again:
+            frames = None
+        if frames is None:  # wait outside the except block: a Ctrl-C here shows one traceback
             if not sock.poll(int(timeout_s * 1000)):
                 return None
             frames = sock.recv_multipart(copy=False)

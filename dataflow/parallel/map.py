@@ -61,8 +61,10 @@ __all__ = [
 ]
 
 _NOTHING = object()
-# Tasks a process worker may hold queued beyond the one it works on (load balance).
-_TASK_HWM = 2
+# How many tasks a process worker asks for ahead: the one it works on, and one
+# waiting, so that it never idles while the next task travels to it.
+_CREDITS = 2
+_CREDIT = b""
 
 
 def _check_serializer(serializer: Any) -> Optional[Serializer]:
@@ -364,10 +366,13 @@ def _map_process(
     """Entry point of a mapper's worker process."""
     parent_pid = start_worker_process(info, parent_pid, pdeathsig)
     ctx = zmq.Context()
-    tasks = ctx.socket(zmq.PULL)
-    tasks.setsockopt(zmq.RCVHWM, _TASK_HWM)
+    # The worker asks for each task (a credit) and the consumer sends tasks only to
+    # workers that asked: a busy worker never has tasks queued behind a slow one.
+    tasks = ctx.socket(zmq.DEALER)
     tasks.setsockopt(zmq.LINGER, 0)
     tasks.connect(task_address)
+    for _ in range(_CREDITS):
+        tasks.send(_CREDIT)
     sender = Sender(ctx, result_address, 0, info.index, owner, stop_event, parent_pid, serializer)
     poll_ms = int(_POLL_S * 1000)
     try:
@@ -378,6 +383,7 @@ def _map_process(
                 continue
             _, _, epoch, (seq, dp) = decode(tasks.recv_multipart(copy=False), serializer)
             result = map_func(dp)
+            tasks.send(_CREDIT)
             try:
                 sender.put_now([epoch, seq, result])
             except TypeError:
@@ -463,6 +469,7 @@ class MultiProcessMapDataZMQ(_MapperBase, ProcessWorkers):
         self._packer = ItemPacker(type(self).__name__, self._serializer)
         self._tasks: Any = None
         self._receiver: Optional[Receiver] = None
+        self._credits: Deque[bytes] = collections.deque()
         self._send_blocked = False
         self._poller: Any = None
 
@@ -474,13 +481,14 @@ class MultiProcessMapDataZMQ(_MapperBase, ProcessWorkers):
         group = self._group = ProcessGroup(self._name, self._start_method)
         ctx = zmq.Context()
         receiver = self._receiver = Receiver(ctx, 0, self._serializer)
-        tasks = self._tasks = ctx.socket(zmq.PUSH)
+        tasks = self._tasks = ctx.socket(zmq.ROUTER)
         tasks.setsockopt(zmq.LINGER, 0)
-        tasks.setsockopt(zmq.SNDHWM, _TASK_HWM)
+        # A task for a worker that is gone raises instead of vanishing silently.
+        tasks.setsockopt(zmq.ROUTER_MANDATORY, 1)
         task_address = new_address(ctx, tasks)
         poller = self._poller = zmq.Poller()
         poller.register(receiver.sock, zmq.POLLIN)
-        poller.register(tasks, zmq.POLLOUT)
+        poller.register(tasks, zmq.POLLIN)
         self._finalizer = weakref.finalize(
             self, run_finalizer, group, [tasks.close, receiver.close, ctx.term]
         )
@@ -508,22 +516,33 @@ class MultiProcessMapDataZMQ(_MapperBase, ProcessWorkers):
         return encode(DATA, 0, epoch, chunks, frames)
 
     def _send_task(self, task: Any) -> bool:
-        # copy=True: zero-copy sends would start pyzmq's garbage-collector thread in the
-        # consumer, which outlives close(); and the source may reuse its arrays once sent.
-        try:
-            self._tasks.send_multipart(task, zmq.NOBLOCK, copy=True)
-        except zmq.Again:
-            self._send_blocked = True
-            return False
-        return True
+        """Send *task* to a worker that asked for one; ``False`` if none has."""
+        credits, sock = self._credits, self._tasks
+        while True:
+            try:
+                credits.append(sock.recv_multipart(zmq.NOBLOCK)[0])
+            except zmq.Again:
+                break
+        while credits:
+            worker = credits.popleft()
+            # copy=True: zero-copy sends would start pyzmq's garbage-collector thread in
+            # the consumer, which outlives close(); and the source may reuse its arrays.
+            try:
+                sock.send_multipart([worker, *task], zmq.NOBLOCK, copy=True)
+            except zmq.ZMQError as err:
+                if err.errno in (zmq.EHOSTUNREACH, zmq.EAGAIN):
+                    continue  # that worker is gone; the liveness check will say why
+                raise
+            return True
+        self._send_blocked = True
+        return False
 
     def _recv(self, timeout_s: float) -> Optional[Message]:
         assert self._receiver is not None
         if self._send_blocked:
-            # A task could not be sent: wake up as soon as one can be, not only when a
+            # No worker asked for a task: wake up as soon as one does, not only when a
             # result arrives (there may be none in flight), which would cost a whole
-            # timeout per task. Polling also makes ZeroMQ process the workers' word
-            # that they took their tasks (a send alone may put that off).
+            # timeout per task.
             self._send_blocked = False
             events = dict(self._poller.poll(int(timeout_s * 1000)))
             if self._receiver.sock not in events:
