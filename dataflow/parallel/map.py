@@ -67,6 +67,11 @@ _CREDITS = 2
 _CREDIT = b""
 
 
+def _routing_id(index: int) -> bytes:
+    """The ZeroMQ identity of mapper worker *index* (must not start with a NUL byte)."""
+    return b"w%d" % index
+
+
 def _check_serializer(serializer: Any) -> Optional[Serializer]:
     if serializer is not None and not isinstance(serializer, Serializer):
         raise TypeError(
@@ -134,6 +139,7 @@ class _MapperBase(ParallelBase):
         if message is None:
             return
         epoch = self._epoch
+        self._on_results(message[1], len(message[3]))
         for result_epoch, seq, result in message[3]:
             self._inflight -= 1
             if self.strict and result_epoch != epoch:
@@ -223,6 +229,9 @@ class _MapperBase(ParallelBase):
                 yield result
 
     # -- what each transport provides --------------------------------------------------
+
+    def _on_results(self, worker: int, n: int) -> None:
+        """Worker *worker* returned *n* results."""
 
     def _encode_task(self, epoch: int, seq: int, dp: Any) -> Any:
         raise NotImplementedError
@@ -366,9 +375,11 @@ def _map_process(
     """Entry point of a mapper's worker process."""
     parent_pid = start_worker_process(info, parent_pid, pdeathsig)
     ctx = zmq.Context()
-    # The worker asks for each task (a credit) and the consumer sends tasks only to
-    # workers that asked: a busy worker never has tasks queued behind a slow one.
+    # The worker asks for _CREDITS tasks at first and for one more with each result;
+    # the consumer sends tasks only to workers that asked, so a busy worker never has
+    # tasks queued behind a slow one.
     tasks = ctx.socket(zmq.DEALER)
+    tasks.setsockopt(zmq.ROUTING_ID, _routing_id(info.index))
     tasks.setsockopt(zmq.LINGER, 0)
     tasks.connect(task_address)
     for _ in range(_CREDITS):
@@ -383,15 +394,13 @@ def _map_process(
                 continue
             _, _, epoch, (seq, dp) = decode(tasks.recv_multipart(copy=False), serializer)
             result = map_func(dp)
-            tasks.send(_CREDIT)
             try:
                 sender.put_now([epoch, seq, result])
             except TypeError:
                 # Name the place inside the result, not inside [epoch, seq, result].
                 sender.packer.pack(result)
                 raise
-            if not tasks.poll(0):
-                sender.flush()  # nothing else to do now: send what is batched
+            sender.flush()  # each result also asks the consumer for the next task
     except Stopped:
         pass
     except BaseException as exc:
@@ -470,6 +479,7 @@ class MultiProcessMapDataZMQ(_MapperBase, ProcessWorkers):
         self._tasks: Any = None
         self._receiver: Optional[Receiver] = None
         self._credits: Deque[bytes] = collections.deque()
+        self._routing_ids = [_routing_id(i) for i in range(self._num_workers)]
         self._send_blocked = False
         self._poller: Any = None
 
@@ -518,11 +528,9 @@ class MultiProcessMapDataZMQ(_MapperBase, ProcessWorkers):
     def _send_task(self, task: Any) -> bool:
         """Send *task* to a worker that asked for one; ``False`` if none has."""
         credits, sock = self._credits, self._tasks
-        while True:
-            try:
-                credits.append(sock.recv_multipart(zmq.NOBLOCK)[0])
-            except zmq.Again:
-                break
+        if not credits:  # the workers' first requests (later ones come with results)
+            while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                credits.append(sock.recv_multipart()[0])
         while credits:
             worker = credits.popleft()
             # copy=True: zero-copy sends would start pyzmq's garbage-collector thread in
@@ -536,6 +544,10 @@ class MultiProcessMapDataZMQ(_MapperBase, ProcessWorkers):
             return True
         self._send_blocked = True
         return False
+
+    def _on_results(self, worker: int, n: int) -> None:
+        if 0 <= worker < len(self._routing_ids):
+            self._credits.extend([self._routing_ids[worker]] * n)
 
     def _recv(self, timeout_s: float) -> Optional[Message]:
         assert self._receiver is not None
