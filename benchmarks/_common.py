@@ -42,7 +42,9 @@ def interleaved_rates(
     return {name: statistics.median(r) for name, r in rates.items()}
 
 
-def interleaved_medians(candidates: Dict[str, Callable[[], float]], repeats: int) -> Dict[str, float]:
+def interleaved_medians(
+    candidates: Dict[str, Callable[[], float]], repeats: int
+) -> Dict[str, float]:
     """Median of what each candidate returns (a figure it measured itself, e.g. a
     steady-state rate that leaves out start-up), over interleaved repeats."""
     figures: Dict[str, List[float]] = {name: [] for name in candidates}

@@ -144,10 +144,15 @@ class CropTransform(Transform):
         return out
 
 
+_CV2_FLIP_DTYPES = (np.dtype(np.uint8), np.dtype(np.float32))
+
+
 class FlipTransform(Transform):
     """Mirror an ``h`` x ``w`` image left-right (*horiz*) or upside down.
 
-    The output is a view of the input.
+    The output is a new C-contiguous array for uint8 and float32 images with
+    1, 3 or 4 channels (OpenCV's fast flip: later stacking into a batch then
+    copies contiguous memory), and a view of the input for other images.
 
     Example:
         >>> from dataflow.imgaug import FlipTransform
@@ -162,6 +167,10 @@ class FlipTransform(Transform):
         self.h, self.w, self.horiz = h, w, horiz
 
     def apply_image(self, img: np.ndarray) -> np.ndarray:
+        if img.dtype in _CV2_FLIP_DTYPES and (
+            img.ndim == 2 or (img.ndim == 3 and img.shape[2] in (3, 4))
+        ):
+            return cv2("Flip").flip(img, 1 if self.horiz else 0)
         return img[:, ::-1] if self.horiz else img[::-1]
 
     def apply_coords(self, coords: np.ndarray) -> np.ndarray:
