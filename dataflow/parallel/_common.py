@@ -241,6 +241,18 @@ def check_start_method(start_method: Optional[str]) -> str:
     return start_method
 
 
+def check_serializer(serializer: Any) -> Any:
+    """*serializer* if it is a Serializer or None, else the TypeError saying so."""
+    from ..serialize import Serializer
+
+    if serializer is not None and not isinstance(serializer, Serializer):
+        raise TypeError(
+            "serializer must be a Serializer (e.g. MsgpackSerializer()) or None, "
+            f"got {serializer!r}"
+        )
+    return serializer
+
+
 def check_worker_seed(seed: Any) -> Optional[int]:
     return check_seed(seed)
 

@@ -40,6 +40,9 @@ from ._common import (
     start_worker_process,
     stop_threads,
 )
+from ._common import (
+    check_serializer as _check_serializer,
+)
 from ._wire import (
     DATA,
     ERROR,
@@ -70,15 +73,6 @@ _CREDIT = b""
 def _routing_id(index: int) -> bytes:
     """The ZeroMQ identity of mapper worker *index* (must not start with a NUL byte)."""
     return b"w%d" % index
-
-
-def _check_serializer(serializer: Any) -> Optional[Serializer]:
-    if serializer is not None and not isinstance(serializer, Serializer):
-        raise TypeError(
-            "serializer must be a Serializer (e.g. MsgpackSerializer()) or None, "
-            f"got {serializer!r}"
-        )
-    return serializer
 
 
 def _empty_source_error(ds: DataFlow) -> RuntimeError:

@@ -41,6 +41,9 @@ from ._common import (
     start_worker_process,
     stop_threads,
 )
+from ._common import (
+    check_serializer as _check_serializer,
+)
 from ._wire import DATA, END, ERROR, Receiver, Sender, Stopped
 
 __all__ = [
@@ -55,15 +58,6 @@ __all__ = [
 
 # A worker of an exactly-once runner checks this often whether its pass was abandoned.
 _ABANDON_CHECK_S = 0.05
-
-
-def _check_serializer(serializer: Any) -> Optional[Serializer]:
-    if serializer is not None and not isinstance(serializer, Serializer):
-        raise TypeError(
-            "serializer must be a Serializer (e.g. MsgpackSerializer()) or None, "
-            f"got {serializer!r}"
-        )
-    return serializer
 
 
 # ---- what a worker does -------------------------------------------------------------
