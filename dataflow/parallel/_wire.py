@@ -63,6 +63,18 @@ _BATCH_ITEMS = 256
 _BATCH_DELAY_S = 0.005
 _EAGER_S = 0.001
 _POLL_MS = int(_POLL_S * 1000)
+# Plain ints: pyzmq's flag enums cost a few microseconds per frame in send_multipart.
+_NOBLOCK = int(zmq.NOBLOCK)
+_NOBLOCK_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
+
+
+def send_frames(sock: zmq.Socket, frames: List[Any], copy: bool) -> None:
+    """Send *frames* as one multipart message without blocking (raises ``zmq.Again``
+    at the high-water mark before any frame is queued: ZeroMQ queues all or none)."""
+    last = len(frames) - 1
+    for i in range(last):
+        sock.send(frames[i], _NOBLOCK_MORE, copy=copy)
+    sock.send(frames[last], _NOBLOCK, copy=copy)
 
 
 class Stopped(Exception):
@@ -255,7 +267,7 @@ class Sender:
         sock = self.sock
         while True:
             try:
-                sock.send_multipart(frames, zmq.NOBLOCK, copy=False)
+                send_frames(sock, frames, False)
                 return
             except zmq.Again:
                 pass

@@ -53,6 +53,7 @@ from ._wire import (
     decode,
     encode,
     new_address,
+    send_frames,
 )
 
 __all__ = [
@@ -475,6 +476,7 @@ class MultiProcessMapDataZMQ(_MapperBase, ProcessWorkers):
         self._credits: Deque[bytes] = collections.deque()
         self._routing_ids = [_routing_id(i) for i in range(self._num_workers)]
         self._send_blocked = False
+        self._first_credits = 0  # the workers' first requests not yet received
         self._poller: Any = None
 
     def _worker_function(self) -> Callable[[Any], Any]:
@@ -511,6 +513,7 @@ class MultiProcessMapDataZMQ(_MapperBase, ProcessWorkers):
             )
             for i in range(self._num_workers)
         ]
+        self._first_credits = self._num_workers * _CREDITS
         self._start_group(self._start_method, _map_process, args)
 
     def _encode_task(self, epoch: int, seq: int, dp: Any) -> Any:
@@ -522,21 +525,25 @@ class MultiProcessMapDataZMQ(_MapperBase, ProcessWorkers):
     def _send_task(self, task: Any) -> bool:
         """Send *task* to a worker that asked for one; ``False`` if none has."""
         credits, sock = self._credits, self._tasks
-        if not credits:  # the workers' first requests (later ones come with results)
+        if not credits and self._first_credits:
+            # The workers' first requests; later ones come with results, so once all
+            # are in, the task socket need not be looked at again.
             while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
                 credits.append(sock.recv_multipart()[0])
+                self._first_credits -= 1
         while credits:
             worker = credits.popleft()
             # copy=True: zero-copy sends would start pyzmq's garbage-collector thread in
             # the consumer, which outlives close(); and the source may reuse its arrays.
             try:
-                sock.send_multipart([worker, *task], zmq.NOBLOCK, copy=True)
+                send_frames(sock, [worker, *task], True)
             except zmq.ZMQError as err:
                 if err.errno in (zmq.EHOSTUNREACH, zmq.EAGAIN):
                     continue  # that worker is gone; the liveness check will say why
                 raise
             return True
-        self._send_blocked = True
+        # With first requests still to come, wait for them as well as for results.
+        self._send_blocked = self._first_credits > 0
         return False
 
     def _on_results(self, worker: int, n: int) -> None:
