@@ -30,10 +30,13 @@ def check_bool(name: str, value: Any) -> bool:
 
 
 def check_seed(seed: Any) -> Optional[int]:
-    """``None`` or a non-negative int, as the seed of a random generator."""
+    """``None`` or a non-negative int, as the seed of a random generator: a
+    TypeError for another type, a ValueError for a negative int."""
     if seed is None:
         return None
-    if not is_int(seed) or seed < 0:
+    if not is_int(seed):
+        raise TypeError(f"seed must be None or a non-negative int, got {seed!r}")
+    if seed < 0:
         raise ValueError(f"seed must be None or a non-negative int, got {seed!r}")
     return int(seed)
 

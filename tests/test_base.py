@@ -257,9 +257,11 @@ class TestRNGDataFlow:
         b.reset_state()
         assert list(a) != list(b)
 
-    @pytest.mark.parametrize("bad", [-1, 1.5, "7", True])
-    def test_bad_seed(self, bad):
-        with pytest.raises(ValueError, match=r"seed must be None or a non-negative int, got "):
+    @pytest.mark.parametrize(
+        "bad, error", [(-1, ValueError), (1.5, TypeError), ("7", TypeError), (True, TypeError)]
+    )
+    def test_bad_seed(self, bad, error):
+        with pytest.raises(error, match=r"^seed must be None or a non-negative int, got "):
             Coin().set_seed(bad)
 
     def test_accepts_numpy_int_seed(self):

@@ -203,7 +203,7 @@ class TestCacheData:
         "kwargs, error, message",
         [
             ({"shuffle": "yes"}, TypeError, "shuffle must be a bool, got 'yes'"),
-            ({"seed": 1.5}, ValueError, "seed must be None or a non-negative int, got 1.5"),
+            ({"seed": 1.5}, TypeError, "seed must be None or a non-negative int, got 1.5"),
         ],
     )
     def test_rejects_bad_arguments(self, kwargs, error, message):

@@ -7,6 +7,7 @@ from typing import Any, Iterable, List, Optional, Union
 
 import numpy as np
 
+from .._checks import is_int
 from ..base import _check_seed
 from ._files import ColumnsData, check_path
 
@@ -77,9 +78,9 @@ class SVMLightData(ColumnsData):
     ) -> None:
         self.filename = check_path(filename, "filename")
         seed = _check_seed(seed)
-        if n_features is not None and (
-            isinstance(n_features, bool) or not isinstance(n_features, int) or n_features < 0
-        ):
+        if n_features is not None and not is_int(n_features):
+            raise TypeError(f"n_features must be None or a non-negative int, got {n_features!r}")
+        if n_features is not None and n_features < 0:
             raise ValueError(f"n_features must be None or a non-negative int, got {n_features!r}")
         if not isinstance(zero_based, bool) and zero_based != "auto":
             raise ValueError(f"zero_based must be True, False or 'auto', got {zero_based!r}")

@@ -202,7 +202,7 @@ class TestCifarBase:
                 "train_or_test must be 'train' or 'test', got 'val'",
             ),
             ({"shuffle": "yes"}, TypeError, "shuffle must be None or a bool, got 'yes'"),
-            ({"seed": 1.5}, ValueError, "seed must be None or a non-negative int, got 1.5"),
+            ({"seed": 1.5}, TypeError, "seed must be None or a non-negative int, got 1.5"),
             ({"dir": 7}, TypeError, "dir must be None or a path, got 7"),
         ],
     )

@@ -304,7 +304,7 @@ class TestILSVRC12Files:
             (
                 ("/x", "val"),
                 {"seed": 1.5},
-                ValueError,
+                TypeError,
                 "seed must be None or a non-negative int, got 1.5",
             ),
         ],

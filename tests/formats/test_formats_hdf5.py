@@ -462,6 +462,6 @@ class TestHDF5Data:
         with pytest.raises(TypeError) as err:
             HDF5Data(3, ["x"])
         assert str(err.value) == "filename must be a str or os.PathLike, got 3"
-        with pytest.raises(ValueError) as err:
+        with pytest.raises(TypeError) as err:
             HDF5Data(path, ["x"], seed=1.5)
         assert str(err.value) == "seed must be None or a non-negative int, got 1.5"

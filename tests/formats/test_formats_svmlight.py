@@ -216,12 +216,12 @@ class TestSVMLightData:
             ),
             (
                 {"n_features": True},
-                ValueError,
+                TypeError,
                 "n_features must be None or a non-negative int, got True",
             ),
             (
                 {"n_features": 2.0},
-                ValueError,
+                TypeError,
                 "n_features must be None or a non-negative int, got 2.0",
             ),
             (

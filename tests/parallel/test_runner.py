@@ -1013,7 +1013,7 @@ class TestMultiProcessRunnerZMQ(_ProcessRunnerTests):
             ({"hwm": "50"}, TypeError, "hwm must be a positive int, got '50'"),
             ({"exactly_once": 1}, TypeError, "exactly_once must be a bool, got 1"),
             ({"seed": -1}, ValueError, "seed must be None or a non-negative int, got -1"),
-            ({"seed": 1.5}, ValueError, "seed must be None or a non-negative int, got 1.5"),
+            ({"seed": 1.5}, TypeError, "seed must be None or a non-negative int, got 1.5"),
             (
                 {"start_method": "thread"},
                 ValueError,
@@ -1211,7 +1211,7 @@ class TestMultiThreadRunner(_RunnerTests):
             (
                 (Counting, 2, 1),
                 {"seed": "1"},
-                ValueError,
+                TypeError,
                 "seed must be None or a non-negative int, got '1'",
             ),
         ],
