@@ -24,10 +24,6 @@ _LOG_FIRST = 10
 _LOG_EVERY = 100
 
 
-def _check_image(img: Any) -> None:
-    check_image(img, "image augmentation")
-
-
 def _check_coords(coords: Any) -> None:
     if not (
         isinstance(coords, np.ndarray)
@@ -99,7 +95,7 @@ class _AugmentImageData(ProxyDataFlow):
         component: Hashable = self._images[0]
         step: Optional[int] = None  # the augmentor at work, when one is
         try:
-            img = self._take(dp, component, _check_image)
+            img = self._take(dp, component, self._check_image)
             tfms: List[Transform] = []
             for step in range(len(augmentors)):
                 tfm = augmentors[step].get_transform(img)
@@ -108,7 +104,7 @@ class _AugmentImageData(ProxyDataFlow):
             dp[component] = img
             for component in self._images[1:]:
                 step = None
-                img = self._take(dp, component, _check_image)
+                img = self._take(dp, component, self._check_image)
                 for step in range(len(tfms)):
                     img = tfms[step].apply_image(img)
                 dp[component] = img
@@ -122,6 +118,9 @@ class _AugmentImageData(ProxyDataFlow):
             self._fail(err, component, None if step is None else augmentors[step])
             return None
         return dp
+
+    def _check_image(self, img: Any) -> None:
+        check_image(img, self.augs)  # the message names the augmentors
 
     def _take(self, dp: Any, component: Hashable, check: Callable[[Any], None]) -> Any:
         """Component *component* of *dp*, checked, and copied if asked to."""

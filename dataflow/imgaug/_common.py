@@ -22,6 +22,7 @@ BORDER_CONSTANT = 0
 BORDER_REPLICATE = 1
 
 _cv2: Optional[ModuleType] = None
+_cv2_missing = False  # an import of cv2 failed (for optional_cv2, which then stops trying)
 
 
 def cv2(user: str) -> ModuleType:
@@ -29,6 +30,17 @@ def cv2(user: str) -> ModuleType:
     global _cv2
     if _cv2 is None:
         _cv2 = import_optional("cv2", user)
+    return _cv2
+
+
+def optional_cv2() -> Optional[ModuleType]:
+    """The ``cv2`` module, or ``None`` without OpenCV (for code with a numpy fallback)."""
+    global _cv2_missing
+    if _cv2 is None and not _cv2_missing:
+        try:
+            cv2("")
+        except ImportError:
+            _cv2_missing = True
     return _cv2
 
 
@@ -89,13 +101,23 @@ def check_prob(value: Any, name: str = "prob") -> float:
 # ---- image checks ----------------------------------------------------------
 
 
+_IMAGE_DTYPES = (np.dtype(np.uint8), np.dtype(np.float32), np.dtype(np.float64))
+
+
 def check_image(img: Any, owner: object) -> None:
     """Raise a TypeError/ValueError naming *owner* unless *img* is an HxW or
-    HxWxC numpy array of uint8 or a floating-point dtype."""
+    HxWxC numpy array of uint8, float32 or float64."""
     if not isinstance(img, np.ndarray):
         raise TypeError(f"{owner} needs a numpy array image, got {type(img).__name__}")
-    if img.dtype != np.uint8 and img.dtype.kind != "f":
-        raise TypeError(f"{owner} needs a uint8 or floating-point image, got dtype {img.dtype}")
+    if img.dtype not in _IMAGE_DTYPES:
+        hint = (
+            " (OpenCV cannot resize or warp it): convert it first, e.g. img.astype(np.float32)"
+            if img.dtype.kind == "f"
+            else ""
+        )
+        raise TypeError(
+            f"{owner} needs a uint8, float32 or float64 image, got dtype {img.dtype}{hint}"
+        )
     if img.ndim not in (2, 3):
         raise ValueError(f"{owner} needs an HxW or HxWxC image, got shape {img.shape}")
 

@@ -57,7 +57,7 @@ class ImageAugmentor:
     :class:`~dataflow.imgaug.Transform` that applies them. The same transform
     can then change the image, its masks and its coordinates consistently.
     ``augment(img)`` is ``get_transform(img).apply_image(img)`` after checking
-    that *img* is an ``HxW`` or ``HxWxC`` array of uint8 or floats. Built-in
+    that *img* is an ``HxW`` or ``HxWxC`` array of uint8, float32 or float64. Built-in
     augmentors keep the image's dtype unless changing it is their job, and
     never modify their input (their output may be a view of it).
 

@@ -17,7 +17,14 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ._common import BORDER_CONSTANT, INTER_LINEAR, cv2, init_repr, keep_channel_axis
+from ._common import (
+    BORDER_CONSTANT,
+    INTER_LINEAR,
+    cv2,
+    init_repr,
+    keep_channel_axis,
+    optional_cv2,
+)
 
 __all__ = [
     "CropTransform",
@@ -151,8 +158,9 @@ class FlipTransform(Transform):
     """Mirror an ``h`` x ``w`` image left-right (*horiz*) or upside down.
 
     The output is a new C-contiguous array for uint8 and float32 images with
-    1, 3 or 4 channels (OpenCV's fast flip: later stacking into a batch then
-    copies contiguous memory), and a view of the input for other images.
+    1, 3 or 4 channels when OpenCV is installed (its fast flip: later
+    stacking into a batch then copies contiguous memory), and a view of the
+    input otherwise (numpy alone).
 
     Example:
         >>> from dataflow.imgaug import FlipTransform
@@ -170,7 +178,9 @@ class FlipTransform(Transform):
         if img.dtype in _CV2_FLIP_DTYPES and (
             img.ndim == 2 or (img.ndim == 3 and img.shape[2] in (3, 4))
         ):
-            return cv2("Flip").flip(img, 1 if self.horiz else 0)
+            ocv = optional_cv2()
+            if ocv is not None:
+                return ocv.flip(img, 1 if self.horiz else 0)
         return img[:, ::-1] if self.horiz else img[::-1]
 
     def apply_coords(self, coords: np.ndarray) -> np.ndarray:

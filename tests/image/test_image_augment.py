@@ -116,11 +116,25 @@ class TestAugmentImageComponent:
         assert "skipped a datapoint (2 skipped so far)" in caplog.text
         assert "FailOn(bad=1) failed on component 0" in caplog.text
 
-    def test_bad_image_names_the_component(self):
+    def test_bad_image_names_the_component_and_the_augmentors(self):
         df = AugmentImageComponent(source([[np.zeros((2, 2), np.int64)]]), [imgaug.Identity()])
         df.reset_state()
         with pytest.raises(
-            RuntimeError, match="AugmentImageComponent: component 0: TypeError: .*got dtype int64"
+            RuntimeError,
+            match=r"^AugmentImageComponent: component 0: TypeError: AugmentorList\(\[\n  "
+            r"Identity\(\)\]\) needs a uint8, float32 or float64 image, got dtype int64$",
+        ):
+            list(df)
+
+    def test_image_of_wrong_rank_names_the_augmentors(self):
+        df = AugmentImageComponent(
+            source([[np.zeros((2, 2, 3, 1), np.uint8)]]), [imgaug.Flip(horiz=True)]
+        )
+        df.reset_state()
+        with pytest.raises(
+            RuntimeError,
+            match=r"^AugmentImageComponent: component 0: ValueError: AugmentorList\(\[\n  "
+            r"Flip\(horiz=True\)\]\) needs an HxW or HxWxC image, got shape \(2, 2, 3, 1\)$",
         ):
             list(df)
 

@@ -156,9 +156,20 @@ class TestImageAugmentor:
 
     def test_augment_rejects_integer_dtypes_other_than_uint8(self):
         with pytest.raises(
-            TypeError, match=r"Coin\(\) needs a uint8 or floating-point image, got dtype int64"
+            TypeError, match=r"^Coin\(\) needs a uint8, float32 or float64 image, got dtype int64$"
         ):
             Coin().augment(np.zeros((2, 2), np.int64))
+
+    @pytest.mark.parametrize("dtype", [np.float16, np.longdouble])
+    def test_augment_rejects_floats_opencv_cannot_warp(self, dtype):
+        if np.dtype(dtype) == np.float64:
+            pytest.skip("longdouble is float64 on this platform")
+        with pytest.raises(
+            TypeError,
+            match=rf"^Coin\(\) needs a uint8, float32 or float64 image, got dtype "
+            rf"{np.dtype(dtype)} \(OpenCV cannot resize or warp it\): convert it first",
+        ):
+            Coin().augment(np.zeros((2, 2), dtype))
 
     def test_augment_rejects_wrong_rank(self):
         with pytest.raises(
@@ -301,3 +312,20 @@ class TestOptionalOpenCV:
         monkeypatch.setattr(_common, "_cv2", None)
         with pytest.raises(ImportError, match=r"pip install 'dataflow\[image\]'"):
             imgaug.Resize(2).augment(np.zeros((4, 4), np.uint8))
+
+    @needs_cv2
+    @pytest.mark.parametrize("shape", [(4, 5), (4, 5, 1), (4, 5, 3), (4, 5, 4)])
+    @pytest.mark.parametrize("dtype", [np.uint8, np.float32])
+    def test_flip_works_without_opencv(self, monkeypatch, shape, dtype):
+        img = (np.arange(np.prod(shape)) % 251).reshape(shape).astype(dtype)
+        with_cv2 = imgaug.Flip(horiz=True, prob=1.0).augment(img)
+        if shape[-1] != 1:  # OpenCV's flip (HxWx1 stays a numpy view)
+            assert with_cv2.flags.c_contiguous
+        monkeypatch.setitem(sys.modules, "cv2", None)  # makes "import cv2" fail
+        monkeypatch.setattr(_common, "_cv2", None)
+        monkeypatch.setattr(_common, "_cv2_missing", False)
+        for horiz, expected in ((True, img[:, ::-1]), (False, img[::-1])):
+            out = imgaug.Flip(horiz=horiz, vert=not horiz, prob=1.0).augment(img)
+            assert out.dtype == img.dtype and out.shape == img.shape
+            np.testing.assert_array_equal(out, expected)
+        np.testing.assert_array_equal(with_cv2, img[:, ::-1])
