@@ -66,11 +66,21 @@ class _AugmentImageData(ProxyDataFlow):
         )
         self._images, self._coords = images, coords
         self._copy, self._catch = bool(copy), bool(catch_exceptions)
+        self._plan_copies()
         self._num_skipped = 0
+
+    def _plan_copies(self) -> None:
+        # With copy=True the output must not share memory with the input. Augmentors
+        # that may write into their input get a copy to work on; built-in ones, which
+        # never do, work on the input itself, and only an output that is (a view of)
+        # the input is copied (a crop copies fewer pixels than the whole image).
+        self._copy_before = self._copy and self.augs._may_modify_input()
+        self._copy_after = self._copy and not self._copy_before
 
     def reset_state(self) -> None:
         super().reset_state()
         self.augs.reset_state()
+        self._plan_copies()  # the list of augmentors may have changed since __init__
         self._num_skipped = 0
 
     def set_seed(self, seed: Optional[int]) -> _AugmentImageData:
@@ -95,22 +105,22 @@ class _AugmentImageData(ProxyDataFlow):
         component: Hashable = self._images[0]
         step: Optional[int] = None  # the augmentor at work, when one is
         try:
-            img = self._take(dp, component, self._check_image)
+            img = original = self._take(dp, component, self._check_image, self._copy_before)
             tfms: List[Transform] = []
             for step in range(len(augmentors)):
                 tfm = augmentors[step].get_transform(img)
                 img = tfm.apply_image(img)
                 tfms.append(tfm)
-            dp[component] = img
+            dp[component] = self._unshare(img, original)
             for component in self._images[1:]:
                 step = None
-                img = self._take(dp, component, self._check_image)
+                img = original = self._take(dp, component, self._check_image, self._copy_before)
                 for step in range(len(tfms)):
                     img = tfms[step].apply_image(img)
-                dp[component] = img
+                dp[component] = self._unshare(img, original)
             for component in self._coords:
                 step = None
-                coords = self._take(dp, component, _check_coords)
+                coords = self._take(dp, component, _check_coords, self._copy)
                 for step in range(len(tfms)):
                     coords = tfms[step].apply_coords(coords)
                 dp[component] = coords
@@ -122,11 +132,20 @@ class _AugmentImageData(ProxyDataFlow):
     def _check_image(self, img: Any) -> None:
         check_image(img, self.augs)  # the message names the augmentors
 
-    def _take(self, dp: Any, component: Hashable, check: Callable[[Any], None]) -> Any:
-        """Component *component* of *dp*, checked, and copied if asked to."""
+    def _take(
+        self, dp: Any, component: Hashable, check: Callable[[Any], None], copy: bool
+    ) -> Any:
+        """Component *component* of *dp*, checked, and copied if *copy*."""
         value = dp[component]
         check(value)
-        return value.copy() if self._copy else value
+        return value.copy() if copy else value
+
+    def _unshare(self, img: np.ndarray, original: np.ndarray) -> np.ndarray:
+        """*img*, copied if it may share memory with the input *original* and
+        ``copy=True`` skipped copying the input."""
+        if self._copy_after and np.may_share_memory(img, original):
+            return img.copy()
+        return img
 
     def _fail(self, err: Exception, component: Hashable, aug: Optional[ImageAugmentor]) -> None:
         """Raise a RuntimeError that says where augmentation failed, or, with
@@ -166,10 +185,16 @@ class AugmentImageComponent(_AugmentImageData):
         augmentors: a list of :class:`~dataflow.imgaug.ImageAugmentor`
             (applied in order) or an :class:`~dataflow.imgaug.AugmentorList`.
         index: the index (or dict key) of the image component.
-        copy: copy the image before augmenting it, so that an augmentor that
-            modifies its input in place cannot change the input datapoint.
-            The built-in augmentors never do, so ``copy=False`` is safe (and
-            faster) with them.
+        copy: keep the output apart from the input: the augmented image
+            never shares memory with the input image, so neither an augmentor
+            that writes into its input nor a later step that writes into the
+            result can change the input datapoint (e.g. the images a
+            ``DataFromList`` or ``CacheData`` yields again next pass). Built-in
+            augmentors never write into their input, so with them only an
+            output that is a view of the input (after a crop, for instance) is
+            copied; with any other augmentor the image is copied first, as
+            in tensorpack. ``copy=False`` never copies: outputs may be views
+            of the input images.
         catch_exceptions: skip a datapoint whose augmentation raises, and
             log how many were skipped. False raises a RuntimeError that names
             the augmentor and the component, chained to the original error.

@@ -136,6 +136,16 @@ class ImageAugmentor:
         """The augmentors this one delegates to (reset and seeded with it)."""
         return ()
 
+    def _may_modify_input(self) -> bool:
+        """False only if this augmentor and everything it delegates to are built in
+        and run no user code on the image, so they never write into their input
+        (pinned by a test on read-only images). The image dataflows then need not
+        copy an image before augmenting it. Any class defined outside this package
+        may, as far as they know."""
+        if not type(self).__module__.startswith(__name__.rpartition(".")[0] + "."):
+            return True
+        return any(child._may_modify_input() for child in self._children())
+
     def reset_state(self) -> None:
         """Restart ``self.rng`` (and those of sub-augmentors): the seeded stream
         from its start, or fresh entropy without a seed. Call it in the process

@@ -60,6 +60,9 @@ class IAAugmentor(ImageAugmentor):
         ...     aug = imgaug.IAAugmentor(iaa.Fliplr(1.0))
     """
 
+    def _may_modify_input(self) -> bool:
+        return True  # a third-party library's code
+
     def __init__(self, augmentor: Any):
         import_optional("imgaug", "IAAugmentor")
         self.augmentor = augmentor
@@ -105,6 +108,9 @@ class Albumentations(ImageAugmentor):
         ... else:
         ...     aug = imgaug.Albumentations(A.RandomRotate90(p=1))
     """
+
+    def _may_modify_input(self) -> bool:
+        return True  # a third-party library's code
 
     def __init__(self, augmentor: Any):
         import_optional("albumentations", "Albumentations")

@@ -159,6 +159,9 @@ class MapImage(ImageAugmentor):
             raise TypeError(f"coord_func must be None or callable, got {coord_func!r}")
         self.func, self.coord_func = func, coord_func
 
+    def _may_modify_input(self) -> bool:
+        return True  # func is the user's
+
     def _no_coords(self, coords: np.ndarray) -> np.ndarray:
         raise NotImplementedError(
             f"{self!r} cannot transform coordinates: pass coord_func= to MapImage"

@@ -112,6 +112,11 @@ class CenterPaste(ImageAugmentor):
             )
         self.background_filler = background_filler
 
+    def _may_modify_input(self) -> bool:
+        # The filler is handed the image; a filler written by the user may write into it.
+        filler_module = type(self.background_filler).__module__
+        return super()._may_modify_input() or not filler_module.startswith("dataflow.imgaug.")
+
     def _position(self, img: np.ndarray) -> Tuple[int, int]:
         return (
             (self.background_shape[0] - img.shape[0]) // 2,

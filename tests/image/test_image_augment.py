@@ -79,6 +79,52 @@ class TestAugmentImageComponent:
         list(df)
         np.testing.assert_array_equal(img, 255 - before)
 
+    @pytest.mark.parametrize(
+        "augs",
+        [
+            [imgaug.Identity()],
+            [imgaug.CenterCrop(3)],
+            [imgaug.RandomCrop(3), imgaug.Flip(horiz=True, prob=0.5)],
+            [imgaug.RandomApplyAug(imgaug.Transpose(), 0.5)],
+            [imgaug.CenterPaste(6)],
+        ],
+        ids=repr,
+    )
+    def test_copy_keeps_output_and_input_apart(self, augs):
+        """Built-in augmentors may return views of their input; with copy=True the
+        datapoint still never shares memory with the input datapoint."""
+        img = distinct((4, 5, 3))
+        df = AugmentImageComponents(source([[img, img[:, :, 0]]] * 8), augs, index=(0, 1))
+        df.reset_state()
+        for out in df:
+            assert not np.shares_memory(out[0], img) and not np.shares_memory(out[1], img)
+            out[0][...] = 0  # a later step writing into the result
+            out[1][...] = 0
+        np.testing.assert_array_equal(img, distinct((4, 5, 3)))
+        # Without a copy, the views remain views.
+        df = AugmentImageComponent(source([[img]]), [imgaug.CenterCrop(3)], copy=False)
+        df.reset_state()
+        assert all(np.shares_memory(out[0], img) for out in df)
+
+    def test_copy_protects_the_source_from_user_code_nested_in_built_ins(self):
+        class InvertingFiller(imgaug.BackgroundFiller):
+            def _fill(self, background_shape, img):
+                img[...] = 255 - img  # (badly) writes into the image it is shown
+                return np.zeros(background_shape + img.shape[2:], img.dtype)
+
+        img = distinct((2, 2))
+        before = img.copy()
+        for augs in (
+            [imgaug.RandomApplyAug(InPlaceInvert(), 1.0)],
+            [imgaug.RandomOrderAug([imgaug.Identity(), InPlaceInvert()])],
+            [imgaug.MapImage(lambda im: np.subtract(255, im, out=im))],
+            [imgaug.CenterPaste(3, InvertingFiller())],
+        ):
+            df = AugmentImageComponent(source([[img]]), augs)
+            df.reset_state()
+            list(df)
+            np.testing.assert_array_equal(img, before, err_msg=repr(augs))
+
     def test_set_seed_makes_it_reproducible(self):
         dps = [[distinct((8, 8))] for _ in range(6)]
 
