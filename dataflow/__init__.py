@@ -83,6 +83,7 @@ from .parallel import (
     WorkerDiedError,
     WorkerError,
 )
+from .remote import RemoteDataZMQ, send_dataflow_zmq
 from .testing import check_dataflow
 from .worker import WorkerInfo, get_worker_info
 
@@ -151,6 +152,9 @@ __all__ = [
     "PrefetchDataZMQ",
     "WorkerDiedError",
     "WorkerError",
+    # remote
+    "RemoteDataZMQ",
+    "send_dataflow_zmq",
     # worker
     "WorkerInfo",
     "get_worker_info",
