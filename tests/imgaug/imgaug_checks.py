@@ -95,3 +95,18 @@ def assert_seeding(make_aug: Callable[[], ImageAugmentor], img: np.ndarray, n: i
     a = _draws(unseeded, img, n)
     unseeded.reset_state()
     assert not _same(a, _draws(unseeded, img, n)), "reset_state() without a seed repeated itself"
+
+
+def twin_rng(aug: ImageAugmentor, seed: int) -> np.random.RandomState:
+    """Give *aug* the generator ``RandomState(seed)`` and return an identical
+    twin, from which a test rebuilds by hand the draws *aug* makes."""
+    aug.rng = np.random.RandomState(seed)
+    return np.random.RandomState(seed)
+
+
+def f32_uniform(rng: np.random.RandomState, low: float, high: float, size=None):
+    """The draw of ``ImageAugmentor._rand_range(low, high, size)``: a uniform
+    draw rounded to float32, as tensorpack makes it."""
+    if size is None:
+        return np.float32(rng.uniform(low, high))
+    return rng.uniform(low, high, size).astype(np.float32)

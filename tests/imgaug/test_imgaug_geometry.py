@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 import pytest
@@ -10,8 +11,10 @@ from imgaug_checks import (
     assert_coords_follow_pixels,
     assert_keeps_dtype_and_rank,
     assert_seeding,
+    f32_uniform,
     needs_cv2,
     ramp,
+    twin_rng,
 )
 
 from dataflow.imgaug import (
@@ -27,6 +30,48 @@ from dataflow.imgaug import (
 )
 
 NEAREST, LINEAR, AREA = 0, 1, 3
+
+
+def rotation_matrix(center, deg, scale=1.0):
+    """The matrix of ``cv2.getRotationMatrix2D(center, deg, scale)`` as OpenCV
+    documents it: ``a = scale * cos``, ``b = scale * sin``, and
+    ``[[a, b, (1 - a) * cx - b * cy], [-b, a, b * cx + (1 - a) * cy]]``."""
+    cx, cy = center
+    a = scale * math.cos(math.radians(deg))
+    b = scale * math.sin(math.radians(deg))
+    return np.array([[a, b, (1 - a) * cx - b * cy], [-b, a, b * cx + (1 - a) * cy]])
+
+
+def assert_warped_nearest(out, img, mat, border_value=None):
+    """*out* is ``cv2.warpAffine(img, mat, (w, h), INTER_NEAREST, BORDER_REPLICATE)``
+    worked out by hand: output pixel ``(x, y)`` takes the input pixel nearest to
+    ``mat^-1 (x, y)``, clamped to the edges (or *border_value* outside the
+    image, for ``BORDER_CONSTANT``). Where that point lies within
+    0.005 pixel of a rounding tie, OpenCV's fixed-point arithmetic (1/1024 pixel)
+    may round either way, and either neighbour is accepted."""
+    h, w = img.shape[:2]
+    inv = np.linalg.inv(np.vstack([mat, [0.0, 0.0, 1.0]]))[:2]
+    ys, xs = np.indices((h, w))
+    src = (inv @ np.stack([xs.ravel(), ys.ravel(), np.ones(h * w)])).reshape(2, h, w)
+    nearest = np.floor(src + 0.5)
+    tie = np.abs(src - np.floor(src) - 0.5) < 0.005
+    other = np.where(tie, np.where(nearest > src, nearest - 1, nearest + 1), nearest)
+    if border_value is None:
+        padded = np.pad(img, 1, mode="edge")
+    else:
+        padded = np.pad(img, 1, constant_values=border_value)
+    sx, ox = (np.clip(a.astype(int) + 1, 0, w + 1) for a in (nearest[0], other[0]))
+    sy, oy = (np.clip(a.astype(int) + 1, 0, h + 1) for a in (nearest[1], other[1]))
+    ok = np.zeros(out.shape, bool)
+    for y in (sy, oy):
+        for x in (sx, ox):
+            ok |= out == padded[y, x]
+    assert out.shape == img.shape and ok.all(), (mat, np.argwhere(~ok))
+    assert tie.any(axis=0).mean() < 0.1, "too many ties for a meaningful check"
+
+
+def distinct(shape):
+    return np.arange(int(np.prod(shape)), dtype=np.float32).reshape(shape)
 
 
 @needs_cv2
@@ -198,6 +243,33 @@ class TestRotation:
             seen.add(k)
         assert seen == {0, 1, 2, 3}
 
+    def test_a_positive_angle_turns_counter_clockwise_as_rot90(self):
+        # tensorpack's sign, that of cv2.getRotationMatrix2D: +90 degrees turns the
+        # picture counter-clockwise on screen, which is np.rot90(img, 1).
+        img = np.array([[1, 2, 3], [4, 5, 6], [7, 8, 9]], np.uint8)
+        aug = Rotation(180, center_range=(0.5, 0.5), interp=NEAREST, step_deg=90)
+        seen = {}
+        for seed in range(12):
+            rng = twin_rng(aug, seed)
+            f32_uniform(rng, 0.5, 0.5, (2,))  # the center, then the angle
+            deg = float(f32_uniform(rng, -180, 180) // 90 * 90)
+            out = aug.augment(img)
+            np.testing.assert_array_equal(out, np.rot90(img, int(deg // 90) % 4), err_msg=deg)
+            seen[deg] = out.tolist()
+        assert set(seen) == {-180.0, -90.0, 0.0, 90.0}
+        assert seen[90.0] == [[3, 6, 9], [2, 5, 8], [1, 4, 7]]
+        assert seen[-90.0] == [[7, 4, 1], [8, 5, 2], [9, 6, 3]]
+
+    def test_any_angle_warps_by_the_rotation_matrix_about_the_drawn_center(self):
+        img = distinct((9, 11))
+        aug = Rotation(30, interp=NEAREST)
+        for seed in range(12):
+            rng = twin_rng(aug, seed)
+            fx, fy = f32_uniform(rng, 0, 1, (2,))
+            deg = f32_uniform(rng, -30, 30)
+            mat = rotation_matrix((11 * fx - 0.5, 9 * fy - 0.5), deg)
+            assert_warped_nearest(aug.augment(img), img, mat)
+
     def test_keeps_dtype_seeds_and_moves_coords(self):
         assert_keeps_dtype_and_rank(Rotation(30))
         assert_seeding(lambda: Rotation(30), ramp((6, 6)))
@@ -236,6 +308,51 @@ class TestRotationAndCropValid:
             # corners may blend in a little of the border, but no black corner is left
             assert out.min() > 100 and np.median(out) == 200
 
+    def test_quarter_turns_keep_the_middle_square_of_a_wide_image(self):
+        # A 4x6 image turned by +-90 degrees is 6 high and 4 wide; the 4-row canvas
+        # keeps its middle rows 1..4, all valid pixels. Half turns keep everything.
+        img = np.arange(24, dtype=np.uint8).reshape(4, 6)
+        aug = RotationAndCropValid(180, interp=NEAREST, step_deg=90)
+        seen = set()
+        for seed in range(12):
+            k = int(f32_uniform(twin_rng(aug, seed), -180, 180) // 90) % 4
+            expected = np.rot90(img, k) if k % 2 == 0 else np.rot90(img, k)[1:5]
+            np.testing.assert_array_equal(aug.augment(img), expected, err_msg=f"k={k}")
+            seen.add(k)
+        assert seen == {0, 1, 2, 3}
+        aug.rng = np.random.RandomState(4)  # draws +90 degrees (see the Rotation test)
+        assert aug.augment(img).tolist() == [
+            [4, 10, 16, 22],
+            [3, 9, 15, 21],
+            [2, 8, 14, 20],
+            [1, 7, 13, 19],
+        ]
+
+    def test_any_angle_is_the_centered_valid_crop_of_the_rotation(self):
+        img = distinct((20, 30))
+        aug = RotationAndCropValid(40, interp=NEAREST)
+        for seed in range(12):
+            deg = f32_uniform(twin_rng(aug, seed), -40, 40)
+            # The largest valid upright rectangle, by hand. Below ~20.9 degrees
+            # (20 > 30 sin 2a) its four corners touch the rotated 30x20 image:
+            # w cos + h sin = 30 and w sin + h cos = 20. Above, two corners touch the
+            # long sides, 10 (half the short side) from the center: w = 10 / sin,
+            # h = 10 / cos.
+            sin_a, cos_a = abs(math.sin(math.radians(deg))), abs(math.cos(math.radians(deg)))
+            if 2 * sin_a * cos_a * 30 >= 20:
+                cw, ch = 10 / sin_a, 10 / cos_a
+            else:
+                cos_2a = cos_a**2 - sin_a**2
+                cw, ch = (30 * cos_a - 20 * sin_a) / cos_2a, (20 * cos_a - 30 * sin_a) / cos_2a
+            cw, ch = int(round(cw)), int(round(ch))
+            y0, x0 = (20 - ch) // 2, (30 - cw) // 2
+            rotated = aug.get_transform(img).tfms[0].apply_image(img)
+            assert_warped_nearest(rotated, img, rotation_matrix((14.5, 9.5), deg), border_value=0)
+            aug.rng = np.random.RandomState(seed)
+            out = aug.augment(img)
+            assert out.shape == (ch, cw), (seed, deg)
+            np.testing.assert_array_equal(out, rotated[y0 : y0 + ch, x0 : x0 + cw])
+
     def test_keeps_dtype_seeds_and_moves_coords(self):
         assert_keeps_dtype_and_rank(RotationAndCropValid(20), same_shape=False)
         assert_seeding(lambda: RotationAndCropValid(30), ramp((9, 9)))
@@ -259,6 +376,59 @@ class TestAffine:
         for _ in range(10):
             out = aug.augment(img)
             assert (out == 255).sum() == 1 and out.sum() == 255
+
+    def test_scale_half_samples_every_other_pixel_about_the_center(self):
+        # the center (x, y) = (3, 2) of a 5x7 image stays; output (x, y) takes input
+        # (2x - 3, 2y - 2), edges replicated
+        img = distinct((5, 7))
+        out = Affine(scale=(0.5, 0.5), interp=NEAREST).augment(img)
+        rows = np.clip(2 * np.arange(5) - 2, 0, 4)
+        cols = np.clip(2 * np.arange(7) - 3, 0, 6)
+        np.testing.assert_array_equal(out, img[np.ix_(rows, cols)])
+        np.testing.assert_array_equal(Affine(scale=(0.5, 0.5)).augment(img), out)  # exact in linear
+
+    def test_rotation_warps_by_the_rotation_matrix_about_the_center(self):
+        img = distinct((9, 12))
+        aug = Affine(rotate_max_deg=40, interp=NEAREST)
+        for seed in range(12):
+            deg = f32_uniform(twin_rng(aug, seed), -40, 40)  # the only draw
+            assert_warped_nearest(aug.augment(img), img, rotation_matrix((5.5, 4.0), deg))
+
+    def test_shear_slides_rows_by_sin_and_squeezes_them_by_cos(self):
+        # tensorpack's shear by s degrees about the center c: (x, y) -> c + S (x - cx, y - cy)
+        # with S = [[1, sin s], [0, cos s]]; the center row stays put.
+        img = distinct((9, 12))
+        aug = Affine(shear=30, interp=NEAREST)
+        for seed in range(12):
+            s = math.radians(f32_uniform(twin_rng(aug, seed), -30, 30))  # then a 0 angle
+            lin = np.array([[1, math.sin(s)], [0, math.cos(s)]])
+            center = np.array([5.5, 4.0])
+            out = aug.augment(img)
+            assert_warped_nearest(out, img, np.hstack([lin, (center - lin @ center)[:, None]]))
+            np.testing.assert_array_equal(out[4], img[4])
+
+    def test_all_parts_compose_as_rotate_scale_after_shear_then_shift(self):
+        # the matrix is [R S | t]: R the rotation matrix with scale, S the shear, t
+        # keeps the center c fixed and then adds the (rounded) shift
+        img = distinct((10, 12))
+        aug = Affine(scale=(0.7, 1.3), translate_frac=(0.2, 0.2), rotate_max_deg=30, shear=20)
+        aug.interp = NEAREST
+        for seed in range(16):
+            rng = twin_rng(aug, seed)
+            scale = f32_uniform(rng, 0.7, 1.3)
+            dx = np.round(f32_uniform(rng, -0.2 * 12, 0.2 * 12))
+            dy = np.round(f32_uniform(rng, -0.2 * 10, 0.2 * 10))
+            s = math.radians(f32_uniform(rng, -20, 20))
+            deg = f32_uniform(rng, -30, 30)
+            center = np.array([5.5, 4.5])
+            lin = rotation_matrix(center, deg, scale)[:, :2] @ np.array(
+                [[1, math.sin(s)], [0, math.cos(s)]]
+            )
+            t = center - lin @ center + (dx, dy)
+            mat = np.hstack([lin, t[:, None]])
+            np.testing.assert_allclose(aug.get_transform(img).mat, mat, atol=1e-6)
+            aug.rng = np.random.RandomState(seed)
+            assert_warped_nearest(aug.augment(img), img, mat)
 
     def test_keeps_dtype_seeds_and_moves_coords(self):
         def make():

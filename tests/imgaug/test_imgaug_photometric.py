@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from imgaug_checks import assert_keeps_dtype_and_rank, assert_seeding, needs_cv2, ramp
+from imgaug_checks import assert_keeps_dtype_and_rank, assert_seeding, needs_cv2, ramp, twin_rng
 
 from dataflow.imgaug import (
     Brightness,
@@ -163,6 +163,23 @@ class TestLighting:
         delta = aug.augment(img) - img
         assert np.ptp(delta[..., 0]) == 0 and delta[0, 0, 0] != 0
         assert (delta[..., 1:] == 0).all()
+
+    def test_adds_eigvec_times_scaled_normal_weights(self):
+        # AlexNet's formula: color = eigvec @ (randn(3) * std * eigval), the three
+        # normal draws from the augmentor's rng; eigvec is not symmetric, so
+        # mixing up its rows and columns would show
+        eigval = np.array([1.0, 0.5, 0.2])
+        eigvec = np.array([[0.5, 0.2, 0.1], [0.3, -0.6, 0.2], [0.1, 0.4, -0.9]]) * 100
+        aug = Lighting(0.5, eigval, eigvec, clip=False)
+        img = ramp((3, 4, 3), np.float32)
+        for seed in range(4):
+            color = eigvec @ (twin_rng(aug, seed).randn(3) * 0.5 * eigval)
+            np.testing.assert_allclose(aug.augment(img), img + color, rtol=1e-5, atol=1e-4)
+        uint8 = Lighting(0.5, eigval, eigvec)
+        for seed in range(4):
+            color = eigvec @ (twin_rng(uint8, seed).randn(3) * 0.5 * eigval)
+            expected = np.rint(np.clip(ramp((3, 4, 3)) + color, 0, 255))
+            np.testing.assert_array_equal(uint8.augment(ramp((3, 4, 3))), expected)
 
     def test_zero_std_changes_nothing(self):
         img = ramp((3, 3, 3))
