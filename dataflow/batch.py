@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from typing import Any, Dict, Hashable, Iterator, List, Sequence, Union
+from typing import Any, Dict, Hashable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -21,6 +21,10 @@ UseList = Union[bool, Sequence[bool], Dict[Hashable, bool]]
 _INT32_MIN, _INT32_MAX = int(np.iinfo(np.int32).min), int(np.iinfo(np.int32).max)
 _PY_NUMBERS = (bool, int, float)
 _LIST_TYPES = {list}  # the only type of the common case, checked as a set per batch
+# BatchData copies arrays at least this large into the batch as each datapoint
+# arrives, while its data is still in the CPU's cache, instead of stacking them
+# all at the end (which reads them back from memory). Smaller arrays are stacked.
+_FILL_BYTES = 1 << 14
 
 
 # ---- one component ---------------------------------------------------------
@@ -131,7 +135,9 @@ def _bad_datapoint(owner: str, first: Any, dp: Any) -> TypeError:
     )
 
 
-def _batch_lists(owner: str, holder: List[Any], use_list: UseList) -> List[Any]:
+def _batch_lists(
+    owner: str, holder: List[Any], use_list: UseList, filled: Dict[Any, np.ndarray]
+) -> List[Any]:
     n = len(holder[0])
     if set(map(type, holder)) != _LIST_TYPES:
         bad = next((dp for dp in holder if not isinstance(dp, (list, tuple))), None)
@@ -157,12 +163,14 @@ def _batch_lists(owner: str, holder: List[Any], use_list: UseList) -> List[Any]:
     else:
         flags = use_list
     return [
-        list(values) if as_list else _stack(owner, k, values)
+        list(values) if as_list else filled[k] if k in filled else _stack(owner, k, values)
         for k, (values, as_list) in enumerate(zip(zip(*holder), flags))
     ]
 
 
-def _batch_dicts(owner: str, holder: List[Any], use_list: UseList) -> Dict[Any, Any]:
+def _batch_dicts(
+    owner: str, holder: List[Any], use_list: UseList, filled: Dict[Any, np.ndarray]
+) -> Dict[Any, Any]:
     keys = holder[0].keys()
     for dp in holder:
         if not isinstance(dp, dict):
@@ -189,19 +197,113 @@ def _batch_dicts(owner: str, holder: List[Any], use_list: UseList) -> Dict[Any, 
     return {
         key: [dp[key] for dp in holder]
         if flags.get(key, False)
+        else filled[key]
+        if key in filled
         else _stack(owner, key, [dp[key] for dp in holder])
         for key in keys
     }
 
 
-def _batch(owner: str, holder: List[Any], use_list: UseList) -> Datapoint:
-    """One batched datapoint from the non-empty list *holder* of datapoints."""
+def _batch(
+    owner: str,
+    holder: List[Any],
+    use_list: UseList,
+    filled: Optional[Dict[Any, np.ndarray]] = None,
+) -> Datapoint:
+    """One batched datapoint from the non-empty list *holder* of datapoints.
+
+    *filled*: components already stacked by a :class:`_Filler` (by key).
+    """
     first = holder[0]
     if isinstance(first, (list, tuple)):
-        return _batch_lists(owner, holder, use_list)
+        return _batch_lists(owner, holder, use_list, filled or {})
     if isinstance(first, dict):
-        return _batch_dicts(owner, holder, use_list)
+        return _batch_dicts(owner, holder, use_list, filled or {})
     raise _not_a_datapoint(owner, first)
+
+
+def _listed(use_list: UseList, key: Any) -> bool:
+    """Whether *use_list* keeps component *key* a list."""
+    if isinstance(use_list, bool):
+        return use_list
+    if isinstance(use_list, dict):
+        return bool(use_list.get(key, False))
+    return bool(use_list[key])
+
+
+class _Filler:
+    """Stacks the large array components of a batch as its datapoints arrive.
+
+    For each component of the first datapoint that is a numpy array of at
+    least ``_FILL_BYTES`` (and not kept a list by *use_list*), it allocates
+    the batch's array and copies each datapoint's array into its row at once.
+    Anything unusual (a datapoint of another structure, an array of another
+    shape or dtype) stops the filling for the batch; :func:`_batch` then
+    stacks it the usual way, with the usual errors, so results never differ.
+    """
+
+    def __init__(self, batch_size: int, use_list: UseList) -> None:
+        self.batch_size = batch_size
+        self.use_list = use_list
+        self.arrays: Dict[Any, np.ndarray] = {}
+        self._structure: Tuple[Any, int, Any] = (None, 0, None)
+
+    def start(self, dp: Any) -> bool:
+        """Begin a batch with its first datapoint *dp*; whether it has arrays to fill."""
+        arrays: Dict[Any, np.ndarray] = {}
+        self.arrays = arrays
+        kind, use_list = type(dp), self.use_list
+        if use_list is True:
+            return False
+        if kind is list or kind is tuple:
+            if isinstance(use_list, dict) or (use_list is not False and len(use_list) != len(dp)):
+                return False  # a use_list that does not fit: _batch says so
+            items: Any = enumerate(dp)
+        elif kind is dict:
+            if not isinstance(use_list, (bool, dict)):
+                return False
+            items = dp.items()
+        else:
+            return False  # not a datapoint: _batch says so
+        for key, value in items:
+            if (
+                type(value) is np.ndarray
+                and value.nbytes >= _FILL_BYTES
+                and value.dtype.kind != "O"
+                and (use_list is False or not _listed(use_list, key))
+            ):
+                out = np.empty((self.batch_size,) + value.shape, value.dtype)
+                out[0] = value
+                arrays[key] = out
+        if arrays:
+            self._structure = (kind, len(dp), dp.keys() if kind is dict else None)
+        return bool(arrays)
+
+    def add(self, dp: Any, i: int) -> None:
+        """Copy the large arrays of *dp*, datapoint *i* of the batch, into the batch (or
+        stop filling)."""
+        arrays = self.arrays
+        if not arrays:
+            return
+        kind, n, keys = self._structure
+        if type(dp) is not kind or len(dp) != n or (keys is not None and dp.keys() != keys):
+            self.arrays = {}
+            return
+        for key, out in arrays.items():
+            value = dp[key]
+            if (
+                type(value) is not np.ndarray
+                or value.shape != out.shape[1:]
+                or (value.dtype != out.dtype)
+            ):
+                self.arrays = {}
+                return
+            out[i] = value
+
+    def take(self) -> Dict[Any, np.ndarray]:
+        """The arrays of a full batch (a shorter one is stacked the usual way instead)."""
+        arrays, self.arrays = self.arrays, {}
+        return arrays
 
 
 def _check_use_list(use_list: Any) -> UseList:
@@ -241,7 +343,10 @@ class BatchData(ProxyDataFlow):
     ``len()`` is exactly ``len(ds) // batch_size``, plus one with *remainder*
     when ``len(ds)`` is not a multiple of *batch_size*; unknown when
     ``len(ds)`` is. The order of *ds* is kept. Holds one batch in memory.
-    :func:`unbatch` splits a batch back into its datapoints.
+    :func:`unbatch` splits a batch back into its datapoints. Arrays of 16 KiB
+    or more (images) are copied into the batch as each datapoint arrives,
+    while its data is still in the CPU's cache, rather than all at the end;
+    the batch is the same.
 
     Args:
         ds: the dataflow to batch; its datapoints must be all lists (or
@@ -306,13 +411,36 @@ class BatchData(ProxyDataFlow):
     def __iter__(self) -> Iterator[Datapoint]:
         owner, batch_size, use_list = type(self).__name__, self.batch_size, self.use_list
         it = iter(self.ds)
+        holder = list(itertools.islice(it, 1))
+        if not holder:
+            return
+        # Whether to copy large arrays into each batch as they arrive is decided by
+        # the first datapoint of the pass; without any, batches are collected at C
+        # speed and stacked at the end.
+        filler = _Filler(batch_size, use_list)
+        if not filler.start(holder[0]):
+            holder.extend(itertools.islice(it, batch_size - 1))
+            while len(holder) == batch_size:
+                yield _batch(owner, holder, use_list)
+                holder = list(itertools.islice(it, batch_size))
+            if holder and self.remainder:
+                yield _batch(owner, holder, use_list)
+            return
         while True:
-            holder = list(itertools.islice(it, batch_size))
+            for dp in itertools.islice(it, batch_size - 1):
+                filler.add(dp, len(holder))
+                holder.append(dp)
             if len(holder) < batch_size:
-                if holder and self.remainder:
+                if self.remainder:
                     yield _batch(owner, holder, use_list)
                 return
-            yield _batch(owner, holder, use_list)
+            batch = _batch(owner, holder, use_list, filler.take())
+            del holder  # the batch alone holds the datapoints' arrays now
+            yield batch
+            holder = list(itertools.islice(it, 1))
+            if not holder:
+                return
+            filler.start(holder[0])
 
     @staticmethod
     def aggregate_batch(data_holder: List[Datapoint], use_list: UseList = False) -> Datapoint:

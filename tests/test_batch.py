@@ -420,6 +420,117 @@ class TestBatchData:
         assert np.array_equal(arrays[:, 0], np.arange(64, 128) * 2)
 
 
+def big(value, shape=(64, 80), dtype=np.float32):
+    """An array large enough for BatchData to copy it into the batch as it arrives."""
+    return np.full(shape, value, dtype)
+
+
+def old_batch(dps, use_list=False):
+    """What stacking at the end gives (the reference), or its error."""
+    try:
+        return BatchData.aggregate_batch(dps, use_list=use_list)
+    except Exception as err:
+        return type(err), str(err)
+
+
+class TestBatchDataFillsLargeArrays:
+    """Large arrays are copied into the batch as datapoints arrive; the batches
+    (and errors) are those of stacking at the end."""
+
+    def check(self, dps, batch_size, use_list=False, remainder=False):
+        df = BatchData(
+            DataFromGenerator(lambda: iter(dps)), batch_size, remainder=remainder, use_list=use_list
+        )
+        df.reset_state()
+        chunks = [dps[i : i + batch_size] for i in range(0, len(dps), batch_size)]
+        if not remainder and len(chunks[-1]) < batch_size:
+            chunks.pop()
+        expected = []
+        for chunk in chunks:
+            expected.append(old_batch(chunk, use_list))
+            if isinstance(expected[-1], tuple) and isinstance(expected[-1][0], type):
+                break  # an error ends the pass
+        got = []
+        it = iter(df)
+        while True:
+            try:
+                got.append(next(it))
+            except StopIteration:
+                break
+            except Exception as err:
+                got.append((type(err), str(err)))
+                break
+        assert len(got) == len(expected)
+        for g, e in zip(got, expected):
+            if isinstance(e, tuple) and isinstance(e[0], type):
+                assert g == e  # the same error
+                continue
+            items = g.items() if isinstance(g, dict) else enumerate(g)
+            for key, value in items:
+                assert type(value) is type(e[key]), key
+                if isinstance(value, np.ndarray):
+                    assert value.dtype == e[key].dtype and value.shape == e[key].shape, key
+                    np.testing.assert_array_equal(value, e[key])
+                else:
+                    assert all(a is b for a, b in zip(value, e[key])), key  # the originals
+        return got
+
+    def test_list_datapoints(self):
+        dps = [[i, big(i), big(i, (2,)), f"s{i}"] for i in range(10)]
+        got = self.check(dps, 4, remainder=True)
+        assert got[0][1].shape == (4, 64, 80) and got[0][1].dtype == np.float32
+        assert got[2][1].shape == (2, 64, 80)  # the remainder is stacked the usual way
+
+    def test_dict_datapoints_and_views(self):
+        img = np.arange(64 * 96 * 3, dtype=np.uint8).reshape(64, 96, 3)
+        dps = [{"img": img[:, ::-1] if i % 2 else img[8:, 16:], "y": i} for i in range(6)]
+        self.check(dps, 3)  # views of two shapes in one batch: the usual error
+        dps = [{"img": img[:, ::-1] if i % 2 else img, "y": i} for i in range(6)]
+        got = self.check(dps, 3)
+        assert not np.shares_memory(got[0]["img"], img)
+
+    @pytest.mark.parametrize(
+        "use_list", [True, [False, True], [True, False], {"a": True}, {"b": True}]
+    )
+    def test_use_list(self, use_list):
+        if isinstance(use_list, dict):
+            dps = [{"a": big(i), "b": big(-i)} for i in range(4)]
+        else:
+            dps = [[big(i), big(-i)] for i in range(4)]
+        self.check(dps, 2, use_list=use_list)
+
+    @pytest.mark.parametrize("at", [1, 3])
+    def test_a_change_within_a_batch_stacks_it_the_usual_way(self, at):
+        def dps(change):
+            out = [[i, big(i)] for i in range(8)]
+            out[at] = change(out[at])
+            return out
+
+        self.check(dps(lambda dp: [dp[0], big(1, dtype=np.float64)]), 4)  # promoted
+        self.check(dps(lambda dp: [dp[0], big(1, (64, 81))]), 4)  # shape error
+        self.check(dps(lambda dp: [dp[0], [1.0, 2.0]]), 4)  # another type
+        self.check(dps(lambda dp: (dp[0], dp[1])), 4)  # a tuple among lists
+        self.check(dps(lambda dp: [dp[0]]), 4)  # fewer components
+        self.check(dps(lambda dp: {"a": dp[1]}), 4)  # a dict among lists
+        self.check(dps(lambda dp: 7), 4)  # not a datapoint
+
+    @pytest.mark.parametrize("large_first", [True, False])
+    def test_batches_of_large_and_small_arrays_in_one_pass(self, large_first):
+        shapes = [(64, 80), (2,)] if large_first else [(2,), (64, 80)]
+        dps = [[big(i, shapes[i // 3 % 2]), i] for i in range(12)]
+        got = self.check(dps, 3, remainder=True)
+        assert [b[0].shape[1:] for b in got] == [shapes[0], shapes[1]] * 2
+
+    def test_a_batch_does_not_view_its_datapoints(self):
+        arrays = [big(i) for i in range(4)]
+        df = BatchData(source([[a] for a in arrays]), 4)
+        df.reset_state()
+        (batch,) = list(df)
+        assert not any(np.shares_memory(batch[0], a) for a in arrays)
+        arrays[0][...] = 99
+        assert batch[0][0, 0, 0] == 0
+
+
 class TestBatchDataByShape:
     def dps(self, sizes):
         return [[np.full(n, k), k] for k, n in enumerate(sizes)]
