@@ -18,8 +18,9 @@ Two more tables show where the time goes (``--no-breakdown`` skips them):
 per library, the pipeline's cost in one process (a worker's work), the CPU
 time the consumer, its workers and the whole machine spent per batch during
 the timed runs, and the same for the runner alone carrying a pre-built
-batch; then the costs both libraries share (decoding, the copies behind
-Flip and BatchData, tensorpack's pickling). The machine has two CPUs and the
+batch; then what single steps cost (decoding, which both libraries share;
+the copies behind AugmentImageComponent, Flip and BatchData, which differ;
+tensorpack's pickling). The machine has two CPUs and the
 pipeline keeps both busy, so the images/s ratio follows the ratio of CPU
 time per batch. Other processes on the machine make the figures noisy; the
 last line says how much CPU they took.
@@ -274,7 +275,7 @@ def breakdown(libs: List[Library], usage: Usage) -> List[List[Any]]:
 
 
 def shared_costs(files: List[str], tp_available: bool) -> List[List[Any]]:
-    """ms per batch of steps both libraries take the same way (numpy, OpenCV, pickle)."""
+    """ms per batch of single steps (numpy, OpenCV, pickle), on images in cache."""
     import cv2
 
     images = [decode(f) for f in files[:BATCH]]
@@ -285,11 +286,15 @@ def shared_costs(files: List[str], tp_available: bool) -> List[List[Any]]:
     rows = [
         ["cv2.imread x32", per_call(lambda: [decode(f) for f in files[:BATCH]])],
         [
-            "copy of 32 decoded images (AugmentImageComponent copy=True)",
+            "copy of 32 decoded images (tensorpack's AugmentImageComponent copy=True)",
             per_call(lambda: [im.copy() for im in images]),
         ],
         [
-            "np.stack of 32 crop views (BatchData, had nothing been flipped)",
+            "copy of 16 crop views (ours with copy=True: the unflipped crops view the input)",
+            per_call(lambda: [c.copy() for c in crops[:16]]),
+        ],
+        [
+            "np.stack of 32 crop views (tensorpack's BatchData, had nothing been flipped)",
             per_call(lambda: np.stack(crops)),
         ],
         [
@@ -370,7 +375,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
             ["measure", *(lib.name for lib in libs)],
         )
         print_table(
-            "Costs both libraries share (ms per batch of 32, one process)", shared, ["step", "ms"]
+            "Single steps (ms per batch of 32, one process, in cache)", shared, ["step", "ms"]
         )
     ours_cpu, their_cpu = usage.median("dataflow", "own_ms"), usage.median("tensorpack", "own_ms")
     if ours_cpu and their_cpu:
