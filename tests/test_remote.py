@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import importlib.util
 import json
@@ -352,22 +353,19 @@ class TestSendDataflowZmq:
 
     def test_an_infinite_dataflow_is_sent_until_interrupted(self):
         addr = ipc_address()
-        stop = threading.Event()
-
-        class Until(DataFlow):
-            def __iter__(self):
-                for dp in RepeatedData(DataFromList([[1], [2]], shuffle=False), -1):
-                    if stop.is_set():
-                        raise KeyboardInterrupt
-                    yield dp
-
+        forever = RepeatedData(DataFromList([[1], [2]], shuffle=False), -1)
         with RemoteDataZMQ(addr, timeout=WAIT_S) as df:
             df.reset_state()
-            sender = SenderThread(Until(), addr)
+            sender = SenderThread(forever, addr)
             sender.start()
             assert receive(df, 1000)[-2:] == [[1], [2]]
-            stop.set()
-            sender.join()
+            # Ctrl-C, delivered to the sending thread; by now it is usually blocked,
+            # waiting for the receiver (which stopped reading) to take more.
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                ctypes.c_ulong(sender.ident), ctypes.py_object(KeyboardInterrupt)
+            )
+            sender.join(WAIT_S)
+            assert not sender.is_alive(), "the sender did not stop on KeyboardInterrupt"
         assert isinstance(sender.error, KeyboardInterrupt)
 
     def test_shows_progress_on_standard_error(self, capsys):
