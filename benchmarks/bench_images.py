@@ -325,8 +325,8 @@ def shared_costs(files: List[str], tp_available: bool) -> List[List[Any]]:
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--batches", type=int, default=40, help="timed batches a trial")
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--batches", type=int, default=80, help="timed batches a trial")
     parser.add_argument(
         "--no-breakdown", action="store_true", help="print the comparison only, not where time goes"
     )

@@ -26,7 +26,7 @@ import zmq
 
 from .._checks import check_bool, check_callable, check_int
 from ..base import DataFlow, Datapoint, UnknownLengthError
-from ..batch import _batch
+from ..batch import _batch, _Filler
 from ..serialize import Serializer
 from ..worker import WorkerInfo, _worker_context
 from ._base import Message, ParallelBase, ProcessWorkers
@@ -602,8 +602,24 @@ class _MapAndBatch:
         self.owner = owner
 
     def __call__(self, chunk: List[Any]) -> Any:
-        mapped = [r for r in map(self.map_func, chunk) if r is not None]
-        return _batch(self.owner, mapped, False) if mapped else None
+        # Large arrays are copied into the batch as each result is made (see BatchData).
+        filler = _Filler(len(chunk), False)
+        fill = False
+        mapped: List[Any] = []
+        for dp in chunk:
+            result = self.map_func(dp)
+            if result is None:
+                continue
+            if not mapped:
+                fill = filler.start(result)
+            elif fill:
+                filler.add(result, len(mapped))
+            mapped.append(result)
+        if not mapped:
+            return None
+        # A batch that lost datapoints to None results is stacked the usual way.
+        filled = filler.take() if fill and len(mapped) == len(chunk) else None
+        return _batch(self.owner, mapped, False, filled)
 
 
 class MultiProcessMapAndBatchDataZMQ(MultiProcessMapDataZMQ):

@@ -788,6 +788,41 @@ class TestMultiProcessMapAndBatchDataZMQ:
         assert len(first) == 6
 
     @pytest.mark.timeout(60)
+    def test_large_arrays_are_batched_as_they_are_mapped(self):
+        ds = DataFromList([[i] for i in range(12)], shuffle=False)
+
+        def f(dp):  # images of 48 KiB; every fifth datapoint dropped
+            i = dp[0]
+            return None if i % 5 == 4 else [np.full((64, 64, 3), i, np.float32)[:, ::-1], i]
+
+        with self.make(ds, f, 3, strict=True, ordered=True) as df:
+            df.reset_state()
+            batches = list(df)
+        assert [b[1].tolist() for b in batches] == [[0, 1, 2], [3, 5], [6, 7, 8], [10, 11]]
+        for images, labels in batches:
+            assert images.shape == (len(labels), 64, 64, 3) and images.dtype == np.float32
+            assert (images == labels[:, None, None, None]).all()
+
+    def test_the_worker_batch_equals_stacking_at_the_end(self):
+        from dataflow.batch import _batch
+        from dataflow.parallel.map import _MapAndBatch
+
+        def f(dp):
+            return [np.full((64, 80), dp[0], dp[1]), dp[0]]
+
+        same = [[i, np.float32] for i in range(4)]
+        mixed = [[0, np.float32], [1, np.float32], [2, np.float64], [3, np.float32]]
+        for chunk in (same, mixed):
+            got = _MapAndBatch(f, "M")(chunk)
+            expected = _batch("M", [f(dp) for dp in chunk], False)
+            assert got[0].dtype == expected[0].dtype  # float64 when one is
+            np.testing.assert_array_equal(got[0], expected[0])
+            np.testing.assert_array_equal(got[1], expected[1])
+        ragged = _MapAndBatch(lambda dp: [np.zeros((64, 80 + dp[0]), np.float32)], "M")
+        with pytest.raises(ValueError, match="component 0 has inconsistent shapes"):
+            ragged([[0], [0], [1]])
+
+    @pytest.mark.timeout(60)
     def test_batches_stack_the_mapped_components(self):
         ds = DataFromList([[i, np.full((2, 3), i, np.float32)] for i in range(8)], shuffle=False)
 
