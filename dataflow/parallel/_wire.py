@@ -211,19 +211,21 @@ class Receiver:
         self.sock = ctx.socket(zmq.PULL)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.RCVHWM, hwm)
+        self._timeout_ms = -1  # the socket's receive timeout (ZeroMQ's default: none)
         self.address = new_address(ctx, self.sock)
 
     def recv(self, timeout_s: float) -> Optional[Tuple[int, int, int, Any]]:
         """The next message, or ``None`` if none arrived within *timeout_s*."""
-        sock = self.sock
+        # A receive timeout rather than poll-then-receive: one call per message, and
+        # no exception while messages keep coming. Ctrl-C still interrupts the wait.
+        ms = max(0, int(timeout_s * 1000))
+        if ms != self._timeout_ms:
+            self.sock.setsockopt(zmq.RCVTIMEO, ms)
+            self._timeout_ms = ms
         try:
-            frames = sock.recv_multipart(zmq.NOBLOCK, copy=False)
+            frames = self.sock.recv_multipart(copy=False)
         except zmq.Again:
-            frames = None
-        if frames is None:  # wait outside the except block: a Ctrl-C here shows one traceback
-            if not sock.poll(int(timeout_s * 1000)):
-                return None
-            frames = sock.recv_multipart(copy=False)
+            return None
         return decode(frames, self.serializer)
 
     def close(self) -> None:

@@ -380,14 +380,16 @@ def _map_process(
     for _ in range(_CREDITS):
         tasks.send(_CREDIT)
     sender = Sender(ctx, result_address, 0, info.index, owner, stop_event, parent_pid, serializer)
-    poll_ms = int(_POLL_S * 1000)
+    tasks.setsockopt(zmq.RCVTIMEO, int(_POLL_S * 1000))
     try:
         while True:
-            if not tasks.poll(poll_ms):
+            try:
+                frames = tasks.recv_multipart(copy=False)
+            except zmq.Again:  # no task for a while: send what waits, and look around
                 sender.flush()
                 sender.check_stop()
                 continue
-            _, _, epoch, (seq, dp) = decode(tasks.recv_multipart(copy=False), serializer)
+            _, _, epoch, (seq, dp) = decode(frames, serializer)
             result = map_func(dp)
             try:
                 sender.put_now([epoch, seq, result])
