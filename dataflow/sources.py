@@ -184,7 +184,12 @@ class DataFromIterable(DataFlow):
     ``__iter__``) can be iterated many times. An iterator or generator can be
     iterated once: a second pass raises a ``RuntimeError`` instead of silently
     yielding nothing. ``len()`` is ``len(iterable)`` when the iterable has a
-    length, unknown otherwise. Holds only a reference to *iterable*.
+    length, unknown otherwise. Inside a runner with ``exactly_once=True``,
+    worker *i* yields its block of elements, ``WorkerInfo.shard(len(iterable))``,
+    and ``len()`` counts it; an iterable without a length has no such block,
+    so there worker *i* yields every *num_workers*-th element from element *i*.
+    A worker iterates the iterable from its first element to the end of its
+    shard (to the end, without a length). Holds only a reference to *iterable*.
 
     Args:
         iterable: any iterable of datapoints (lists or dicts).
@@ -222,9 +227,14 @@ class DataFromIterable(DataFlow):
 
     def __iter__(self) -> Iterator[Datapoint]:
         info = get_worker_info()
-        if info is not None and info.sharded:
+        if info is None or not info.sharded:
+            return self._make_iterator()
+        try:
+            n = len(self._itr)  # type: ignore[arg-type]
+        except TypeError:  # no length, so no contiguous block: every num_workers-th element
             return itertools.islice(self._make_iterator(), info.index, None, info.num_workers)
-        return self._make_iterator()
+        shard = info.shard(n)
+        return itertools.islice(self._make_iterator(), shard.start, shard.stop)
 
 
 class DataFromQueue(DataFlow):

@@ -38,7 +38,7 @@ class WorkerInfo:
     Example:
         >>> info = WorkerInfo(index=0, num_workers=2, seed=None, sharded=True)
         >>> list(info.shard(5))
-        [0, 2, 4]
+        [0, 1]
     """
 
     index: int
@@ -49,17 +49,24 @@ class WorkerInfo:
     def shard(self, n: int) -> range:
         """The indices out of ``range(n)`` that this worker reads.
 
-        Every ``num_workers``-th index starting at ``index`` when
-        :attr:`sharded`, else all of ``range(n)``.
+        When :attr:`sharded`, one contiguous block:
+        ``range(index * n // num_workers, (index + 1) * n // num_workers)``.
+        The blocks of the ``num_workers`` workers follow each other, so
+        together they hold every index once, and their sizes differ by at
+        most one. A contiguous block lets a reader of a file read one region
+        of it rather than every page or chunk. Not sharded: all of ``range(n)``.
 
         Example:
             >>> WorkerInfo(1, 3, sharded=True).shard(8)
-            range(1, 8, 3)
+            range(2, 5)
+            >>> [list(WorkerInfo(i, 3, sharded=True).shard(8)) for i in range(3)]
+            [[0, 1], [2, 3, 4], [5, 6, 7]]
             >>> WorkerInfo(1, 3).shard(8)
             range(0, 8)
         """
         if self.sharded:
-            return range(self.index, n, self.num_workers)
+            index, num_workers = self.index, self.num_workers
+            return range(index * n // num_workers, (index + 1) * n // num_workers)
         return range(n)
 
 

@@ -22,12 +22,46 @@ from dataflow import (
     ReentrancyError,
     RepeatedData,
     UnknownLengthError,
+    WorkerInfo,
     check_dataflow,
 )
+from dataflow.worker import _worker_context
 
 
 def one_pass(df):
     return [dp[0] for dp in df]
+
+
+def block(i, num_workers, n):
+    """The datapoints ``[k]`` that worker *i* of *num_workers* reads of ``[0] .. [n-1]``."""
+    return list(range(i * n // num_workers, (i + 1) * n // num_workers))
+
+
+def passes_as_workers(make, num_workers):
+    """``(len before reset, len after, one pass)`` of a fresh *make()* as each
+    worker of *num_workers* with ``sharded=True``."""
+    out = []
+    for i in range(num_workers):
+        with _worker_context(WorkerInfo(i, num_workers, sharded=True)):
+            df = make()
+            before = len(df)
+            df.reset_state()
+            out.append((before, len(df), one_pass(df)))
+    return out
+
+
+def assert_reads_blocks(make, n, num_workers, shuffled):
+    """Worker *i* reads ``block(i, num_workers, n)`` (shuffled among
+    themselves when *shuffled*), ``len()`` counts it, and the blocks
+    together are every datapoint once, sizes differing by at most one."""
+    shards = passes_as_workers(make, num_workers)
+    for i, (before, after, got) in enumerate(shards):
+        expected = block(i, num_workers, n)
+        assert before == after == len(got) == len(expected)
+        assert (sorted(got) if shuffled else got) == expected
+    assert sorted(itertools.chain(*(got for _, _, got in shards))) == list(range(n))
+    sizes = [len(got) for _, _, got in shards]
+    assert max(sizes) - min(sizes) <= 1
 
 
 class TestDataFromList:
@@ -131,6 +165,21 @@ class TestDataFromList:
         assert len(df) == len(out) == n
         assert sorted(out) == list(range(n))
 
+    @given(n=st.integers(0, 40), num_workers=st.integers(1, 6), shuffle=st.booleans())
+    def test_each_worker_reads_its_contiguous_block_when_sharded(self, n, num_workers, shuffle):
+        lst = [[i] for i in range(n)]
+        assert_reads_blocks(
+            lambda: DataFromList(lst, shuffle=shuffle, seed=1), n, num_workers, shuffle
+        )
+
+    def test_a_shuffled_block_is_shuffled_anew_every_pass(self):
+        with _worker_context(WorkerInfo(1, 2, sharded=True)):
+            df = DataFromList([[i] for i in range(40)], seed=2)
+            df.reset_state()
+            passes = [one_pass(df) for _ in range(3)]
+        assert all(sorted(p) == list(range(20, 40)) for p in passes)
+        assert passes[0] != passes[1] != passes[2]
+
 
 def squares(n=3):
     for i in range(n):
@@ -209,7 +258,47 @@ class NoLen:
         return iter([[1], [2], [3]])
 
 
+class Counted:
+    """A collection of ``[0] .. [n-1]`` with a length that counts how many
+    elements the last pass took from it."""
+
+    def __init__(self, n):
+        self.n = n
+        self.taken = 0
+
+    def __len__(self):
+        return self.n
+
+    def __iter__(self):
+        self.taken = 0
+        for i in range(self.n):
+            self.taken += 1
+            yield [i]
+
+
 class TestDataFromIterable:
+    @given(n=st.integers(0, 40), num_workers=st.integers(1, 6))
+    def test_each_worker_reads_its_contiguous_block_when_sharded(self, n, num_workers):
+        items = [[i] for i in range(n)]
+        assert_reads_blocks(lambda: DataFromIterable(items), n, num_workers, shuffled=False)
+
+    def test_a_worker_stops_iterating_at_the_end_of_its_block(self):
+        items = Counted(10)
+        [(_, _, got)] = passes_as_workers(lambda: DataFromIterable(items), 1)
+        assert got == list(range(10)) and items.taken == 10
+        with _worker_context(WorkerInfo(0, 2, sharded=True)):
+            df = DataFromIterable(items)
+            assert one_pass(df) == [0, 1, 2, 3, 4] and items.taken == 5
+
+    def test_an_iterable_without_len_is_sharded_every_num_workers_th_element(self):
+        # Without a length there is no block to compute: worker i takes
+        # elements i, i + num_workers, ...; together still each element once.
+        shards = []
+        for i in range(2):
+            with _worker_context(WorkerInfo(i, 2, sharded=True)):
+                shards.append(one_pass(DataFromIterable(NoLen())))
+        assert shards == [[1, 3], [2]]
+
     def test_collection_is_iterated_anew_every_pass(self):
         assert check_dataflow(lambda: DataFromIterable(deque([[1], [2]]))) == [[1], [2]]
 
@@ -283,6 +372,15 @@ class TestDataFromQueue:
 
 
 class TestFakeData:
+    @pytest.mark.parametrize("n, num_workers", [(8, 3), (5, 2), (3, 4), (0, 2)])
+    def test_each_worker_makes_its_blocks_number_of_datapoints(self, n, num_workers):
+        shards = passes_as_workers(lambda: FakeData([[1]], size=n, seed=0), num_workers)
+        sizes = [len(block(i, num_workers, n)) for i in range(num_workers)]
+        assert [(before, after, len(got)) for before, after, got in shards] == [
+            (k, k, k) for k in sizes
+        ]
+        assert sum(sizes) == n
+
     def test_contract(self):
         out = check_dataflow(lambda: FakeData([[2, 3], [4]], size=5))
         assert [(a.shape, b.shape) for a, b in out] == [((2, 3), (4,))] * 5

@@ -73,10 +73,22 @@ class TestWorkerInfo:
         assert pickle.loads(pickle.dumps(info)) == info
 
     @pytest.mark.timeout(TIMEOUT_S)
-    def test_shard_is_every_num_workers_th_index_when_sharded(self):
-        assert WorkerInfo(1, 3, sharded=True).shard(8) == range(1, 8, 3)
-        assert list(WorkerInfo(0, 2, sharded=True).shard(5)) == [0, 2, 4]
-        assert list(WorkerInfo(3, 4, sharded=True).shard(3)) == []
+    def test_shard_is_a_contiguous_block_when_sharded(self):
+        assert WorkerInfo(1, 3, sharded=True).shard(8) == range(2, 5)
+        assert [list(WorkerInfo(i, 3, sharded=True).shard(8)) for i in range(3)] == [
+            [0, 1],
+            [2, 3, 4],
+            [5, 6, 7],
+        ]
+        assert list(WorkerInfo(0, 2, sharded=True).shard(5)) == [0, 1]
+        assert list(WorkerInfo(1, 2, sharded=True).shard(5)) == [2, 3, 4]
+        assert [list(WorkerInfo(i, 4, sharded=True).shard(3)) for i in range(4)] == [
+            [],
+            [0],
+            [1],
+            [2],
+        ]
+        assert WorkerInfo(3, 4, sharded=True).shard(0) == range(0, 0)
 
     @pytest.mark.timeout(TIMEOUT_S)
     def test_shard_is_everything_when_not_sharded(self):
@@ -85,10 +97,13 @@ class TestWorkerInfo:
 
     @pytest.mark.timeout(TIMEOUT_S)
     @given(st.integers(0, 200), st.integers(1, 9))
-    def test_shards_of_all_workers_partition_the_indices(self, n, workers):
+    def test_shards_of_all_workers_are_consecutive_blocks_of_the_indices(self, n, workers):
         shards = [WorkerInfo(i, workers, sharded=True).shard(n) for i in range(workers)]
-        assert sorted(itertools.chain(*shards)) == list(range(n))
+        assert list(itertools.chain(*shards)) == list(range(n))  # in order: block after block
+        assert all(shard.step == 1 for shard in shards)
         assert max(map(len, shards)) - min(map(len, shards)) <= 1
+        for i, shard in enumerate(shards):
+            assert shard == range(i * n // workers, (i + 1) * n // workers)
 
     @pytest.mark.timeout(TIMEOUT_S)
     def test_sharded_sources_read_only_their_shard(self):
@@ -96,11 +111,15 @@ class TestWorkerInfo:
         with _worker_context(WorkerInfo(1, 3, sharded=True)):
             for df in (DataFromList(lst, shuffle=False), DataFromIterable(lst)):
                 df.reset_state()
-                assert (list(df), len(df)) == ([[1], [4], [7]], 3)
+                assert (list(df), len(df)) == ([[2], [3], [4]], 3)
             shuffled = DataFromList(lst, seed=0)
             shuffled.reset_state()
-            assert sorted(shuffled) == [[1], [4], [7]]
+            assert sorted(shuffled) == [[2], [3], [4]]
             assert len(FakeData([[1]], size=8)) == 3
+        with _worker_context(WorkerInfo(0, 3, sharded=True)):
+            fake = FakeData([[1]], size=8)
+            fake.reset_state()
+            assert len(fake) == len(list(fake)) == 2
 
     @pytest.mark.timeout(TIMEOUT_S)
     def test_sources_read_everything_when_not_sharded(self):

@@ -221,8 +221,9 @@ class InMemorySplit(RNGDataFlow):
     Each pass yields ``[self._convert(images[k]), labels[k]]`` for every *k*,
     in file order, or in a new random order every pass when ``self.shuffle``
     is true. ``len()`` is the number of images. Inside a runner with
-    ``exactly_once=True``, each worker reads only its shard (images *index*,
-    *index* + *num_workers*, ...), shuffled within it, and ``len()`` counts it.
+    ``exactly_once=True``, each worker reads only its shard (a contiguous
+    block of the images, see :meth:`WorkerInfo.shard`), shuffled within it,
+    and ``len()`` counts it.
 
     Subclasses may override the static method ``_convert``, which turns a
     stored image into the yielded one; it must return a new array, so that

@@ -280,8 +280,8 @@ class FileListReader(RNGDataFlow):
     modules in ``_requires`` can be imported; the subclass then finds its
     files and calls :meth:`_set_list`. ``len()`` is the number of files.
     Inside a runner with ``exactly_once=True``, each worker reads only its
-    shard (files *index*, *index* + *num_workers*, ...), shuffled within it,
-    and ``len()`` counts it.
+    shard (a contiguous block of the files, see :meth:`WorkerInfo.shard`),
+    shuffled within it, and ``len()`` counts it.
     Holds the list of file names, not the images: about 160 bytes per file.
     """
 

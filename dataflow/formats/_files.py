@@ -77,7 +77,8 @@ def shard_order(n: int, rng: Optional[np.random.RandomState]) -> Sequence[int]:
     """The indices out of ``range(n)`` that one pass visits here, in order or shuffled.
 
     Inside a runner with ``exactly_once=True`` these are this worker's shard,
-    ``range(index, n, num_workers)``; elsewhere all of ``range(n)``. Without
+    the contiguous block ``range(index * n // num_workers, (index + 1) * n //
+    num_workers)``; elsewhere all of ``range(n)``. Without
     *rng* they come in increasing order (a ``range``); with it, in a random
     order drawn from *rng* (a list). Outside workers a shuffled order is
     ``rng.permutation(n)``, so seeded readers keep their sequence of passes.
@@ -88,7 +89,7 @@ def shard_order(n: int, rng: Optional[np.random.RandomState]) -> Sequence[int]:
         range(0, 5)
         >>> with _worker_context(WorkerInfo(1, 2, sharded=True)):
         ...     shard_order(5, None), sorted(shard_order(5, np.random.RandomState(0)))
-        (range(1, 5, 2), [1, 3])
+        (range(2, 5), [2, 3, 4])
     """
     indices = shard_range(n)
     if rng is None:
@@ -123,8 +124,9 @@ class ColumnsData(RNGDataFlow):
     A column is anything indexable by an int (an array, a list, or an object
     with ``__getitem__``). Each datapoint is a new list (or, with *keys*, a
     new dict), so a consumer may modify it freely. Inside a runner with
-    ``exactly_once=True``, each worker reads only its shard (rows *index*,
-    *index* + *num_workers*, ...), shuffled within it, and ``len()`` counts it.
+    ``exactly_once=True``, each worker reads only its shard (a contiguous
+    block of rows, see :meth:`WorkerInfo.shard`), shuffled within it, and
+    ``len()`` counts it.
 
     Args:
         columns: one sequence per component, each with *size* rows.

@@ -83,13 +83,13 @@ class HDF5Data(RNGDataFlow):
     that dataset, an array (or a numpy scalar for a 1-d dataset). ``len()``
     is the common length of the datasets. Rows come in file order, or (with
     *shuffle*) in a new random order every pass. Inside a runner with
-    ``exactly_once=True``, each worker reads only its shard (rows *index*,
-    *index* + *num_workers*, ...), shuffled within it, and ``len()`` counts
-    it. The constructor opens the file only to check the datasets and their
-    lengths; it is opened for reading in ``reset_state()`` and closed by
-    ``close()``, so a dataflow not yet reset can be forked or pickled into
-    worker processes. Memory held: one block of rows (about 4 MiB) in
-    order, one row shuffled.
+    ``exactly_once=True``, each worker reads only its shard (a contiguous
+    block of rows, see :meth:`WorkerInfo.shard`, and so only the chunks that
+    hold it), shuffled within it, and ``len()`` counts it. The constructor
+    opens the file only to check the datasets and their lengths; it is
+    opened for reading in ``reset_state()`` and closed by ``close()``, so a
+    dataflow not yet reset can be forked or pickled into worker processes.
+    Memory held: one block of rows (about 4 MiB) in order, one row shuffled.
 
     Args:
         filename: an HDF5 file, e.g. made with ``h5py`` or :class:`HDF5Serializer`.
@@ -180,8 +180,9 @@ class HDF5Data(RNGDataFlow):
                 "HDF5Data has no open file: call reset_state() before iterating "
                 "(and again after close())"
             )
-        # A block: up to _block_rows rows of this worker's shard, read with one
-        # strided slice (every row, outside exactly-once runners).
+        # A block: up to _block_rows consecutive rows of this worker's shard (a
+        # contiguous range of rows, all of them outside exactly-once runners),
+        # read with one slice, so a worker reads only the chunks of its shard.
         block = range(0)
         try:
             if self.shuffle:
@@ -190,16 +191,13 @@ class HDF5Data(RNGDataFlow):
                     yield [d[i] for d in datasets]
             else:
                 rows, step = shard_range(self._size), self._block_rows
-                for k in range(0, len(rows), step):
-                    block = rows[k : k + step]
-                    start, stop, stride = block.start, block.stop, block.step
-                    for row in zip(*[d[start:stop:stride] for d in datasets]):
+                for start in range(rows.start, rows.stop, step):
+                    block = range(start, min(start + step, rows.stop))
+                    for row in zip(*[d[block.start : block.stop] for d in datasets]):
                         yield list(row)
         except OSError as err:
             first, last = block[0], block[-1]
             rows_read = f"row {first}" if first == last else f"rows {first}..{last}"
-            if block.step > 1:
-                rows_read += f" (step {block.step})"
             raise OSError(f"HDF5Data: cannot read {rows_read} of {self.filename!r}: {err}") from err
 
 

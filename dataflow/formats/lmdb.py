@@ -255,9 +255,12 @@ class LMDBData(RNGDataFlow):
     database's key order, or with *shuffle* in a new random order every
     pass. ``len()`` is exact. With *keys*, a pass visits exactly those
     records, in the given order or shuffled. Inside a runner with
-    ``exactly_once=True``, each worker reads only its shard (records *index*,
-    *index* + *num_workers*, ... of that order), shuffled within it, and
-    ``len()`` counts it.
+    ``exactly_once=True``, each worker reads only its shard (a contiguous
+    block of that order, see :meth:`WorkerInfo.shard`), shuffled within it,
+    and ``len()`` counts it. Read in key order, a worker's cursor starts at
+    the first record of its block: on a database of
+    :class:`LMDBSerializer` it goes there directly, on others it steps over
+    the keys before it without reading their values.
 
     On a database written by :class:`LMDBSerializer` (version 2, see the
     module notes), every value is checked against its CRC-32 checksum and
@@ -323,6 +326,8 @@ class LMDBData(RNGDataFlow):
                     size = env.stat()["entries"] - len(self._reserved)
                     meta = _read_meta(txn, size, self.lmdb_path, self._user)
                     self._checksummed = meta is not None and meta["checksum"] is not None
+                    # Whether data record i has the key b"%08d" % i, in key order.
+                    self._numbered = meta is not None and size <= _SORTED_KEY_LIMIT
                     self._inspect(txn, meta)
                     if isinstance(keys, str):
                         keys = [keys.format(i).encode() for i in range(size)]
@@ -466,7 +471,7 @@ class LMDBData(RNGDataFlow):
                 if keys is not None:
                     records: Iterator[Tuple[Any, Any]] = zip(keys, map(txn.get, keys))
                 elif len(shard) < self._size:  # this worker's shard, in key order
-                    records = _shard_of_records(txn.cursor(), self._reserved, shard)
+                    records = _shard_of_records(txn.cursor(), self._reserved, shard, self._numbered)
                 else:
                     records, skip = txn.cursor().iternext(), self._reserved
                 for key, value in records:
@@ -542,16 +547,42 @@ def _detail(err: BaseException) -> str:
 
 
 def _shard_of_records(
-    cursor: Any, reserved: FrozenSet[bytes], shard: range
+    cursor: Any, reserved: FrozenSet[bytes], shard: range, numbered: bool
 ) -> Iterator[Tuple[Any, Any]]:
     """The ``(key, value)`` pairs of the data records whose positions in key
-    order are in *shard*; the other values are not read."""
+    order are in *shard*, a contiguous range; no other value is read, nor
+    any record after the shard.
+
+    With *numbered* (the data keys are ``b"%08d" % i`` in key order, as
+    LMDBSerializer.save writes them below :data:`_SORTED_KEY_LIMIT` records)
+    the cursor goes straight to the first key of the shard, and each key
+    read must be the one expected there; a missing or unexpected one is
+    yielded as ``(expected key, None)``, which the reader reports as a
+    missing record. Otherwise the cursor steps over the keys before the
+    shard (counting data records only: *reserved* keys are skipped).
+    """
+    start, stop = shard.start, shard.stop
+    if start >= stop:
+        return
+    if numbered:
+        found = cursor.set_key(b"%08d" % start)
+        for i in range(start, stop):
+            if i > start:
+                found = cursor.next()
+            expected, key = b"%08d" % i, cursor.key() if found else None
+            if key != expected:
+                yield expected, None
+                return
+            yield key, cursor.value()
+        return
     position = 0
     for key in cursor.iternext(values=False):
         if key in reserved:
             continue
-        if position in shard:
+        if position >= start:
             yield key, cursor.value()
+            if position + 1 == stop:
+                return
         position += 1
 
 
@@ -881,9 +912,9 @@ class LMDBSerializer:
         the dataflow can be forked into worker processes before that. A
         record whose checksum does not match, or that cannot be decoded,
         raises a ``ValueError`` naming the file and the key. Inside a runner
-        with ``exactly_once=True``, each worker reads only its shard
-        (datapoints *index*, *index* + *num_workers*, ...), shuffled within
-        it, and ``len()`` counts it.
+        with ``exactly_once=True``, each worker reads only its shard (a
+        contiguous block of the datapoints, see :meth:`WorkerInfo.shard`),
+        shuffled within it, and ``len()`` counts it.
 
         Args:
             path: a database written by :meth:`save` or by tensorpack: a

@@ -133,8 +133,9 @@ class NumpySerializer:
         its arrays are read-only views into the loaded arrays, shared by
         all passes and by forked worker processes; copy an array before
         modifying it in place. Inside a runner with ``exactly_once=True``,
-        each worker reads only its shard (datapoints *index*, *index* +
-        *num_workers*, ...), shuffled within it, and ``len()`` counts it.
+        each worker reads only its shard (a contiguous block of the
+        datapoints, see :meth:`WorkerInfo.shard`), shuffled within it, and
+        ``len()`` counts it.
 
         Args:
             path: a file written by :meth:`save`.

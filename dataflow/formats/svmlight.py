@@ -24,8 +24,8 @@ class SVMLightData(ColumnsData):
     ``float64`` numpy scalar. ``len()`` is the number of data lines. Lines
     come in file order, or (with *shuffle*) in a new random order every pass.
     Inside a runner with ``exactly_once=True``, each worker reads only its
-    shard (data lines *index*, *index* + *num_workers*, ...), shuffled within
-    it, and ``len()`` counts it.
+    shard (a contiguous block of the data lines, see :meth:`WorkerInfo.shard`),
+    shuffled within it, and ``len()`` counts it.
 
     The file is parsed when the dataflow is created and kept in memory in
     sparse form (an index and a value per feature given), so the memory held

@@ -132,9 +132,7 @@ class _AugmentImageData(ProxyDataFlow):
     def _check_image(self, img: Any) -> None:
         check_image(img, self.augs)  # the message names the augmentors
 
-    def _take(
-        self, dp: Any, component: Hashable, check: Callable[[Any], None], copy: bool
-    ) -> Any:
+    def _take(self, dp: Any, component: Hashable, check: Callable[[Any], None], copy: bool) -> Any:
         """Component *component* of *dp*, checked, and copied if *copy*."""
         value = dp[component]
         check(value)

@@ -77,25 +77,30 @@ def pass_as_worker(df: DataFlow, info: Optional[WorkerInfo]) -> Tuple[int, int, 
 
 def assert_reads_its_shard(make: Callable[[bool], DataFlow], num_workers: int = 3) -> None:
     """*make(shuffle)* builds a fresh reader of distinct datapoints. Check that
-    worker *i* of *num_workers* with ``sharded=True`` reads datapoints *i*,
-    *i* + *num_workers*, ... of the unshuffled order (in that order, or
-    shuffled among themselves), that ``len()`` is the size of its pass, that
-    the shards together are every datapoint exactly once, and that with
-    ``sharded=False`` a worker reads everything."""
+    worker *i* of *num_workers* with ``sharded=True`` reads the contiguous
+    block ``[i * n // num_workers, (i + 1) * n // num_workers)`` of the
+    unshuffled order of the *n* datapoints (in that order, or shuffled among
+    themselves), that ``len()`` is the size of its pass, that the shards
+    together are every datapoint exactly once, their sizes differing by at
+    most one, and that with ``sharded=False`` a worker reads everything."""
     _, size, full = pass_as_worker(make(False), None)
     assert size == len(full) == len(set(full)) > num_workers
     for shuffle in (False, True):
         union: collections.Counter = collections.Counter()
+        sizes = []
         for i in range(num_workers):
             info = WorkerInfo(i, num_workers, None, True)
+            expected = full[i * size // num_workers : (i + 1) * size // num_workers]
             before, after, got = pass_as_worker(make(shuffle), info)
-            assert before == after == len(got) == len(full[i::num_workers])
+            assert before == after == len(got) == len(expected)
             if shuffle:
-                assert collections.Counter(got) == collections.Counter(full[i::num_workers])
+                assert collections.Counter(got) == collections.Counter(expected)
             else:
-                assert got == full[i::num_workers]
+                assert got == expected
             union.update(got)
+            sizes.append(len(got))
         assert union == collections.Counter(full)
+        assert max(sizes) - min(sizes) <= 1
         before, after, got = pass_as_worker(make(shuffle), WorkerInfo(1, num_workers, None, False))
         assert before == after == size
         assert collections.Counter(got) == collections.Counter(full)

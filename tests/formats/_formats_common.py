@@ -160,25 +160,30 @@ def assert_reads_its_shard(
     num_workers: int = 3,
 ) -> None:
     """*make(shuffle)* builds a fresh reader of distinct datapoints. Check that
-    worker *i* of *num_workers* with ``sharded=True`` reads datapoints *i*,
-    *i* + *num_workers*, ... of the unsharded order (in that order, or
-    shuffled among themselves), that ``len()`` is the size of its pass, that
-    the shards together are every datapoint exactly once, and that with
-    ``sharded=False`` every worker reads everything."""
+    worker *i* of *num_workers* with ``sharded=True`` reads the contiguous
+    block ``[i * n // num_workers, (i + 1) * n // num_workers)`` of the
+    unsharded order of the *n* datapoints (in that order, or shuffled among
+    themselves), that ``len()`` is the size of its pass, that the shards
+    together are every datapoint exactly once, their sizes differing by at
+    most one, and that with ``sharded=False`` every worker reads everything."""
     _, size, full = pass_in_worker(make(False), None, key)
     assert size == len(full) == len(set(full)) > num_workers
     for shuffle in (False, True):
         union: collections.Counter = collections.Counter()
+        sizes = []
         for i in range(num_workers):
             info = WorkerInfo(i, num_workers, None, True)
+            expected = full[i * size // num_workers : (i + 1) * size // num_workers]
             before, after, got = pass_in_worker(make(shuffle), info, key)
-            assert before == after == len(got) == len(full[i::num_workers])
+            assert before == after == len(got) == len(expected)
             if shuffle:
-                assert collections.Counter(got) == collections.Counter(full[i::num_workers])
+                assert collections.Counter(got) == collections.Counter(expected)
             else:
-                assert got == full[i::num_workers]
+                assert got == expected
             union.update(got)
+            sizes.append(len(got))
         assert union == collections.Counter(full)
+        assert max(sizes) - min(sizes) <= 1
         info = WorkerInfo(1, num_workers, None, False)
         before, after, got = pass_in_worker(make(shuffle), info, key)
         assert before == after == size
@@ -189,8 +194,8 @@ def assert_reads_its_shard(
 
 def assert_shuffles_within_its_shard(make: Callable[[bool], DataFlow], passes: int = 6) -> None:
     """Passes of the shuffled reader *make(True)* as worker 0 of 2 (``sharded=True``)
-    hold datapoints 0, 2, 4, ... of *make(False)*, in an order that changes
-    from pass to pass."""
+    hold the first half of the datapoints of *make(False)* (its block: ``[0, n // 2)``),
+    in an order that changes from pass to pass."""
     _, _, full = pass_in_worker(make(False), None)
     df = make(True)
     with _worker_context(WorkerInfo(0, 2, None, True)):
@@ -199,7 +204,7 @@ def assert_shuffles_within_its_shard(make: Callable[[bool], DataFlow], passes: i
             orders = [tuple(datapoint_key(dp) for dp in df) for _ in range(passes)]
         finally:
             df.close()
-    shard = collections.Counter(full[0::2])
+    shard = collections.Counter(full[: len(full) // 2])
     assert all(collections.Counter(order) == shard for order in orders)
     assert len(set(orders)) > 1
 

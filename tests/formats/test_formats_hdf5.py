@@ -300,12 +300,58 @@ class TestHDF5Data:
         assert len(HDF5Data(make_file(tmp_path, x=np.zeros((7, 2))), ["x"])) == 7
 
     # Rows are 24 bytes. 1: one row per read; 72: three rows of the shard per
-    # strided read, the last block short; the default: the whole shard in one read.
+    # read, the last block short; the default: the whole shard in one read.
     @pytest.mark.parametrize("block_bytes", [1, 72, 4 << 20])
     def test_each_worker_reads_only_its_shard(self, tmp_path, monkeypatch, block_bytes):
         monkeypatch.setattr(hdf5_module, "_READ_BLOCK_BYTES", block_bytes)
         path = make_file(tmp_path, x=np.arange(11 * 2).reshape(11, 2), y=np.arange(11) * 3)
         assert_reads_its_shard(lambda shuffle: HDF5Data(path, ["x", "y"], shuffle, seed=7))
+
+    @pytest.mark.parametrize("block_bytes", [1, 72, 4 << 20])
+    def test_a_worker_reads_only_slices_of_its_block(self, tmp_path, monkeypatch, block_bytes):
+        # Every HDF5 read of a sharded, in-order pass is one step-1 slice inside
+        # the worker's block of rows, and the slices together are the block.
+        monkeypatch.setattr(hdf5_module, "_READ_BLOCK_BYTES", block_bytes)
+        path = make_file(tmp_path, x=np.arange(11 * 2).reshape(11, 2), y=np.arange(11) * 3)
+        reads = []
+        getitem = h5py.Dataset.__getitem__
+
+        def recording(dataset, index, *args, **kwargs):
+            reads.append((dataset.name, index))
+            return getitem(dataset, index, *args, **kwargs)
+
+        monkeypatch.setattr(h5py.Dataset, "__getitem__", recording)
+        for i, rows in enumerate([range(0, 3), range(3, 7), range(7, 11)]):
+            with HDF5Data(path, ["x", "y"], shuffle=False) as df:
+                with _worker_context(WorkerInfo(i, 3, None, True)):
+                    df.reset_state()
+                    reads.clear()
+                    assert [int(y) for _, y in df] == [3 * k for k in rows]
+            for name in ("/x", "/y"):
+                slices = [index for dataset, index in reads if dataset == name]
+                assert all(type(s) is slice and s.step is None for s in slices)
+                assert all(rows.start <= s.start < s.stop <= rows.stop for s in slices)
+                assert [k for s in slices for k in range(s.start, s.stop)] == list(rows)
+
+    def test_a_worker_does_not_read_the_chunks_of_other_blocks(self, tmp_path):
+        # Rows of 8 bytes in chunks of 512 rows: worker 1 of 2 reads rows 512 ..
+        # 1023, the second chunk only, so damage in the first chunk does not
+        # reach it (with every other row, it would read and verify both).
+        path = save(tmp_path, [[np.int64(7 * i)] for i in range(1024)], ["x"])
+        with h5py.File(path, "r") as f:
+            assert f["x"].chunks == (512,)
+        with open(path, "rb") as f:
+            data = bytearray(f.read())
+        data[data.index(np.int64(7 * 100).tobytes())] ^= 1
+        with open(path, "wb") as f:
+            f.write(data)
+        with HDF5Data(path, ["x"], shuffle=False) as df:
+            with _worker_context(WorkerInfo(1, 2, None, True)):
+                df.reset_state()
+                assert [int(x) for (x,) in df] == [7 * i for i in range(512, 1024)]
+            with _worker_context(WorkerInfo(0, 2, None, True)):
+                with pytest.raises(OSError, match=r"^HDF5Data: cannot read rows 0\.\.511 "):
+                    list(df)
 
     def test_a_shuffled_shard_is_shuffled_anew_every_pass(self, tmp_path):
         path = make_file(tmp_path, x=np.arange(12))
@@ -438,10 +484,11 @@ class TestHDF5Data:
                 ):
                     list(df)
         with HDF5Data(path, ["x"], shuffle=False) as df:
-            with _worker_context(WorkerInfo(0, 2, None, True)):
+            with _worker_context(WorkerInfo(1, 2, None, True)):  # its block: rows 500 .. 999
                 df.reset_state()
                 with pytest.raises(
-                    OSError, match=r"^HDF5Data: cannot read rows 0\.\.998 \(step 2\) "
+                    OSError,
+                    match=f"^HDF5Data: cannot read rows 500\\.\\.999 of {re.escape(repr(path))}: ",
                 ):
                     list(df)
 

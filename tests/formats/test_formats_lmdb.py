@@ -39,6 +39,7 @@ from dataflow import (
 )
 from dataflow.formats import lmdb as lmdb_format
 from dataflow.serialize import MsgpackSerializer, PickleSerializer
+from dataflow.worker import WorkerInfo, _worker_context
 
 lmdb = pytest.importorskip("lmdb")
 
@@ -127,6 +128,91 @@ def _read_after_fork(df, sender):
 FORMAT_STRING_MESSAGE = (
     "keys must be a format string of one index such as '{:08d}' when it is a str"
 )
+
+
+class CountingCursor:
+    """An LMDB cursor that records the keys it visits and those whose values it reads."""
+
+    def __init__(self, cursor, visited, values_read):
+        self._cursor = cursor
+        self._visited, self._values_read = visited, values_read
+
+    def _visit(self, found):
+        if found:
+            self._visited.append(bytes(self._cursor.key()))
+        return found
+
+    def set_key(self, key):
+        return self._visit(self._cursor.set_key(key))
+
+    def next(self):
+        return self._visit(self._cursor.next())
+
+    def first(self):
+        return self._visit(self._cursor.first())
+
+    def key(self):
+        return self._cursor.key()
+
+    def value(self):
+        self._values_read.append(bytes(self._cursor.key()))
+        return self._cursor.value()
+
+    def iternext(self, keys=True, values=True):
+        found = self.first()
+        while found:
+            if keys and values:
+                yield self.key(), self.value()
+            elif keys:
+                yield self.key()
+            else:
+                yield self.value()
+            found = self.next()
+
+    def __iter__(self):
+        return self.iternext()
+
+
+class CountingTxn:
+    def __init__(self, txn, visited, values_read):
+        self._txn = txn
+        self._visited, self._values_read = visited, values_read
+
+    def __enter__(self):
+        self._txn.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self._txn.__exit__(*exc)
+
+    def cursor(self):
+        return CountingCursor(self._txn.cursor(), self._visited, self._values_read)
+
+    def get(self, key):
+        self._values_read.append(bytes(key))
+        return self._txn.get(key)
+
+
+def reads_as_worker(df, info):
+    """One pass of *df* (reset here) as worker *info*: ``(datapoints, the keys
+    its cursors visited, the keys whose values it read)``, in order."""
+    visited, values_read = [], []
+    with _worker_context(info):
+        df.reset_state()
+        iterate = df._iterate
+
+        class Env:
+            def __init__(self, env):
+                self._env = env
+
+            def begin(self, **kwargs):
+                return CountingTxn(self._env.begin(**kwargs), visited, values_read)
+
+        df._iterate = lambda env: iterate(Env(env))
+        try:
+            return list(df), visited, values_read
+        finally:
+            df.close()
 
 
 def mixed(n):
@@ -781,6 +867,34 @@ class TestLMDBSerializer:
             )
             assert_reads_its_shard(lambda shuffle, p=path: LMDBSerializer.load(p, shuffle))
 
+    @pytest.mark.parametrize("num_workers", [2, 3])
+    def test_a_worker_reads_only_the_records_of_its_block(self, tmp_path, num_workers):
+        # On a database of save(), an in-order pass goes straight to the first
+        # key of the worker's block: no other key is visited, no other value read.
+        path = save(tmp_path / "db", [[i] for i in range(10)])
+        for i in range(num_workers):
+            block = range(i * 10 // num_workers, (i + 1) * 10 // num_workers)
+            df = LMDBSerializer.load(path, shuffle=False)
+            got, visited, values_read = reads_as_worker(df, WorkerInfo(i, num_workers, None, True))
+            keys = [b"%08d" % k for k in block]
+            assert got == [[k] for k in block]
+            assert visited == values_read == keys
+
+    def test_a_worker_reads_nothing_of_an_empty_block(self, tmp_path):
+        path = save(tmp_path / "db", [[0], [1]])
+        df = LMDBSerializer.load(path, shuffle=False)
+        assert reads_as_worker(df, WorkerInfo(0, 3, None, True)) == ([], [], [])
+
+    def test_a_missing_record_of_the_block_is_an_error(self, tmp_path):
+        path = save(tmp_path / "db", [[i] for i in range(6)])
+        rewrite(path, put=[(b"00000004x", b"")], delete=[b"00000004"])
+        df = LMDBSerializer.load(path, shuffle=False)
+        with pytest.raises(KeyError, match=r"no record b'00000004' in"):
+            reads_as_worker(df, WorkerInfo(1, 2, None, True))
+        rewrite(path, put=[(b"00000003x", b"")], delete=[b"00000003"])  # the block's first key
+        with pytest.raises(KeyError, match=r"no record b'00000003' in"):
+            reads_as_worker(LMDBSerializer.load(path, shuffle=False), WorkerInfo(1, 2, None, True))
+
     def test_a_shuffled_shard_is_shuffled_anew_every_pass(self, tmp_path):
         path = save(tmp_path / "db", mixed(12))
         assert_shuffles_within_its_shard(lambda shuffle: LMDBSerializer.load(path, shuffle, seed=5))
@@ -872,6 +986,23 @@ class TestLMDBData:
                 txn.put(key, key.upper())
             txn.put(b"__keys__", msgpack.packb(data_keys))
         assert_reads_its_shard(lambda shuffle: LMDBData(path, shuffle, seed=1))
+
+    def test_a_worker_walks_no_further_than_its_block_of_any_database(self, tmp_path):
+        # Without save()'s numbered keys, the cursor steps over the keys before
+        # the block (reading none of their values) and stops at its end.
+        path = str(tmp_path / "any")
+        data_keys = [b"0", b"1", b"2", b"3", b"a", b"b", b"c", b"d", b"e"]
+        with lmdb.open(path, subdir=False) as env, env.begin(write=True) as txn:
+            for key in data_keys:
+                txn.put(key, key.upper())
+            txn.put(b"__keys__", msgpack.packb(data_keys))
+        everything = sorted([*data_keys, b"__keys__"])
+        for i, block in enumerate([data_keys[0:3], data_keys[3:6], data_keys[6:9]]):
+            df = LMDBData(path, shuffle=False)
+            got, visited, values_read = reads_as_worker(df, WorkerInfo(i, 3, None, True))
+            assert got == [[key, key.upper()] for key in block]
+            assert values_read == block
+            assert visited == everything[: everything.index(block[-1]) + 1]
 
     @pytest.mark.parametrize("keys", ["{:08d}", ["00000005", b"00000001", "00000003", "00000000"]])
     def test_each_worker_reads_only_its_shard_of_the_given_keys(self, tmp_path, keys):

@@ -100,6 +100,24 @@ class Sharded(Counting):
             yield [i]
 
 
+class Tagged(DataFlow):
+    """``[i, worker index]`` for each *i* of ``DataFromList([[0] .. [n-1]], shuffle=False)``."""
+
+    def __init__(self, n):
+        self.ds = DataFromList([[i] for i in range(n)], shuffle=False)
+
+    def __len__(self):
+        return len(self.ds)
+
+    def reset_state(self):
+        self.ds.reset_state()
+
+    def __iter__(self):
+        index = get_worker_info().index
+        for dp in self.ds:
+            yield [dp[0], index]
+
+
 class Unsized(DataFlow):
     """``[0] .. [n-1]`` without a length."""
 
@@ -477,6 +495,12 @@ class _RunnerTests:
             lambda: self.make(functools.partial(Sharded, 9), 2, exactly_once=True), num_passes=3
         )
         assert sorted(out) == [[i] for i in range(9)]
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_exactly_once_gives_each_worker_a_contiguous_block_in_order(self):
+        out = check_dataflow(lambda: self.make(functools.partial(Tagged, 11), 3, exactly_once=True))
+        per_worker = {w: [i for i, index in out if index == w] for w in range(3)}
+        assert per_worker == {0: [0, 1, 2], 1: [3, 4, 5, 6], 2: [7, 8, 9, 10]}
 
     @pytest.mark.timeout(TIMEOUT_S)
     def test_exactly_once_with_one_worker_accepts_any_ds(self):
