@@ -1,4 +1,9 @@
-"""Packaging for dataflow. The version lives in dataflow/_version.py only."""
+"""Packaging for dataflow.
+
+The distribution is named ``dataflow-ml`` (``pip install dataflow-ml``): the name
+``dataflow`` on PyPI belongs to an unrelated project. The import name is
+``dataflow``. The version lives in dataflow/_version.py only.
+"""
 
 import os
 import re
@@ -25,12 +30,13 @@ EXTRAS = {
 EXTRAS["all"] = sorted({req for name in ("lmdb", "image", "hdf5", "mat") for req in EXTRAS[name]})
 
 setup(
-    name="dataflow",
+    name="dataflow-ml",
     version=VERSION,
     description="Fast, reliable, framework-agnostic data pipelines for machine learning",
     long_description=read("README.md"),
     long_description_content_type="text/markdown",
-    license="Apache-2.0",
+    license_expression="Apache-2.0",  # SPDX; needs setuptools>=77 (pyproject.toml)
+    license_files=["LICENSE"],
     packages=find_packages(include=["dataflow", "dataflow.*"]),
     package_data={"dataflow": ["py.typed"]},
     python_requires=">=3.9",
@@ -44,8 +50,13 @@ setup(
     ],
     extras_require=EXTRAS,
     classifiers=[
-        "License :: OSI Approved :: Apache Software License",
         "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        "Programming Language :: Python :: 3.9",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Programming Language :: Python :: 3.13",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",
         "Typing :: Typed",
     ],

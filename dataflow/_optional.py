@@ -28,5 +28,5 @@ def import_optional(module: str, user: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as err:
         package, extra = _PACKAGES.get(module, (module.split(".")[0], None))
-        how = f"pip install 'dataflow[{extra}]'" if extra else f"pip install {package}"
+        how = f"pip install 'dataflow-ml[{extra}]'" if extra else f"pip install {package}"
         raise ImportError(f"{user} needs the {package!r} package: {how}") from err

@@ -1,7 +1,7 @@
 """Dataflows for images: read image files, and augment image components with
 the augmentors of :mod:`dataflow.imgaug`.
 
-OpenCV (``pip install 'dataflow[image]'``) is needed to read files and by
+OpenCV (``pip install 'dataflow-ml[image]'``) is needed to read files and by
 most augmentors; it is imported on first use.
 """
 

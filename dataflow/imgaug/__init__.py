@@ -12,7 +12,7 @@ augmentors on their own or through the dataflows of :mod:`dataflow.image`::
     df = AugmentImageComponent(df, augs, index=0)
 
 Most augmentors that resize, warp or convert colors need OpenCV
-(``pip install 'dataflow[image]'``); crops, flips, pastes and arithmetic on
+(``pip install 'dataflow-ml[image]'``); crops, flips, pastes and arithmetic on
 pixel values work with numpy alone. OpenCV is imported on first use.
 """
 

@@ -201,7 +201,7 @@ class TestBSDS500:
         with pytest.raises(ImportError) as info:
             BSDS500("train", bsds_dir[0])
         assert str(info.value) == (
-            "BSDS500 needs the 'opencv-python-headless' package: pip install 'dataflow[image]'"
+            "BSDS500 needs the 'opencv-python-headless' package: pip install 'dataflow-ml[image]'"
         )
 
     @pytest.mark.parametrize(

@@ -166,7 +166,7 @@ class TestSVHNDigit:
 
     def test_without_scipy_the_error_says_what_to_install(self, svhn_dir, monkeypatch):
         hide_module(monkeypatch, "scipy.io")
-        expected = r"^SVHNDigit needs the 'scipy' package: pip install 'dataflow\[mat\]'$"
+        expected = r"^SVHNDigit needs the 'scipy' package: pip install 'dataflow-ml\[mat\]'$"
         with pytest.raises(ImportError, match=expected):
             SVHNDigit("test", svhn_dir[0])
 

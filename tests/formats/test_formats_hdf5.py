@@ -270,7 +270,7 @@ class TestHDF5Serializer:
         with pytest.raises(ImportError) as err:
             HDF5Serializer.save(DataFromList([[1]]), str(tmp_path / "a.h5"), ["x"])
         assert str(err.value) == (
-            "HDF5Serializer needs the 'h5py' package: pip install 'dataflow[hdf5]'"
+            "HDF5Serializer needs the 'h5py' package: pip install 'dataflow-ml[hdf5]'"
         )
 
 
@@ -417,7 +417,9 @@ class TestHDF5Data:
         monkeypatch.setitem(sys.modules, "h5py", None)
         with pytest.raises(ImportError) as err:
             HDF5Data(path, ["x"])
-        assert str(err.value) == "HDF5Data needs the 'h5py' package: pip install 'dataflow[hdf5]'"
+        assert str(err.value) == (
+            "HDF5Data needs the 'h5py' package: pip install 'dataflow-ml[hdf5]'"
+        )
 
     # ---- errors, each message pinned ------------------------------------------------
     def test_datasets_of_different_lengths_are_refused(self, tmp_path):

@@ -310,7 +310,7 @@ class TestOptionalOpenCV:
     def test_missing_opencv_says_how_to_install_it(self, monkeypatch):
         monkeypatch.setitem(sys.modules, "cv2", None)  # makes "import cv2" fail
         monkeypatch.setattr(_common, "_cv2", None)
-        with pytest.raises(ImportError, match=r"pip install 'dataflow\[image\]'"):
+        with pytest.raises(ImportError, match=r"pip install 'dataflow-ml\[image\]'"):
             imgaug.Resize(2).augment(np.zeros((4, 4), np.uint8))
 
     @needs_cv2
