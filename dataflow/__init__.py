@@ -171,6 +171,11 @@ _LAZY_NAMES = {
     "ImageFromFile": "image",
 }
 __all__ += list(_LAZY_NAMES)
+# A drop-in for tensorpack's `from tensorpack.dataflow import *`, which also binds
+# the subpackages `dataset` and `imgaug`. Both import with numpy alone (OpenCV,
+# scipy, lmdb and h5py are imported on first use inside them), so a star import
+# works without the optional dependencies; plain `import dataflow` imports neither.
+__all__ += ["dataset", "imgaug"]
 
 
 def __getattr__(name: str) -> _Any:

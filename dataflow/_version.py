@@ -1,3 +1,7 @@
-"""The single home of the package version; setup.py reads it from here."""
+"""The single home of the package version; setup.py reads it from here.
 
-__version__ = "0.1.0"
+A PEP 440 version: ``X.Y.Z.devN`` between releases, ``X.Y.Z`` when released
+(see CHANGELOG.md and docs/releases.md).
+"""
+
+__version__ = "0.2.0.dev0"

@@ -42,6 +42,8 @@ def render() -> str:
         module = importlib.import_module(module_name)
         names = [n for n in getattr(module, "__all__", []) if not n.startswith("_")]
         names = [n for n in names if id(getattr(module, n)) not in documented]
+        # `dataflow` exports its subpackages for star imports; they have their own sections.
+        names = [n for n in names if not inspect.ismodule(getattr(module, n))]
         if not names:
             continue
         out.append(f"\n## {title}\n")
