@@ -4,7 +4,8 @@ progress bar, and an in-memory reader of columns.
 * :func:`check_path` -- validate a path argument.
 * :func:`output_path` -- refuse to overwrite an existing file unless told to.
 * :func:`atomic_output` -- write to a temporary name beside the target and
-  rename it at the end, so a failed write leaves nothing behind.
+  rename it at the end, so a failed write leaves nothing behind (and a
+  killed one leaves a file that the next write in the directory deletes).
 * :func:`reading` -- reset a source, iterate it under a progress bar, close it.
 * :class:`ColumnsData` -- yield datapoints from per-component columns held in
   memory, shuffled anew every pass.
@@ -15,8 +16,12 @@ progress bar, and an in-memory reader of columns.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import re
 import secrets
+import socket
+import zlib
 from typing import Any, Iterator, List, Optional, Sequence
 
 import numpy as np
@@ -33,6 +38,8 @@ __all__ = [
     "reading",
     "shard_order",
 ]
+
+_log = logging.getLogger(__name__)
 
 
 def check_path(path: Any, name: str) -> str:
@@ -54,16 +61,91 @@ def output_path(path: Any, overwrite: bool, user: str) -> str:
     return path
 
 
+# The temporary files of atomic_output: ".<target>.<host>-<pid>-<start>-<random>.tmp".
+_TMP_NAME = re.compile(
+    r"\.(?P<target>.+)\.(?P<host>[0-9a-f]{8})-(?P<pid>\d+)-(?P<start>\d+)-[0-9a-f]{8}\.tmp"
+)
+
+
+def _host_tag() -> str:
+    """8 hex digits that stand for this machine (writers on others may share the directory)."""
+    return f"{zlib.crc32(socket.gethostname().encode()):08x}"
+
+
+def _start_time(pid: int) -> Optional[int]:
+    """When process *pid* started (clock ticks after boot), ``0`` where the
+    system does not say, ``None`` if there is no such process (or a zombie)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        return None if fields[0] in (b"Z", b"X") else int(fields[19])  # a zombie is dead
+    except FileNotFoundError:
+        return None  # Linux, and no such process
+    except (OSError, IndexError, ValueError):
+        pass  # no /proc here
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass  # a process of another user
+    return 0
+
+
+def _remove_leftovers(directory: str) -> None:
+    """Delete the temporary files in *directory* whose writers died before
+    finishing: written on this machine, by a process that no longer exists
+    (no process has its pid, or one that started at another time)."""
+    host = _host_tag()
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        match = _TMP_NAME.fullmatch(name)
+        if match is None or match["host"] != host:
+            continue
+        pid, start = int(match["pid"]), int(match["start"])
+        now = _start_time(pid)
+        if now is not None and (now == start or now == 0 or start == 0):
+            continue  # the writer may be alive
+        path = os.path.join(directory, name)
+        try:
+            size = os.stat(path).st_size
+            os.remove(path)
+        except FileNotFoundError:
+            continue  # another writer removed it first
+        except OSError as err:
+            _log.warning("could not remove %s, left behind by a dead writer: %s", path, err)
+            continue
+        _log.warning(
+            "removed %s (%d bytes), the temporary file of a write of %s that process %d "
+            "began and never finished (the process died)",
+            path,
+            size,
+            match["target"],
+            pid,
+        )
+
+
 @contextlib.contextmanager
 def atomic_output(path: str) -> Iterator[str]:
     """Yield a temporary file name in the directory of *path*; rename it to
     *path* when the block succeeds, delete it when the block raises.
 
     The temporary name is hidden (a leading dot) and unique, so concurrent
-    writers and readers of *path* never see a half-written file.
+    writers and readers of *path* never see a half-written file. It names
+    the machine, the writing process and the time that process started, so
+    that a later call in the same directory deletes (and logs a warning
+    about) the temporary files of writers that were killed before they could
+    clean up; those of live writers stay. The file itself does not exist
+    yet: the block creates it.
     """
     directory, name = os.path.split(os.path.abspath(path))
-    tmp = os.path.join(directory, f".{name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    _remove_leftovers(directory)
+    pid = os.getpid()
+    tag = f"{_host_tag()}-{pid}-{_start_time(pid) or 0}-{secrets.token_hex(4)}"
+    tmp = os.path.join(directory, f".{name}.{tag}.tmp")
     try:
         yield tmp
         os.replace(tmp, path)

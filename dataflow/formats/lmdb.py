@@ -19,6 +19,18 @@ or key is an error naming the file and the record, never a changed
 datapoint. Version 1 databases (written before checksums) and tensorpack's
 have no checksums and load unverified.
 
+**Damaged files.** The LMDB library trusts the pages of its file: on a
+damaged branch or leaf page it may stop the process with ``abort()`` or read
+outside the file, which no ``try`` can catch. So before the library walks a
+data file, the first reader in a process checks the structure of its tree
+in Python (every branch and leaf page: kind, bounds, nodes, child and
+overflow page numbers, and the totals of the meta page) and raises a
+``ValueError`` naming the file when it is damaged. This costs about one
+pass over the keys, once per process while the file is unchanged; it reads
+no overflow page (large values live there, covered by the checksums). Not
+checked: databases whose main table allows duplicate keys (``dupsort``),
+and a file changed after it was checked.
+
 **Environments.** LMDB forbids opening one database twice in a process, so
 all readers of a file in a process share one read-only environment, opened
 by the first ``reset_state()`` and closed by the last ``close()``. A child
@@ -34,13 +46,25 @@ import pickle
 import threading
 import weakref
 import zlib
-from typing import Any, Callable, Dict, FrozenSet, Iterator, List, Optional, Sequence, Tuple
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    FrozenSet,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+)
 
 from .._optional import import_optional
 from ..base import DataFlow, Datapoint, ProxyDataFlow, RNGDataFlow, _check_seed
 from ..serialize import MsgpackSerializer, PickleSerializer, Serializer
 from ..worker import shard_range
 from ._files import atomic_output, check_path, reading, shard_order
+from ._lmdb_check import check_structure
 
 __all__ = ["LMDBData", "LMDBDataDecoder", "LMDBSerializer"]
 
@@ -127,7 +151,27 @@ def _open_readonly(path: str, subdir: bool, file_size: int, user: str) -> Any:
             f"{user}: the LMDB database {path!r} is truncated: its data file has {file_size} "
             f"bytes but its pages end at byte {end}"
         )
+    try:
+        _check_once(_data_file(path)[0], file_size, env.info()["last_txnid"], user)
+    except BaseException:
+        env.close()
+        raise
     return env
+
+
+# The data files (device, inode, size, modification time, transaction) whose
+# structure this process has checked; forked children inherit it.
+_CHECKED: Set[Tuple[int, int, int, int, int]] = set()
+
+
+def _check_once(data_file: str, file_size: int, txnid: int, user: str) -> None:
+    """Check the structure of *data_file* (see :mod:`._lmdb_check`), unless
+    this process has checked it as it is now."""
+    st = os.stat(data_file)
+    state = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, txnid)
+    if state not in _CHECKED:
+        check_structure(data_file, user, file_size)
+        _CHECKED.add(state)
 
 
 def _acquire(path: str, user: str) -> _SharedEnv:
@@ -268,6 +312,10 @@ class LMDBData(RNGDataFlow):
     ``LMDBDataDecoder(LMDBData(path), lambda k, v: loads(v))`` decodes it.
     A record whose checksum does not match raises a ``ValueError`` naming
     the file and the key. Other databases' values are yielded as stored.
+
+    The constructor checks the structure of the file first (see the module
+    notes), so that a damaged branch or leaf page raises a ``ValueError``
+    naming the file instead of aborting the process inside LMDB.
 
     Shuffling needs the list of keys: it is read from the ``__keys__``
     record when the database has one (LMDBSerializer and tensorpack write
@@ -830,7 +878,11 @@ class LMDBSerializer:
         database appears only when it is complete: it is written to a hidden
         temporary file beside it, synced to disk and renamed at the end; if
         *df* (or the writing) raises, the temporary file is deleted and the
-        error reaches the caller. The map grows as needed.
+        error reaches the caller. A writer killed before it could delete its
+        temporary file (by ``SIGKILL``, say) leaves it behind; the next save
+        into the same directory deletes it and logs a warning naming it and
+        its size. Temporary files of live writers, and of writers on other
+        machines, stay. The map grows as needed.
 
         Args:
             df: the dataflow to write, not yet reset; its datapoints must be
@@ -911,7 +963,9 @@ class LMDBSerializer:
         ``len()`` is exact. The database is opened in ``reset_state()``, so
         the dataflow can be forked into worker processes before that. A
         record whose checksum does not match, or that cannot be decoded,
-        raises a ``ValueError`` naming the file and the key. Inside a runner
+        raises a ``ValueError`` naming the file and the key; a damaged
+        branch or leaf page, one naming the file and the page, before LMDB
+        reads it (see the module notes). Inside a runner
         with ``exactly_once=True``, each worker reads only its shard (a
         contiguous block of the datapoints, see :meth:`WorkerInfo.shard`),
         shuffled within it, and ``len()`` counts it.
@@ -933,7 +987,8 @@ class LMDBSerializer:
 
         Raises:
             ValueError: the database holds pickle and *allow_pickle* is
-                false, or it is truncated or corrupt.
+                false, or it is truncated or corrupt (its structure is
+                checked here, in the constructor).
         """
         return _SerializedLMDBData(
             path, shuffle, _check_seed(seed), _check_serializer(serializer), allow_pickle

@@ -592,12 +592,13 @@ class TestLMDBSerializer:
                 load_all(copy, shuffle=shuffle)
             except ValueError as err:
                 messages.append((copy, str(err)))
+        # Branch and leaf pages: the check of the structure refuses the file
+        # before LMDB reads it. Overflow pages: LMDB reads no flags of theirs.
         assert len(messages) > len(raw) // page_size // 2
         for copy, message in messages:
             assert message.startswith(
-                f"LMDBSerializer.load: the LMDB database {copy!r} is corrupt: reading it failed"
+                f"LMDBSerializer.load: the LMDB database {copy!r} is corrupt: "
             )
-        assert any(" after record b'000000" in message for _, message in messages)
 
     # ---- checksums ---------------------------------------------------------------------
     @staticmethod
