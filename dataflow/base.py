@@ -25,6 +25,7 @@ aliases of ``__iter__`` and ``__len__``, a subclass that defines only
 from __future__ import annotations
 
 import functools
+import inspect
 import threading
 from abc import ABCMeta, abstractmethod
 from typing import Any, Callable, Dict, Iterator, List, Optional, Union
@@ -43,6 +44,7 @@ __all__ = [
     "ReentrancyError",
     "RNGDataFlow",
     "UnknownLengthError",
+    "was_reset",
 ]
 
 #: A datapoint: a list of components or a dict of named components.
@@ -156,6 +158,42 @@ def _len_from_size(self: DataFlow) -> int:
     return int(self.size())
 
 
+# Set in a dataflow's __dict__ when a reset_state() of it returns; see was_reset().
+_WAS_RESET = "_dataflow_was_reset"
+
+
+def _recording_reset(reset: Callable[[Any], None]) -> Callable[[Any], None]:
+    """*reset*, recording on the dataflow that it returned (see :func:`was_reset`)."""
+
+    @functools.wraps(reset)
+    def reset_state(self: DataFlow) -> None:
+        reset(self)
+        self.__dict__[_WAS_RESET] = True
+
+    reset_state._records_reset = True  # type: ignore[attr-defined]
+    return reset_state
+
+
+def was_reset(df: DataFlow) -> bool:
+    """Whether ``df.reset_state()`` was called on *df* and returned.
+
+    Every dataflow records it, whatever its class, so code that receives a
+    dataflow (the helpers of :mod:`dataflow.debug`) can reset it only if it
+    was not reset yet: a parallel dataflow refuses a second reset. The
+    record is kept on the object (a copy of a reset dataflow counts as
+    reset) and ``close()`` leaves it.
+
+    Example:
+        >>> df = DataFromList([[1]], shuffle=False)
+        >>> was_reset(df)
+        False
+        >>> df.reset_state()
+        >>> was_reset(df)
+        True
+    """
+    return bool(getattr(df, "__dict__", {}).get(_WAS_RESET, False))
+
+
 class DataFlow(metaclass=ABCMeta):
     """Base class of every dataflow: an iterable of datapoints.
 
@@ -193,6 +231,9 @@ class DataFlow(metaclass=ABCMeta):
             # A __len__ that raises NotImplementedError, as tensorpack's did, says
             # "unknown": make it the error that list(df) and the wrappers expect.
             cls.__len__ = _unknown_if_not_implemented(len_func)  # type: ignore[method-assign]
+        reset = cls.__dict__.get("reset_state")
+        if inspect.isfunction(reset) and not hasattr(reset, "_records_reset"):
+            cls.reset_state = _recording_reset(reset)  # type: ignore[method-assign]
 
     @abstractmethod
     def __iter__(self) -> Iterator[Datapoint]:
@@ -209,6 +250,7 @@ class DataFlow(metaclass=ABCMeta):
             f"{type(self).__name__} does not know how many datapoints one pass yields"
         )
 
+    @_recording_reset
     def reset_state(self) -> None:
         """Prepare to iterate; call once, in the process that iterates."""
 

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from ._checks import check_int as _check_int
 from ._progress import ProgressBar as _ProgressBar
-from .base import DataFlow, Datapoint, ProxyDataFlow
+from .base import DataFlow, Datapoint, ProxyDataFlow, was_reset
 
 __all__ = [
     "PrintData",
@@ -136,7 +136,9 @@ class PrintData(ProxyDataFlow):
     (type, dtype, shape and value range of every component) to
     ``sys.stderr``, above any progress bar. Other datapoints and later passes
     go through untouched and at full speed. ``len()`` is ``len(ds)``. Holds
-    nothing.
+    nothing. ``reset_state()`` resets *ds* unless it was reset already
+    (see :func:`~dataflow.base.was_reset`), so *ds* may be a dataflow you
+    reset yourself, even a parallel one.
 
     Args:
         ds: the dataflow to look at.
@@ -173,7 +175,7 @@ class PrintData(ProxyDataFlow):
         self._print_next_pass = True
 
     def reset_state(self) -> None:
-        super().reset_state()
+        _reset_once(self.ds)
         self._print_next_pass = True
 
     def __iter__(self) -> Iterator[Datapoint]:
@@ -189,6 +191,12 @@ class PrintData(ProxyDataFlow):
             tqdm.write(f"{title}: datapoint {k}\n{table}", file=sys.stderr)
             yield dp
         yield from it
+
+
+def _reset_once(ds: DataFlow) -> None:
+    """Reset *ds* unless it was reset already: a parallel dataflow refuses a second reset."""
+    if not was_reset(ds):
+        ds.reset_state()
 
 
 # ---- measuring speed -------------------------------------------------------
@@ -255,8 +263,9 @@ def measure_throughput(
     Takes *warmup* datapoints first without timing them (time to start
     workers and fill buffers), then times the next *size* datapoints, or as
     many as *ds* has left, counting the bytes of their numpy arrays. The
-    progress bar goes to ``sys.stderr``. *ds* must be ready to iterate
-    (``reset_state()`` called); one pass is started and abandoned when done.
+    progress bar goes to ``sys.stderr``. *ds* is reset first unless it was
+    reset already (see :func:`~dataflow.base.was_reset`); closing it stays
+    with you. One pass is started and abandoned when done.
 
     Args:
         ds: the dataflow to measure.
@@ -288,6 +297,7 @@ def measure_throughput(
     size = _check_int("size", size, 1, "a positive int")
     warmup = _check_int("warmup", warmup, 0, "a non-negative int")
     label = type(ds).__name__ if name is None else name
+    _reset_once(ds)
     it = iter(ds)
     try:
         warm = _ProgressBar(
@@ -340,8 +350,9 @@ def throughput_table(results: Sequence[Throughput]) -> str:
 class TestDataSpeed(ProxyDataFlow):
     """Measure how many datapoints per second *ds* yields: call ``start()``.
 
-    ``start()`` calls ``ds.reset_state()`` unless this ``TestDataSpeed`` was
-    reset already (by ``reset_state()`` or an earlier ``start()``), takes
+    ``start()`` calls ``ds.reset_state()`` unless *ds* was reset already (by
+    you, by ``reset_state()`` or by an earlier ``start()``; see
+    :func:`~dataflow.base.was_reset`), takes
     *warmup* datapoints untimed, then times *size* datapoints (fewer if *ds*
     ends first) under a progress bar, prints a one-line summary (datapoints/s
     and MB/s of numpy arrays) to ``sys.stderr`` and returns the datapoints
@@ -351,7 +362,8 @@ class TestDataSpeed(ProxyDataFlow):
     ``len(ds)``. Holds nothing.
 
     Args:
-        ds: the dataflow to measure; not yet reset (``start()`` resets it).
+        ds: the dataflow to measure, reset or not (``start()`` resets it
+            if needed).
         size: how many datapoints to time, >= 1; default 5000.
         warmup: how many datapoints to take before timing, >= 0; default 0.
 
@@ -363,8 +375,8 @@ class TestDataSpeed(ProxyDataFlow):
     Note:
         tensorpack's ``TestDataSpeed`` also ran the measurement at the start of
         every pass; this one only passes datapoints through. Use
-        :func:`measure_throughput` to measure a dataflow that is already reset,
-        and to get the numbers without the printed summary.
+        :func:`measure_throughput` to get the numbers without the printed
+        summary.
     """
 
     __test__ = False  # the name starts with "Test": tell pytest it is not a test class
@@ -374,16 +386,13 @@ class TestDataSpeed(ProxyDataFlow):
         # Not "self.size": that is the tensorpack alias of len().
         self.test_size = _check_int("size", size, 1, "a positive int")
         self.warmup = _check_int("warmup", warmup, 0, "a non-negative int")
-        self._reset_done = False
 
     def reset_state(self) -> None:
-        super().reset_state()
-        self._reset_done = True
+        _reset_once(self.ds)
 
     def start(self) -> float:
-        """Reset *ds* (once), measure it, print the summary, and return datapoints per second."""
-        if not self._reset_done:
-            self.reset_state()
+        """Reset *ds* if it was not, measure it, print the summary, and return datapoints per
+        second."""
         result = measure_throughput(
             self.ds, self.test_size, warmup=self.warmup, name=type(self).__name__
         )

@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 
 from dataflow import (
+    BatchData,
     DataFlow,
     DataFromList,
+    MultiProcessRunnerZMQ,
+    MultiThreadMapData,
     PrintData,
     TestDataSpeed,
     check_dataflow,
@@ -15,7 +18,15 @@ from dataflow import (
     measure_throughput,
     throughput_table,
 )
+from dataflow.base import was_reset
 from dataflow.debug import Throughput
+
+TIMEOUT_S = 30
+
+
+def parallel(n=50):
+    """A parallel dataflow over ``[0] .. [n-1]``: it refuses a second reset_state()."""
+    return MultiProcessRunnerZMQ(DataFromList([[i] for i in range(n)], shuffle=False), 1)
 
 
 class Counting(DataFlow):
@@ -208,6 +219,26 @@ class TestPrintData:
         list(df)
         assert capsys.readouterr().err.count("datapoint") == 3
 
+    @pytest.mark.timeout(TIMEOUT_S)
+    @pytest.mark.parametrize("reset_first", [False, True])
+    def test_works_over_a_parallel_dataflow_reset_or_not(self, capsys, reset_first):
+        with parallel() as ds:
+            if reset_first:
+                ds.reset_state()
+            df = PrintData(ds, name="runner")
+            df.reset_state()
+            assert [dp[0] for dp in df] == list(range(50))
+            assert "PrintData (runner): datapoint 0" in capsys.readouterr().err
+
+    def test_resets_ds_once_and_prints_again_after_each_reset(self, capsys):
+        ds = Counting(3)
+        df = PrintData(ds)
+        for _ in range(2):
+            df.reset_state()
+            list(df)
+            assert "PrintData: datapoint 0" in capsys.readouterr().err
+        assert ds.resets == 1
+
     def test_uses_max_depth_and_max_list(self, capsys):
         df = PrintData(DataFromList([[[1, 2, 3, [4]]]], shuffle=False), max_depth=2, max_list=3)
         df.reset_state()
@@ -251,6 +282,20 @@ class TestMeasureThroughput:
         ds = Counting(100)
         measure_throughput(ds, 10)
         assert ds.closed_passes == 1
+
+    def test_resets_a_dataflow_that_was_not_reset_and_only_that(self):
+        ds = Counting(20)
+        measure_throughput(ds, 5)
+        measure_throughput(ds, 5)
+        assert ds.resets == 1
+        measure_throughput(DataFromList([[i] for i in range(9)]), 5)  # a shuffled list needs it
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_measures_a_parallel_dataflow_reset_or_not(self):
+        with parallel() as df:
+            assert measure_throughput(df, 10).datapoints == 10
+            assert was_reset(df)
+            assert measure_throughput(df, 10).datapoints == 10
 
     def test_shows_a_progress_bar_on_stderr(self, capsys):
         measure_throughput(Counting(10), 10, name="bar-test")
@@ -326,6 +371,31 @@ class TestTestDataSpeed:
         df.start()
         assert ds.resets == 1
 
+    def test_start_does_not_reset_a_ds_you_reset(self):
+        ds = Counting(100)
+        ds.reset_state()
+        TestDataSpeed(ds, size=10).start()
+        TestDataSpeed(ds, size=10).reset_state()
+        assert ds.resets == 1
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    @pytest.mark.parametrize("reset_first", [False, True])
+    def test_start_measures_a_parallel_dataflow_reset_or_not(self, reset_first):
+        # A parallel dataflow refuses a second reset_state(): start() must not call it.
+        with parallel() as ds:
+            if reset_first:
+                ds.reset_state()
+            assert TestDataSpeed(ds, size=20).start() > 0
+            assert TestDataSpeed(ds, size=20).start() > 0
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_reset_then_start_over_a_parallel_mapper_you_reset(self):
+        with MultiThreadMapData(Counting(40), num_thread=2, map_func=lambda dp: dp) as ds:
+            ds.reset_state()
+            df = TestDataSpeed(ds, size=5)
+            df.reset_state()  # the tensorpack order
+            assert df.start() > 0
+
     def test_start_honors_size_and_warmup(self):
         ds = Counting(1000)
         TestDataSpeed(ds, size=40, warmup=7).start()
@@ -352,3 +422,76 @@ class TestTestDataSpeed:
         with pytest.raises(error) as info:
             TestDataSpeed(Counting(3), **kwargs)
         assert str(info.value) == message
+
+
+class SetsUp(DataFlow):
+    """A source of one datapoint that must be reset, tensorpack style."""
+
+    def reset_state(self):
+        self.ready = True
+
+    def get_data(self):
+        yield [self.ready]
+
+
+class Fails(DataFlow):
+    def reset_state(self):
+        raise OSError("no such file")
+
+    def __iter__(self):
+        yield [1]
+
+
+class Inherits(SetsUp):
+    pass
+
+
+class Extends(SetsUp):
+    def reset_state(self):
+        super().reset_state()
+        self.extended = True
+
+
+class TestWasReset:
+    """The record that the debug helpers use (it lives in dataflow.base)."""
+
+    @pytest.mark.parametrize("make", [SetsUp, Inherits, Extends, lambda: Counting(3)])
+    def test_is_false_until_reset_state_returns_for_any_dataflow(self, make):
+        df = make()
+        assert not was_reset(df)
+        df.reset_state()
+        assert was_reset(df)
+        df.close()
+        assert was_reset(df)  # close() leaves it
+
+    def test_a_dataflow_without_reset_state_of_its_own_records_it_too(self):
+        class Plain(DataFlow):
+            def __iter__(self):
+                yield [1]
+
+        df = Plain()
+        df.reset_state()
+        assert was_reset(df) and not was_reset(Plain())
+
+    def test_a_reset_that_fails_is_not_recorded(self):
+        df = Fails()
+        with pytest.raises(OSError, match="no such file"):
+            df.reset_state()
+        assert not was_reset(df)
+
+    def test_resetting_a_wrapper_records_every_dataflow_it_resets(self):
+        inner = DataFromList([[1]], shuffle=False)
+        outer = BatchData(inner, 1)
+        outer.reset_state()
+        assert was_reset(outer) and was_reset(inner)
+
+    def test_reset_state_keeps_its_name_and_docstring(self):
+        assert SetsUp.reset_state.__name__ == "reset_state"
+        assert DataFlow.reset_state.__doc__.startswith("Prepare to iterate")
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_records_a_parallel_dataflow(self):
+        with parallel() as df:
+            assert not was_reset(df)
+            df.reset_state()
+            assert was_reset(df)
