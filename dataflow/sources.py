@@ -14,7 +14,7 @@ from ._checks import check_bool as _check_bool
 from ._checks import check_int as _check_int
 from ._checks import is_int as _is_int
 from .base import DataFlow, DataFlowReentrantGuard, Datapoint, RNGDataFlow, UnknownLengthError
-from .worker import get_worker_info, shard_range
+from .worker import get_worker_info, shard_order, shard_range
 
 __all__ = ["DataFromGenerator", "DataFromIterable", "DataFromList", "DataFromQueue", "FakeData"]
 
@@ -55,8 +55,14 @@ class DataFromList(RNGDataFlow):
     copied), so wrappers that change datapoints must not change them in place
     (the built-in ones do not). ``len()`` is exactly ``len(lst)``. With
     *shuffle*, every pass is a new permutation drawn from ``self.rng``; with a
-    *seed*, the sequence of permutations is the same in every run. Holds only
-    a reference to *lst*.
+    *seed*, the sequence of permutations is the same in every run. Inside a
+    runner with ``exactly_once=True``, each worker reads only its shard and
+    ``len()`` counts it: unshuffled, a contiguous block of *lst*
+    (:meth:`~dataflow.WorkerInfo.shard`); shuffled, its part of a random
+    partition of the whole list, in a new order every pass (see
+    :func:`~dataflow.worker.shard_order`), so that batches made inside a
+    worker mix the whole list even when it is sorted by class. Holds only a
+    reference to *lst*.
 
     Args:
         lst: a list or tuple of datapoints, each a list or a dict.
@@ -96,12 +102,10 @@ class DataFromList(RNGDataFlow):
 
     def __iter__(self) -> Iterator[Datapoint]:
         lst = self.lst
+        if self.shuffle:
+            return map(lst.__getitem__, shard_order(len(lst), self.rng, seed=self.seed))
         indices = shard_range(len(lst))
-        if not self.shuffle:
-            return iter(lst) if len(indices) == len(lst) else map(lst.__getitem__, indices)
-        if len(indices) == len(lst):
-            return map(lst.__getitem__, self.rng.permutation(len(lst)).tolist())
-        return map(lst.__getitem__, self.rng.permutation(np.asarray(indices)).tolist())
+        return iter(lst) if len(indices) == len(lst) else map(lst.__getitem__, indices)
 
 
 class DataFromGenerator(DataFlow):

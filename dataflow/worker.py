@@ -5,7 +5,9 @@ where it runs: :func:`get_worker_info` returns a :class:`WorkerInfo` inside a
 worker process or thread, and ``None`` elsewhere. A source uses it to read
 only its own shard of the data (when the runner asks for exactly-once
 epochs) and the random generators of the library use it to give every worker
-its own reproducible stream.
+its own reproducible stream. :func:`shard_order` gives a source that reads
+by index the indices of one pass: a contiguous block of them in order, or,
+shuffled, this worker's part of a random partition of all of them.
 """
 
 from __future__ import annotations
@@ -14,11 +16,16 @@ import contextlib
 import itertools
 import threading
 from dataclasses import dataclass
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["WorkerInfo", "get_worker_info"]
+__all__ = ["WorkerInfo", "get_worker_info", "shard_order"]
+
+# Spawn keys that keep the seeds derived here apart from the per-worker streams
+# (whose spawn keys are worker indices and reset counters: small numbers).
+_SHARED_SEED_KEY = 0x5348_4152_4544  # "SHARED"
+_PARTITION_KEY = 0x5041_5254  # "PART"
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,11 @@ class WorkerInfo:
         sharded: the runner asks each worker to read only its own shard, so
             that one pass over all workers yields every datapoint once.
             Sources that can shard do so only when this is true.
+        shared_seed: a seed that every worker of the runner has alike
+            (derived from the runner's ``seed``, or fresh entropy drawn once
+            per runner), for what the workers must agree on: how
+            :meth:`shard_indices` partitions the indices. ``None``: no
+            shared seed (a :class:`WorkerInfo` made by hand).
 
     Example:
         >>> info = WorkerInfo(index=0, num_workers=2, seed=None, sharded=True)
@@ -45,6 +57,7 @@ class WorkerInfo:
     num_workers: int
     seed: Optional[int] = None
     sharded: bool = False
+    shared_seed: Optional[int] = None
 
     def shard(self, n: int) -> range:
         """The indices out of ``range(n)`` that this worker reads.
@@ -69,13 +82,58 @@ class WorkerInfo:
             return range(index * n // num_workers, (index + 1) * n // num_workers)
         return range(n)
 
+    def shard_indices(
+        self, n: int, *, seed: Optional[int] = None, pass_number: int = 0
+    ) -> Sequence[int]:
+        """This worker's part of a random partition of ``range(n)``, for sources that shuffle.
+
+        When :attr:`sharded`, block :attr:`index` (as in :meth:`shard`) of
+        one permutation of ``range(n)`` drawn from *seed* (default
+        :attr:`shared_seed`) and *pass_number*: every worker that passes the
+        same *seed* and *pass_number* draws the same permutation, so the
+        parts hold every index once, and each part is a random sample of
+        all the indices, in random order. (A contiguous block of a sorted
+        dataset holds only some of its classes: batches made inside one
+        worker would see only those.) Without any seed the part is the
+        block :meth:`shard` gives. Not sharded: all of ``range(n)``.
+
+        Args:
+            n: the number of indices.
+            seed: the seed of the partition; ``None`` (default) uses
+                :attr:`shared_seed`. All workers must pass the same.
+            pass_number: draws another partition for each value; all
+                workers must pass the same (default 0).
+
+        Example:
+            >>> parts = [WorkerInfo(i, 2, sharded=True, shared_seed=7).shard_indices(6)
+            ...          for i in range(2)]
+            >>> sorted(parts[0] + parts[1]), [len(p) for p in parts]
+            ([0, 1, 2, 3, 4, 5], [3, 3])
+        """
+        if not self.sharded:
+            return range(n)
+        return _shard_array(self, n, seed, pass_number).tolist()
+
+
+def _shard_array(info: WorkerInfo, n: int, seed: Optional[int], pass_number: int) -> np.ndarray:
+    """:meth:`WorkerInfo.shard_indices` of a sharded *info*, as an array."""
+    block = info.shard(n)
+    base = info.shared_seed if seed is None else seed
+    if base is None:
+        return np.arange(block.start, block.stop)
+    entropy = np.random.SeedSequence(base, spawn_key=(_PARTITION_KEY, pass_number))
+    permutation = np.random.Generator(np.random.PCG64(entropy)).permutation(n)
+    return permutation[block.start : block.stop]
+
 
 class _State:
-    """The worker of a process or thread, and how many seeds it has handed out."""
+    """The worker of a process or thread, how many seeds it has handed out, and
+    the number of the pass its runner announced last (``None``: none so far)."""
 
     def __init__(self, info: WorkerInfo) -> None:
         self.info = info
         self.counter = itertools.count()
+        self.pass_number: Optional[int] = None
 
 
 _PROCESS_STATE: Optional[_State] = None
@@ -115,6 +173,55 @@ def shard_range(n: int) -> range:
     return range(n) if info is None else info.shard(n)
 
 
+def shard_order(
+    n: int, rng: Optional[np.random.RandomState], *, seed: Optional[int] = None
+) -> Sequence[int]:
+    """The indices out of ``range(n)`` that one pass of a source reading by index visits here.
+
+    Without *rng* (no shuffling): :func:`shard_range`, a ``range`` in
+    increasing order; in a worker of an exactly-once runner, the contiguous
+    block :meth:`WorkerInfo.shard`, which suits a reader that reads a file
+    sequentially. With *rng*: a new random order drawn from *rng* every
+    pass, a list. Outside such workers (and with one worker) that is
+    ``rng.permutation(n)``, so a seeded source keeps its sequence of passes.
+    In a worker of an exactly-once runner with several workers, it is this
+    worker's part of a random partition of ``range(n)``
+    (:meth:`WorkerInfo.shard_indices`, from *seed* or the runner's shared
+    seed) in an order drawn from *rng*: every part is a random sample of the
+    whole dataset, so batches made inside a worker mix all of it, and the
+    parts together hold every index once. The partition is drawn once per
+    runner: a worker's part keeps its items from pass to pass, in a new
+    order every pass.
+
+    Args:
+        n: the number of items, indexed ``0 .. n-1``.
+        rng: the source's generator when it shuffles, else ``None``.
+        seed: the source's own seed, if any: it then seeds the partition
+            instead of the runner's shared seed. Pass the same in every copy.
+
+    Example:
+        >>> shard_order(4, None)
+        range(0, 4)
+        >>> sorted(shard_order(4, np.random.RandomState(0)))
+        [0, 1, 2, 3]
+        >>> parts = []
+        >>> for i in range(2):
+        ...     with _worker_context(WorkerInfo(i, 2, sharded=True, shared_seed=1)):
+        ...         parts.append(shard_order(10, np.random.RandomState(i)))
+        >>> sorted(parts[0] + parts[1]) == list(range(10))
+        True
+    """
+    if rng is None:
+        return shard_range(n)
+    state = _current_state()
+    if state is None or not state.info.sharded or state.info.num_workers == 1:
+        order: Sequence[int] = rng.permutation(n).tolist()
+        return order
+    part = _shard_array(state.info, n, seed, state.pass_number or 0)
+    order = rng.permutation(part).tolist()
+    return order
+
+
 def _set_process_worker(info: Optional[WorkerInfo]) -> None:
     """Declare that this process is a worker (called first thing in a worker process)."""
     global _PROCESS_STATE
@@ -130,6 +237,34 @@ def _worker_context(info: WorkerInfo) -> Iterator[None]:
         yield
     finally:
         _THREAD_STATE.state = previous
+
+
+def _begin_pass(pass_number: int) -> None:
+    """Declare that the runner of this worker starts its pass *pass_number*.
+
+    A runner that calls this in every worker before each pass of an
+    exactly-once run, with the same number in all of them (the pass number
+    the consumer sent), makes :func:`shard_order` draw a new partition for
+    every pass. Without it the partition stays the same in every pass. A
+    worker's count of its own passes cannot stand in for the number: a
+    worker that reads its commands late takes only the newest, skipping
+    passes that were abandoned meanwhile, and its count then differs from
+    the other workers', so their parts would overlap.
+    """
+    state = _current_state()
+    if state is not None:
+        state.pass_number = pass_number
+
+
+def _shared_seed(seed: Optional[int]) -> int:
+    """The :attr:`WorkerInfo.shared_seed` of a runner with *seed*: derived from it,
+    or fresh entropy when it is ``None``."""
+    sequence = (
+        np.random.SeedSequence()
+        if seed is None
+        else np.random.SeedSequence(seed, spawn_key=(_SHARED_SEED_KEY,))
+    )
+    return int(sequence.generate_state(1, np.uint64)[0])
 
 
 def _seed_state(seed: Optional[int]) -> np.ndarray:

@@ -25,7 +25,7 @@ from dataflow import (
     WorkerInfo,
     check_dataflow,
 )
-from dataflow.worker import _worker_context
+from dataflow.worker import _begin_pass, _worker_context
 
 
 def one_pass(df):
@@ -37,31 +37,39 @@ def block(i, num_workers, n):
     return list(range(i * n // num_workers, (i + 1) * n // num_workers))
 
 
-def passes_as_workers(make, num_workers):
-    """``(len before reset, len after, one pass)`` of a fresh *make()* as each
-    worker of *num_workers* with ``sharded=True``."""
+def passes_as_workers(make, num_workers, shared_seed=None, num_passes=1):
+    """``(len before reset, len after, pass 1, pass 2, ...)`` of a fresh *make()*
+    as each worker of *num_workers* with ``sharded=True``."""
     out = []
     for i in range(num_workers):
-        with _worker_context(WorkerInfo(i, num_workers, sharded=True)):
+        with _worker_context(WorkerInfo(i, num_workers, sharded=True, shared_seed=shared_seed)):
             df = make()
             before = len(df)
             df.reset_state()
-            out.append((before, len(df), one_pass(df)))
+            out.append((before, len(df), *(one_pass(df) for _ in range(num_passes))))
     return out
 
 
-def assert_reads_blocks(make, n, num_workers, shuffled):
-    """Worker *i* reads ``block(i, num_workers, n)`` (shuffled among
-    themselves when *shuffled*), ``len()`` counts it, and the blocks
-    together are every datapoint once, sizes differing by at most one."""
+def assert_reads_blocks(make, n, num_workers):
+    """Worker *i* reads ``block(i, num_workers, n)`` in order, ``len()`` counts
+    it, and the blocks together are every datapoint once, sizes differing by
+    at most one."""
     shards = passes_as_workers(make, num_workers)
     for i, (before, after, got) in enumerate(shards):
         expected = block(i, num_workers, n)
         assert before == after == len(got) == len(expected)
-        assert (sorted(got) if shuffled else got) == expected
+        assert got == expected
     assert sorted(itertools.chain(*(got for _, _, got in shards))) == list(range(n))
-    sizes = [len(got) for _, _, got in shards]
-    assert max(sizes) - min(sizes) <= 1
+
+
+def assert_reads_parts(shards, n, num_workers):
+    """*shards* (from :func:`passes_as_workers`) are parts of ``range(n)`` as
+    large as the blocks, ``len()`` counts them, and together they hold every
+    datapoint once, in every pass."""
+    for i, (before, after, *passes) in enumerate(shards):
+        assert all(before == after == len(got) == len(block(i, num_workers, n)) for got in passes)
+    for k in range(len(shards[0]) - 2):
+        assert sorted(itertools.chain(*(shard[2 + k] for shard in shards))) == list(range(n))
 
 
 class TestDataFromList:
@@ -165,20 +173,69 @@ class TestDataFromList:
         assert len(df) == len(out) == n
         assert sorted(out) == list(range(n))
 
-    @given(n=st.integers(0, 40), num_workers=st.integers(1, 6), shuffle=st.booleans())
-    def test_each_worker_reads_its_contiguous_block_when_sharded(self, n, num_workers, shuffle):
-        lst = [[i] for i in range(n)]
-        assert_reads_blocks(
-            lambda: DataFromList(lst, shuffle=shuffle, seed=1), n, num_workers, shuffle
-        )
+    def test_seeded_shuffles_are_numpys_permutations_of_the_seeded_stream(self):
+        # Pinned: outside exactly-once workers, pass k is the k-th rng.permutation(n).
+        rng = np.random.RandomState(np.random.SeedSequence(4).generate_state(4))
+        expected = [rng.permutation(12).tolist() for _ in range(3)]
+        df = DataFromList([[i] for i in range(12)], seed=4)
+        df.reset_state()
+        assert [one_pass(df) for _ in range(3)] == expected
+        with _worker_context(WorkerInfo(0, 1, sharded=True, shared_seed=9)):
+            df.reset_state()
+            assert [one_pass(df) for _ in range(3)] == expected
 
-    def test_a_shuffled_block_is_shuffled_anew_every_pass(self):
-        with _worker_context(WorkerInfo(1, 2, sharded=True)):
-            df = DataFromList([[i] for i in range(40)], seed=2)
+    @given(n=st.integers(0, 40), num_workers=st.integers(1, 6))
+    def test_unshuffled_each_worker_reads_its_contiguous_block_when_sharded(self, n, num_workers):
+        lst = [[i] for i in range(n)]
+        assert_reads_blocks(lambda: DataFromList(lst, shuffle=False), n, num_workers)
+
+    @given(
+        n=st.integers(0, 40),
+        num_workers=st.integers(1, 6),
+        seed=st.one_of(st.none(), st.integers(0, 2**32)),
+    )
+    def test_shuffled_workers_read_parts_of_one_partition_when_sharded(self, n, num_workers, seed):
+        lst = [[i] for i in range(n)]
+        shards = passes_as_workers(
+            lambda: DataFromList(lst, seed=seed), num_workers, shared_seed=11, num_passes=2
+        )
+        assert_reads_parts(shards, n, num_workers)
+
+    def test_a_seeded_source_partitions_alike_without_a_shared_seed(self):
+        lst = [[i] for i in range(30)]
+        shards = passes_as_workers(lambda: DataFromList(lst, seed=3), 3, num_passes=2)
+        assert_reads_parts(shards, 30, 3)
+        assert any(shard[2] != block(i, 3, 30) for i, shard in enumerate(shards))
+
+    def test_shuffled_parts_of_a_sorted_list_mix_every_class(self):
+        # 10 classes of 50, sorted by class: a contiguous half holds only 5 of them.
+        lst = [[label] for label in range(10) for _ in range(50)]
+        for _, _, got in passes_as_workers(lambda: DataFromList(lst), 2, shared_seed=1):
+            assert set(got) == set(range(10))
+            assert len(set(got[:32])) > 5  # a batch of 32 made in the worker
+
+    def test_a_shuffled_part_is_the_same_each_pass_in_a_new_order(self):
+        lst = [[i] for i in range(40)]
+        with _worker_context(WorkerInfo(1, 2, sharded=True, shared_seed=2)):
+            df = DataFromList(lst, seed=2)
             df.reset_state()
             passes = [one_pass(df) for _ in range(3)]
-        assert all(sorted(p) == list(range(20, 40)) for p in passes)
+        assert sorted(passes[0]) == sorted(passes[1]) == sorted(passes[2])
         assert passes[0] != passes[1] != passes[2]
+
+    def test_each_announced_pass_draws_a_new_partition(self):
+        lst = [[i] for i in range(40)]
+        parts = {0: [], 1: []}
+        for i in range(2):
+            with _worker_context(WorkerInfo(i, 2, sharded=True, shared_seed=5)):
+                df = DataFromList(lst)
+                df.reset_state()
+                for pass_number in (1, 2, 3):
+                    _begin_pass(pass_number)
+                    parts[i].append(one_pass(df))
+        for k in range(3):
+            assert sorted(parts[0][k] + parts[1][k]) == list(range(40))
+        assert len({frozenset(part) for part in parts[0]}) == 3
 
 
 def squares(n=3):
@@ -280,7 +337,7 @@ class TestDataFromIterable:
     @given(n=st.integers(0, 40), num_workers=st.integers(1, 6))
     def test_each_worker_reads_its_contiguous_block_when_sharded(self, n, num_workers):
         items = [[i] for i in range(n)]
-        assert_reads_blocks(lambda: DataFromIterable(items), n, num_workers, shuffled=False)
+        assert_reads_blocks(lambda: DataFromIterable(items), n, num_workers)
 
     def test_a_worker_stops_iterating_at_the_end_of_its_block(self):
         items = Counted(10)

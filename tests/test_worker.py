@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import pickle
 import threading
 import time
 
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -24,7 +26,8 @@ from dataflow import (
     check_dataflow,
     get_worker_info,
 )
-from dataflow.worker import _worker_context
+from dataflow.parallel._common import worker_seeds
+from dataflow.worker import _begin_pass, _shared_seed, _worker_context, shard_order
 
 TIMEOUT_S = 30
 
@@ -63,6 +66,7 @@ class TestWorkerInfo:
     def test_defaults_to_no_seed_and_no_shards(self):
         info = WorkerInfo(1, 4)
         assert (info.index, info.num_workers, info.seed, info.sharded) == (1, 4, None, False)
+        assert info.shared_seed is None
 
     @pytest.mark.timeout(TIMEOUT_S)
     def test_is_frozen_hashable_and_picklable(self):
@@ -106,6 +110,37 @@ class TestWorkerInfo:
             assert shard == range(i * n // workers, (i + 1) * n // workers)
 
     @pytest.mark.timeout(TIMEOUT_S)
+    @given(
+        n=st.integers(0, 200),
+        workers=st.integers(1, 9),
+        seed=st.integers(0, 2**64 - 1),
+        pass_number=st.integers(0, 1000),
+    )
+    def test_shard_indices_of_all_workers_partition_the_indices(
+        self, n, workers, seed, pass_number
+    ):
+        infos = [WorkerInfo(i, workers, sharded=True, shared_seed=seed) for i in range(workers)]
+        parts = [info.shard_indices(n, pass_number=pass_number) for info in infos]
+        assert sorted(itertools.chain(*parts)) == list(range(n))
+        assert [len(part) for part in parts] == [len(info.shard(n)) for info in infos]
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_shard_indices_are_random_samples_that_depend_on_seed_and_pass(self):
+        info = WorkerInfo(0, 2, sharded=True, shared_seed=1)
+        part = info.shard_indices(1000)
+        assert part != list(range(500)) and 200 < sum(i < 500 for i in part) < 300
+        assert info.shard_indices(1000) == part  # the same seed and pass: the same part
+        assert info.shard_indices(1000, pass_number=1) != part
+        assert info.shard_indices(1000, seed=2) != part
+        assert WorkerInfo(0, 2, sharded=True, shared_seed=2).shard_indices(1000) != part
+        assert WorkerInfo(0, 2, sharded=True, shared_seed=2).shard_indices(1000, seed=1) == part
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_shard_indices_without_a_seed_or_shards(self):
+        assert WorkerInfo(1, 3, sharded=True).shard_indices(8) == [2, 3, 4]
+        assert WorkerInfo(1, 3, shared_seed=4).shard_indices(8) == range(8)
+
+    @pytest.mark.timeout(TIMEOUT_S)
     def test_sharded_sources_read_only_their_shard(self):
         lst = [[i] for i in range(8)]
         with _worker_context(WorkerInfo(1, 3, sharded=True)):
@@ -114,7 +149,7 @@ class TestWorkerInfo:
                 assert (list(df), len(df)) == ([[2], [3], [4]], 3)
             shuffled = DataFromList(lst, seed=0)
             shuffled.reset_state()
-            assert sorted(shuffled) == [[2], [3], [4]]
+            assert len(list(shuffled)) == len(shuffled) == 3  # a part of a partition
             assert len(FakeData([[1]], size=8)) == 3
         with _worker_context(WorkerInfo(0, 3, sharded=True)):
             fake = FakeData([[1]], size=8)
@@ -267,3 +302,104 @@ class TestGetWorkerInfo:
             lambda: MultiThreadRunner(lambda: Shardable(items), 2, 3, exactly_once=True)
         )
         assert sorted(dp[0] for dp in out) == items
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    @pytest.mark.parametrize("runner", ["processes", "threads"])
+    def test_every_worker_of_a_runner_gets_the_same_shared_seed(self, runner):
+        def shared_seeds(seed):
+            if runner == "threads":
+                df = MultiThreadRunner(SharedSeed, 2, 3, exactly_once=True, seed=seed)
+            else:
+                df = MultiProcessRunnerZMQ(SharedSeed(), 3, exactly_once=True, seed=seed)
+            with df:
+                df.reset_state()
+                first = [dp[0] for dp in df]
+                assert [dp[0] for dp in df] == first  # the same in every pass
+                return first
+
+        seeded = shared_seeds(5)
+        assert len(set(seeded)) == 1 and isinstance(seeded[0], int)
+        assert shared_seeds(5) == seeded  # derived from the runner's seed
+        fresh = shared_seeds(None)
+        assert len(set(fresh)) == 1 and fresh != shared_seeds(None)  # drawn once per runner
+
+
+class SharedSeed(DataFlow):
+    """Once: ``[shared_seed]`` of the worker it runs in."""
+
+    def __len__(self):
+        return 1
+
+    def __iter__(self):
+        yield [get_worker_info().shared_seed]
+
+
+class TestShardOrder:
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_without_rng_is_the_range_or_the_contiguous_block(self):
+        assert shard_order(5, None) == range(5)
+        with _worker_context(WorkerInfo(1, 2, sharded=True, shared_seed=3)):
+            assert shard_order(5, None) == range(2, 5)
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_outside_sharded_workers_is_the_rngs_permutation(self):
+        infos = [None, WorkerInfo(1, 3, seed=2), WorkerInfo(0, 1, sharded=True, shared_seed=3)]
+        for info in infos:
+            with contextlib.ExitStack() as stack:
+                if info is not None:
+                    stack.enter_context(_worker_context(info))
+                order = shard_order(9, np.random.RandomState(4))
+            assert order == np.random.RandomState(4).permutation(9).tolist()
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_in_sharded_workers_is_a_part_of_a_partition_in_the_rngs_order(self):
+        orders = []
+        for i in range(3):
+            info = WorkerInfo(i, 3, sharded=True, shared_seed=8)
+            with _worker_context(info):
+                orders.append(shard_order(20, np.random.RandomState(i)))
+            assert sorted(orders[-1]) == sorted(info.shard_indices(20))
+            assert orders[-1] != info.shard_indices(20)  # shuffled with the rng too
+        assert sorted(itertools.chain(*orders)) == list(range(20))
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_a_source_seed_partitions_instead_of_the_shared_seed(self):
+        def part(shared_seed, seed):
+            with _worker_context(WorkerInfo(0, 2, sharded=True, shared_seed=shared_seed)):
+                return sorted(shard_order(50, np.random.RandomState(0), seed=seed))
+
+        assert part(1, 7) == part(2, 7) != part(1, None) != part(2, None)
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_announced_passes_draw_new_partitions_and_the_count_of_passes_does_not(self):
+        info = WorkerInfo(0, 2, sharded=True, shared_seed=6)
+        rng = np.random.RandomState(0)
+        with _worker_context(info):
+            unannounced = [frozenset(shard_order(50, rng)) for _ in range(3)]
+            _begin_pass(1)
+            first = frozenset(shard_order(50, rng))
+            again = frozenset(shard_order(50, rng))  # e.g. RepeatedData inside the runner
+            _begin_pass(2)
+            second = frozenset(shard_order(50, rng))
+        assert len(set(unannounced)) == 1
+        assert first == again == frozenset(info.shard_indices(50, pass_number=1))
+        assert second == frozenset(info.shard_indices(50, pass_number=2)) != first
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_begin_pass_outside_workers_does_nothing(self):
+        _begin_pass(3)
+        assert get_worker_info() is None
+        assert shard_order(4, np.random.RandomState(1)) == (
+            np.random.RandomState(1).permutation(4).tolist()
+        )
+
+
+class TestSharedSeed:
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_is_derived_from_the_runner_seed_apart_from_the_worker_seeds(self):
+        assert _shared_seed(3) == _shared_seed(3) != _shared_seed(4)
+        assert _shared_seed(3) not in worker_seeds(3, 64)
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_without_a_seed_is_fresh_entropy(self):
+        assert _shared_seed(None) != _shared_seed(None)

@@ -8,7 +8,7 @@ import weakref
 from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 from ..base import DataFlowReentrantGuard, Datapoint, ProxyDataFlow
-from ..worker import WorkerInfo
+from ..worker import WorkerInfo, _shared_seed
 from ._common import (
     _LAST_WORDS_S,
     _LIVENESS_INTERVAL_S,
@@ -51,8 +51,10 @@ class ParallelBase(ProxyDataFlow):
 
     def _infos(self) -> List[WorkerInfo]:
         seeds = worker_seeds(self._seed, self._num_workers)
+        if getattr(self, "_shared_seed", None) is None:  # once per runner: all workers agree
+            self._shared_seed = _shared_seed(self._seed)
         return [
-            WorkerInfo(i, self._num_workers, seeds[i], self._sharded)
+            WorkerInfo(i, self._num_workers, seeds[i], self._sharded, self._shared_seed)
             for i in range(self._num_workers)
         ]
 

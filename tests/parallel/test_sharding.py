@@ -1,0 +1,169 @@
+"""How runners split the work: shuffled exactly-once shards.
+
+The dataflows and functions the workers run are defined at module level, so that
+the spawn start method can pickle them.
+"""
+
+from __future__ import annotations
+
+import collections
+import functools
+import statistics
+import threading
+
+import pytest
+
+from dataflow import (
+    BatchData,
+    DataFromList,
+    MapData,
+    get_worker_info,
+)
+from dataflow.parallel import MultiProcessRunner, MultiProcessRunnerZMQ, MultiThreadRunner
+
+TIMEOUT_S = 30
+SPAWN_TIMEOUT_S = 90
+NUM_CLASSES = 10
+PER_CLASS = 64
+BATCH = 32
+
+# [label, serial number], sorted by label, as a dataset listed class after class often is.
+SORTED = [[label, label * PER_CLASS + k] for label in range(NUM_CLASSES) for k in range(PER_CLASS)]
+
+
+def class_batches(shuffle=True, seed=None):
+    """Batches of BATCH datapoints of SORTED, made inside the worker."""
+    return BatchData(DataFromList(SORTED, shuffle=shuffle, seed=seed), BATCH)
+
+
+def tag_with_worker(dp):
+    return [dp[0], get_worker_info().index]
+
+
+def tagged_items(n):
+    """``[i, worker index]`` for i of a shuffled ``range(n)``."""
+    return MapData(DataFromList([[i] for i in range(n)]), tag_with_worker)
+
+
+RUNNERS = ["MultiProcessRunnerZMQ", "MultiProcessRunner", "MultiThreadRunner"]
+
+
+@pytest.fixture(scope="module")
+def resource_tracker():
+    """Start multiprocessing's resource tracker before the test takes its snapshot of
+    live children: it serves the whole session, it is no worker left behind."""
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+
+
+def make_runner(kind, source, workers, **kwargs):
+    """A runner of *kind* with *workers* workers over the dataflows ``source()`` builds."""
+    if kind == "MultiProcessRunnerZMQ":
+        return MultiProcessRunnerZMQ(source(), num_proc=workers, **kwargs)
+    if kind == "MultiProcessRunner":
+        return MultiProcessRunner(source(), num_prefetch=4, num_proc=workers, **kwargs)
+    return MultiThreadRunner(source, num_prefetch=4, num_thread=workers, **kwargs)
+
+
+def serials(batches):
+    return sorted(int(s) for batch in batches for s in batch[1])
+
+
+# ---- exactly-once passes over a shuffled source ------------------------------------------
+
+
+class TestShuffledExactlyOnce:
+    @pytest.mark.timeout(TIMEOUT_S)
+    @pytest.mark.parametrize("kind", RUNNERS)
+    def test_batches_made_in_the_workers_mix_every_class(self, kind):
+        # Contiguous blocks gave each of the 2 workers 5 classes: no batch held more.
+        with make_runner(kind, class_batches, 2, exactly_once=True) as df:
+            df.reset_state()
+            for _ in range(2):
+                batches = list(df)
+                assert len(batches) == len(df) == len(SORTED) // BATCH
+                assert serials(batches) == list(range(len(SORTED)))  # each once
+                distinct = [len(set(batch[0].tolist())) for batch in batches]
+                assert min(distinct) > 5 and statistics.mean(distinct) > 8
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    @pytest.mark.parametrize("kind", RUNNERS)
+    def test_every_datapoint_once_per_pass_around_abandoned_passes(self, kind):
+        lst = [[i] for i in range(60)]
+        with make_runner(kind, functools.partial(DataFromList, lst), 3, exactly_once=True) as df:
+            df.reset_state()
+            for _ in range(3):
+                assert sorted(dp[0] for dp in df) == list(range(60))
+                for _ in range(2):
+                    assert next(iter(df)) in lst  # abandoned after one datapoint
+            assert sorted(dp[0] for dp in df) == list(range(60))
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_a_worker_that_misses_abandoned_passes_reads_its_own_part(self):
+        # Worker 1 is still in reset_state() while passes 1 and 2 are started and
+        # abandoned: it starts with pass 3, whereas worker 0 has begun every pass.
+        # Partitions counted by each worker's own passes would then disagree.
+        release = threading.Event()
+
+        class Slow(DataFromList):
+            def reset_state(self):
+                super().reset_state()
+                if get_worker_info().index == 1:
+                    release.wait(10)
+
+        lst = [[i] for i in range(64)]
+        with MultiThreadRunner(lambda: Slow(lst), 2, 2, exactly_once=True) as df:
+            try:
+                df.reset_state()
+                for _ in range(2):
+                    assert next(iter(df)) in lst
+                it = iter(df)
+                first = next(it)
+            finally:
+                release.set()
+            assert sorted(dp[0] for dp in [first, *it]) == list(range(64))
+            assert sorted(dp[0] for dp in df) == list(range(64))
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    @pytest.mark.parametrize("kind", RUNNERS)
+    def test_seed_reproduces_what_each_worker_reads(self, kind):
+        def per_worker(seed):
+            with make_runner(
+                kind, functools.partial(tagged_items, 40), 2, exactly_once=True, seed=seed
+            ) as df:
+                df.reset_state()
+                out = collections.defaultdict(list)
+                for _ in range(2):
+                    for i, index in df:
+                        out[index].append(i)
+                return dict(out)
+
+        first = per_worker(3)
+        assert first == per_worker(3)
+        assert first != per_worker(4)
+        assert sorted(first[0][:20] + first[1][:20]) == list(range(40))
+        assert first[0][:20] != first[0][20:]  # a new order every pass
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_without_shuffle_each_worker_reads_a_contiguous_block(self):
+        with MultiProcessRunnerZMQ(tagged_unshuffled(10), 2, exactly_once=True) as df:
+            df.reset_state()
+            out = collections.defaultdict(list)
+            for i, index in df:
+                out[index].append(i)
+        assert dict(out) == {0: [0, 1, 2, 3, 4], 1: [5, 6, 7, 8, 9]}
+
+    @pytest.mark.timeout(SPAWN_TIMEOUT_S)
+    def test_spawned_workers_partition_alike(self, resource_tracker):
+        with MultiProcessRunnerZMQ(
+            class_batches(), 2, exactly_once=True, start_method="spawn"
+        ) as df:
+            df.reset_state()
+            batches = list(df)
+        assert serials(batches) == list(range(len(SORTED)))
+        assert min(len(set(batch[0].tolist())) for batch in batches) > 5
+
+
+def tagged_unshuffled(n):
+    return MapData(DataFromList([[i] for i in range(n)], shuffle=False), tag_with_worker)
