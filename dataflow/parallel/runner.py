@@ -26,6 +26,7 @@ from typing import Any, Callable, Deque, Iterator, List, Optional, Tuple
 import zmq
 
 from .._checks import check_bool, check_callable, check_int
+from .._clones import warn_if_clones_repeat
 from ..base import DataFlow, Datapoint, UnknownLengthError
 from ..serialize import PickleSerializer, Serializer
 from ..worker import WorkerInfo, _worker_context
@@ -303,6 +304,7 @@ class _RunnerBase(ParallelBase):
         return self._iter_epoch() if self._exactly_once else self._iter_stream()
 
     def _iter_stream(self) -> Iterator[Datapoint]:
+        warn_if_clones_repeat(self, self.ds, self._num_workers)
         try:
             n: Optional[int] = len(self)
         except UnknownLengthError:

@@ -1,4 +1,5 @@
-"""How runners split the work: shuffled exactly-once shards.
+"""How runners split the work: shuffled exactly-once shards, and the warning for clones
+that repeat each other.
 
 The dataflows and functions the workers run are defined at module level, so that
 the spawn start method can pickle them.
@@ -8,17 +9,36 @@ from __future__ import annotations
 
 import collections
 import functools
+import importlib
 import statistics
 import threading
+import warnings
 
 import pytest
 
 from dataflow import (
     BatchData,
+    CacheData,
+    ConcatData,
+    DataFlow,
+    DataFromGenerator,
+    DataFromIterable,
     DataFromList,
+    FakeData,
+    FixedSizeData,
+    JoinData,
+    LocallyShuffleData,
     MapData,
+    MapDataComponent,
+    PrintData,
+    RandomChooseData,
+    RandomMixData,
+    RepeatedData,
+    RepeatedDataPoint,
+    SelectComponent,
     get_worker_info,
 )
+from dataflow._clones import _KNOWN, ClonesRepeatWarning, is_deterministic
 from dataflow.parallel import MultiProcessRunner, MultiProcessRunnerZMQ, MultiThreadRunner
 
 TIMEOUT_S = 30
@@ -167,3 +187,149 @@ class TestShuffledExactlyOnce:
 
 def tagged_unshuffled(n):
     return MapData(DataFromList([[i] for i in range(n)], shuffle=False), tag_with_worker)
+
+
+# ---- clones of a dataflow without randomness ----------------------------------------------
+
+
+def caught(run):
+    """The warnings that *run()* warns, all of them."""
+    with warnings.catch_warnings(record=True) as got:
+        warnings.simplefilter("always")
+        run()
+    return [w for w in got if issubclass(w.category, ClonesRepeatWarning)]
+
+
+def run_passes(df, num_passes=2):
+    with df:
+        df.reset_state()
+        for _ in range(num_passes):
+            for _ in df:
+                pass
+
+
+def unshuffled_items():
+    return DataFromList([[i] for i in range(20)], shuffle=False)
+
+
+def shuffled_items():
+    return DataFromList([[i] for i in range(20)])
+
+
+class TestClonesRepeatWarning:
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_warns_once_when_clones_of_an_unshuffled_list_repeat_each_other(self):
+        got = caught(lambda: run_passes(MultiProcessRunnerZMQ(unshuffled_items(), num_proc=2)))
+        assert len(got) == 1
+        assert str(got[0].message) == (
+            "MultiProcessRunnerZMQ runs 2 clones of DataFromList, which has no randomness: "
+            "every clone yields the same datapoints in the same order, so each datapoint "
+            "arrives 2 times and a pass holds only about 1/2 of them. Pass exactly_once=True "
+            "to MultiProcessRunnerZMQ to split the datapoints among the workers, each once "
+            "per pass"
+        )
+        assert got[0].filename == __file__  # the loop that iterates the runner
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    @pytest.mark.parametrize("kind", RUNNERS)
+    def test_every_runner_warns_for_a_deterministic_pipeline(self, kind):
+        def source():
+            return BatchData(RepeatedData(unshuffled_items(), 2), 4)
+
+        got = caught(lambda: run_passes(make_runner(kind, source, 3)))
+        assert len(got) == 1
+        assert str(got[0].message).startswith(f"{kind} runs 3 clones of BatchData, ")
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    @pytest.mark.parametrize(
+        "source, workers, kwargs",
+        [
+            (shuffled_items, 2, {}),
+            (unshuffled_items, 2, {"exactly_once": True}),
+            (unshuffled_items, 1, {}),
+            (lambda: MapDataComponent(unshuffled_items(), abs, 0), 2, {}),
+            (lambda: LocallyShuffleData(unshuffled_items(), 4), 2, {}),
+        ],
+        ids=["shuffled", "exactly-once", "one-worker", "map", "locally-shuffled"],
+    )
+    @pytest.mark.parametrize("kind", RUNNERS)
+    def test_no_warning_when_clones_may_differ_or_are_not_clones(
+        self, kind, source, workers, kwargs
+    ):
+        assert caught(lambda: run_passes(make_runner(kind, source, workers, **kwargs))) == []
+
+
+class Mine(DataFlow):
+    def __iter__(self):
+        yield [1]
+
+
+class MyList(DataFromList):
+    pass
+
+
+class Items:
+    def __iter__(self):
+        return iter([[1], [2]])
+
+
+class TestIsDeterministic:
+    def test_every_known_name_is_a_class_of_the_library(self):
+        for name in _KNOWN:
+            module, _, qualname = name.rpartition(".")
+            try:
+                kind = getattr(importlib.import_module(module), qualname)
+            except ImportError as err:  # an optional dependency: the name is still checked
+                pytest.skip(f"{module}: {err}")
+            assert isinstance(kind, type) and issubclass(kind, DataFlow), name
+
+    @pytest.mark.parametrize(
+        "make",
+        [
+            unshuffled_items,
+            lambda: DataFromIterable([[1], [2]]),
+            lambda: DataFromIterable(collections.deque([[1]])),
+            lambda: BatchData(unshuffled_items(), 4, remainder=True),
+            lambda: SelectComponent(unshuffled_items(), [0]),
+            lambda: RepeatedDataPoint(FixedSizeData(unshuffled_items(), 5), 2),
+            lambda: CacheData(unshuffled_items()),
+            lambda: PrintData(unshuffled_items()),
+            lambda: ConcatData([unshuffled_items(), DataFromIterable(([1],))]),
+            lambda: JoinData([unshuffled_items(), unshuffled_items()]),
+        ],
+    )
+    def test_pipelines_of_known_deterministic_dataflows_are(self, make):
+        assert is_deterministic(make())
+
+    @pytest.mark.parametrize(
+        "make",
+        [
+            shuffled_items,
+            lambda: FakeData([[1]], size=4),
+            lambda: FakeData([[1]], size=4, random=False),
+            lambda: DataFromGenerator(lambda: iter([[1]])),
+            lambda: DataFromIterable(Items()),
+            lambda: MyList([[1]], shuffle=False),
+            lambda: Mine(),
+            lambda: MapData(unshuffled_items(), lambda dp: dp),
+            lambda: LocallyShuffleData(unshuffled_items(), 4),
+            lambda: CacheData(unshuffled_items(), shuffle=True),
+            lambda: RandomChooseData([unshuffled_items(), unshuffled_items()]),
+            lambda: RandomMixData([unshuffled_items(), unshuffled_items()]),
+            lambda: ConcatData([unshuffled_items(), shuffled_items()]),
+            lambda: BatchData(JoinData([unshuffled_items(), Mine()]), 2),
+            lambda: MultiProcessRunnerZMQ(unshuffled_items(), 2),
+        ],
+    )
+    def test_random_or_unknown_nodes_make_a_pipeline_not_provably_deterministic(self, make):
+        assert not is_deterministic(make())
+
+    def test_a_shared_node_is_examined_once(self):
+        shared = unshuffled_items()
+        df = functools.reduce(lambda a, _: JoinData([a, a]), range(40), shared)
+        assert is_deterministic(df)
+        assert not is_deterministic(JoinData([df, Mine()]))
+
+    def test_a_pipeline_too_large_to_examine_is_not_provably_deterministic(self):
+        df = ConcatData([unshuffled_items() for _ in range(2000)])
+        assert not is_deterministic(df)
