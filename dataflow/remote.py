@@ -37,16 +37,7 @@ from ._checks import check_int as _check_int
 from ._progress import ProgressBar as _ProgressBar
 from .base import DataFlow, DataFlowReentrantGuard, Datapoint, UnknownLengthError
 from .parallel._common import check_serializer as _check_serializer
-from .parallel._wire import (
-    _BATCH_BYTES,
-    _BATCH_DELAY_S,
-    _BATCH_ITEMS,
-    _EAGER_S,
-    DATA,
-    ItemPacker,
-    decode,
-    encode,
-)
+from .parallel._wire import DATA, BatchSender, ItemPacker, decode
 from .serialize import MsgpackSerializer, PickleSerializer, Serializer
 
 __all__ = ["RemoteDataZMQ", "send_dataflow_zmq"]
@@ -60,8 +51,6 @@ _NATIVE, _PICKLE, _SERIALIZER = 0, 1, 2
 _PROTOCOL = 1
 # Every wait polls in slices this long, so that Ctrl-C is seen promptly.
 _POLL_MS = 100
-# The sender packs several small datapoints into one message by the rule of the
-# parallel dataflows' workers (_wire.Sender.put, with the same limits).
 # After this long blocked at the high-water mark, the progress bar says so.
 _BLOCKED_NOTE_S = 1.0
 # The pickle protocols whose pickles start with the PROTO opcode 0x80.
@@ -165,8 +154,10 @@ def send_dataflow_zmq(
 
     Datapoints are encoded as in :class:`MultiProcessRunnerZMQ`: msgpack,
     with numpy arrays of 64 KiB or more as raw frames beside the message,
-    and small datapoints several to a message. Each array is copied once
-    when its message is queued, so *df* may reuse its buffers. Sending
+    and small datapoints several to a message; a datapoint waits at most a
+    few milliseconds for others to join it, whatever *df* does next (a
+    helper thread sends it while *df* blocks or computes). Each array is
+    copied once when its message is queued, so *df* may reuse its buffers. Sending
     blocks while *hwm* messages wait (the receiver is slow, or not there
     yet; the bar then says it is waiting), so a sender started before its
     receiver simply waits for it.
@@ -253,43 +244,35 @@ def _send_all(
         total: Optional[int] = len(df)
     except UnknownLengthError:
         total = None
-    packer = ItemPacker("send_dataflow_zmq", serializer)
-    chunks: List[bytes] = []
-    nbytes = 0
-    first_time = 0.0
     count = 0
     desc = f"send_dataflow_zmq to {addr}"
     with _ProgressBar(total=total, desc=desc, unit="dp", leave=True) as bar:
-
-        def flush() -> None:
-            nonlocal chunks, nbytes
-            message = encode(DATA, _MARKER | codec, _PROTOCOL, chunks, packer.frames)
-            chunks, nbytes, packer.frames = [], 0, []
-            _send(sock, message, bar)
-
-        done = time.monotonic()
-        for dp in df:
-            now = time.monotonic()
-            chunk = packer.pack(dp)
-            if not chunks:
-                first_time = now
-            chunks.append(chunk)
-            nbytes += len(chunk)
-            if (
-                count == 0
-                or packer.frames
-                or nbytes >= _BATCH_BYTES
-                or len(chunks) >= _BATCH_ITEMS
-                or now - done > _EAGER_S
-                or now - first_time > _BATCH_DELAY_S
-            ):
-                flush()
-            count += 1
-            bar.update(1)
-            done = time.monotonic()
-        if chunks:
-            flush()
+        sender = _Sender(sock, codec, serializer, bar)
+        try:
+            for dp in df:
+                sender.put(dp)
+                count += 1
+                bar.update(1)
+            sender.flush()
+        finally:
+            sender.stop_flusher()
     return count
+
+
+class _Sender(BatchSender):
+    """Batches datapoints by the rule of the parallel dataflows' workers; a flusher
+    thread sends a batch that would otherwise wait for the next datapoint."""
+
+    copy = True  # see _send
+
+    def __init__(self, sock: zmq.Socket, codec: int, serializer: Optional[Serializer], bar: Any):
+        super().__init__(
+            sock, _MARKER | codec, _PROTOCOL, ItemPacker("send_dataflow_zmq", serializer)
+        )
+        self.bar = bar
+
+    def _send(self, frames: List[Any]) -> None:
+        _send(self.sock, frames, self.bar)
 
 
 def _send(sock: zmq.Socket, frames: List[Any], bar: Any) -> None:

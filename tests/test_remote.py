@@ -42,6 +42,11 @@ from dataflow.serialize import PickleSerializer, Serializer
 pytestmark = pytest.mark.timeout(30)
 
 WAIT_S = 20  # how long a receiver in these tests waits before failing instead of hanging
+# A source that blocks after a few quick datapoints blocks this long; what it made
+# before must arrive within LATENCY_LIMIT_S (a few ms are expected; generous for a
+# loaded 2-core machine, and far below BLOCK_S).
+BLOCK_S = 5.0
+LATENCY_LIMIT_S = 1.5
 
 
 # ---- helpers -----------------------------------------------------------------------
@@ -155,6 +160,43 @@ class Failing(DataFlow):
         raise self.exc
 
 
+class QuickThenBlocked(DataFlow):
+    """``[time made, i]`` for *i* in ``range(n)``, quickly, then blocks until *release*
+    is set or BLOCK_S passed: waiting, or (*spin*) computing in Python with the GIL held."""
+
+    def __init__(self, n, release, spin=False):
+        self.n = n
+        self.release = release
+        self.spin = spin
+
+    def __iter__(self):
+        for i in range(self.n):
+            yield [time.monotonic(), i]
+        deadline = time.monotonic() + BLOCK_S
+        if not self.spin:
+            self.release.wait(BLOCK_S)
+        while self.spin and time.monotonic() < deadline and not self.release.is_set():
+            total = 0
+            for k in range(10_000):
+                total += k
+
+
+class Paced(DataFlow):
+    """``[i]`` for *i* in ``range(n)``, pausing *pause_s* after every *every* datapoints."""
+
+    def __init__(self, n, every=37, pause_s=0.007):
+        self.n, self.every, self.pause_s = n, every, pause_s
+
+    def __len__(self):
+        return self.n
+
+    def __iter__(self):
+        for i in range(self.n):
+            yield [i]
+            if (i + 1) % self.every == 0:
+                time.sleep(self.pause_s)
+
+
 class JSONSerializer(Serializer):
     name = "json"
 
@@ -213,6 +255,53 @@ class TestSendDataflowZmq:
             sender.join()
         assert sender.error is None and sender.result == len(expected)
         assert_same(received, expected)
+
+    @pytest.mark.parametrize("spin", [False, True], ids=["waiting", "computing"])
+    @pytest.mark.parametrize("sender_kind", ["thread", "process"])
+    def test_datapoints_made_before_the_source_blocks_arrive_at_once(self, spin, sender_kind):
+        addr = ipc_address()
+        if sender_kind == "thread":
+            release = threading.Event()
+            sender = SenderThread(QuickThenBlocked(5, release, spin), addr)
+        else:
+            release = multiprocessing.get_context("fork").Event()
+            sender = multiprocessing.get_context("fork").Process(
+                target=send_dataflow_zmq, args=(QuickThenBlocked(5, release, spin), addr)
+            )
+        waited = []
+        with RemoteDataZMQ(addr, timeout=WAIT_S) as df:
+            df.reset_state()
+            sender.start()
+            it = iter(df)
+            try:
+                for _ in range(5):
+                    made, _ = next(it)
+                    waited.append(time.monotonic() - made)
+            finally:
+                it.close()
+                release.set()
+                sender.join(WAIT_S)
+        assert max(waited) < LATENCY_LIMIT_S, waited
+        if sender_kind == "thread":
+            assert sender.error is None and sender.result == 5
+        else:
+            assert sender.exitcode == 0
+
+    def test_paced_datapoints_with_a_small_hwm_all_arrive_in_order(self):
+        # Some batches leave with the datapoint that fills them, some with the flusher.
+        addr = ipc_address()
+        with RemoteDataZMQ(addr, hwm=1, timeout=WAIT_S) as df:
+            df.reset_state()
+            sender = SenderThread(Paced(2000), addr, hwm=1)
+            sender.start()
+            it = iter(df)
+            first = [next(it) for _ in range(100)]
+            time.sleep(0.2)  # the sender blocks at the high-water mark meanwhile
+            rest = [next(it) for _ in range(1900)]
+            it.close()
+            sender.join()
+        assert sender.error is None and sender.result == 2000
+        assert first + rest == [[i] for i in range(2000)]
 
     def test_arrays_arrive_writable(self):
         addr = ipc_address()

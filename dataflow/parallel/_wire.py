@@ -19,6 +19,17 @@ uint32, little-endian) followed by a msgpack body:
 sockets. PUSH blocks at the high-water mark instead of dropping, and every
 blocking send polls in short slices, checking that the consumer still wants
 data and that the parent lives.
+
+**Batching.** A batch leaves when it is full, when its oldest item has
+waited ``_BATCH_DELAY_S``, or at once when the item took long to make. The
+thread that makes the items sends most batches itself, as it adds to them;
+a batch that would otherwise wait for the next item (the source blocks, or
+computes for a long time) is sent by a flusher thread once its oldest item
+is ``_BATCH_DELAY_S`` old. Both threads use the socket under one lock, which
+also gives the full memory barrier that ZeroMQ asks for when a socket moves
+between threads. The flusher never blocks while it holds the lock: at the
+high-water mark it leaves the batch where it is, to which later items are
+added in order, and tries again a little later.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ from __future__ import annotations
 import os
 import struct
 import sys
+import threading
 import time
 import uuid
 from typing import Any, Callable, List, Optional, Tuple
@@ -62,7 +74,14 @@ _BATCH_ITEMS = 256
 # producing an item took longer than _EAGER_S (batching then gains nothing).
 _BATCH_DELAY_S = 0.005
 _EAGER_S = 0.001
+# The flusher, at the high-water mark, tries again after this long, doubling up to
+# _POLL_S; with no batch waiting it looks whether it should end this often.
+_RETRY_S = 0.002
+_IDLE_S = 1.0
+# How long closing waits for the flusher to end (it ends within a few microseconds).
+_FLUSHER_JOIN_S = 5.0
 _POLL_MS = int(_POLL_S * 1000)
+_monotonic = time.monotonic
 # Plain ints: pyzmq's flag enums cost a few microseconds per frame in send_multipart.
 _NOBLOCK = int(zmq.NOBLOCK)
 _NOBLOCK_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
@@ -232,7 +251,162 @@ class Receiver:
         self.sock.close(linger=0)
 
 
-class Sender:
+class BatchSender:
+    """Items packed and batched into ``DATA`` messages on a connected PUSH *sock*.
+
+    :meth:`put` sends the batch when it is full, when the item took long to
+    make, or when the oldest item has waited ``_BATCH_DELAY_S``; otherwise a
+    flusher thread, started at the first batch that waits, sends it once it
+    is that old (see the module's notes on batching). A subclass defines
+    :meth:`_send`, the blocking send of one message, which runs under the
+    lock. Call :meth:`stop_flusher` before the socket is closed.
+
+    The socket is used only under the lock. The batch, a list that is never
+    replaced, is not: :meth:`put`, the only thread that adds to it, appends
+    without the lock (``list.append`` is atomic), which keeps the path of
+    most items as fast as it was without a flusher; items are removed only
+    under the lock, the first *n* once they were sent, so none is lost or
+    sent twice. The bookkeeping beside it (size, age) may then be stale, but
+    only ever makes a batch leave early, never late.
+    """
+
+    copy = False  # whether ZeroMQ copies the frames (else it reads them later)
+
+    def __init__(self, sock: zmq.Socket, index: int, epoch: int, packer: ItemPacker) -> None:
+        self.sock = sock
+        self.index = index
+        self.epoch = epoch
+        self.packer = packer
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        # The batch: its packed items, their size, when the first was added, and
+        # the pass it belongs to.
+        self._chunks: List[bytes] = []
+        self._bytes = 0
+        self._first_time = 0.0
+        self._batch_epoch = epoch
+        self._last_put = 0.0  # when the previous put() returned
+        self._sent_any = False
+        self._flusher: Optional[threading.Thread] = None
+        # Whether put() must start the flusher or wake it (it waits for a batch).
+        self._rouse = True
+        self._stopping = False
+
+    def _send(self, frames: List[Any]) -> None:
+        raise NotImplementedError
+
+    def put(self, item: Any) -> None:
+        """Batch *item*; send the batch when it is full or has waited long enough."""
+        chunk = self.packer.pack(item)
+        now = _monotonic()
+        chunks = self._chunks
+        if self.packer.frames or not self._sent_any:  # not to be left to the flusher
+            with self._lock:
+                if not chunks:
+                    self._batch_epoch = self.epoch
+                chunks.append(chunk)
+                self._flush_locked()
+            self._last_put = _monotonic()
+            return
+        # The path of most items takes no lock: see the class notes.
+        if not chunks:
+            self._first_time = now
+            self._batch_epoch = self.epoch
+        chunks.append(chunk)
+        nbytes = self._bytes = self._bytes + len(chunk)
+        if (
+            nbytes >= _BATCH_BYTES
+            or len(chunks) >= _BATCH_ITEMS
+            or now - self._last_put > _EAGER_S
+            or now - self._first_time > _BATCH_DELAY_S
+        ):
+            with self._lock:
+                self._flush_locked()
+            now = _monotonic()  # the time to make the next item starts now
+        elif self._rouse:
+            with self._lock:
+                self._rouse_flusher()
+        self._last_put = now
+
+    def _rouse_flusher(self) -> None:
+        """Start the flusher, or wake it from waiting for a batch (under the lock)."""
+        self._rouse = False
+        if self._stopping:
+            return
+        if self._flusher is None:
+            thread = threading.Thread(
+                target=self._run_flusher, name=f"dataflow-flusher-{self.index}", daemon=True
+            )  # a daemon: should stop_flusher() not be called, the process still exits
+            thread.start()
+            self._flusher = thread
+        else:
+            self._wake.notify()
+
+    def _flush_locked(self) -> None:
+        """Send the batch, blocking while the queue is full (the caller holds the lock)."""
+        chunks = self._chunks
+        if not chunks:  # the flusher sent it meanwhile
+            return
+        frames = self.packer.frames
+        message = encode(DATA, self.index, self._batch_epoch, chunks[:], frames)
+        del chunks[:]
+        self._bytes, self.packer.frames = 0, []
+        self._send(message)
+        self._sent_any = True
+
+    def flush(self) -> None:
+        """Send what is batched."""
+        with self._lock:
+            self._flush_locked()
+
+    def _run_flusher(self) -> None:
+        """Send each batch whose oldest item is _BATCH_DELAY_S old, until stop_flusher()."""
+        retry = _RETRY_S
+        wake = self._wake
+        chunks = self._chunks
+        with wake:
+            while not self._stopping:
+                # First this, then the look at the batch: put() appends, then reads it.
+                self._rouse = True
+                n = len(chunks)
+                if not n:
+                    wake.wait(_IDLE_S)
+                    continue
+                self._rouse = False
+                wait = self._first_time + _BATCH_DELAY_S - time.monotonic()
+                if wait > 0:
+                    wake.wait(wait)
+                    continue
+                # The first n items: put() only appends, and only under this lock
+                # does anyone remove. They have no frames of their own: put() sends
+                # those at once.
+                message = encode(DATA, self.index, self._batch_epoch, chunks[:n], [])
+                try:
+                    send_frames(self.sock, message, self.copy)
+                except zmq.Again:  # the queue is full: the batch stays, and grows
+                    wake.wait(retry)
+                    retry = min(2 * retry, _POLL_S)
+                    continue
+                except zmq.ZMQError:  # the socket is unusable: put() will say so
+                    return
+                retry = _RETRY_S
+                del chunks[:n]
+                self._bytes = 0
+                self._sent_any = True
+
+    def stop_flusher(self) -> None:
+        """End the flusher thread, if one started; what is batched stays batched."""
+        thread = self._flusher
+        if thread is None:
+            return
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
+        thread.join(_FLUSHER_JOIN_S)
+        self._flusher = None
+
+
+class Sender(BatchSender):
     """A worker's end: a PUSH socket that batches small items and never blocks forever."""
 
     def __init__(
@@ -246,20 +420,13 @@ class Sender:
         parent_pid: int,
         serializer: Optional[Serializer],
     ) -> None:
-        self.sock = ctx.socket(zmq.PUSH)
-        self.sock.setsockopt(zmq.SNDHWM, hwm)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.connect(address)
-        self.index = index
+        sock = ctx.socket(zmq.PUSH)
+        sock.setsockopt(zmq.SNDHWM, hwm)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.connect(address)
+        super().__init__(sock, index, 0, ItemPacker(owner, serializer))
         self.stop_event = stop_event
         self.parent_pid = parent_pid
-        self.packer = ItemPacker(owner, serializer)
-        self.epoch = 0
-        self._chunks: List[bytes] = []
-        self._bytes = 0
-        self._first_time = 0.0
-        self._last_put = 0.0
-        self._sent_any = False
 
     def check_stop(self) -> None:
         if self.stop_event.is_set() or not parent_alive(self.parent_pid):
@@ -276,56 +443,39 @@ class Sender:
             if not sock.poll(_POLL_MS, zmq.POLLOUT):
                 self.check_stop()
 
-    def put(self, item: Any) -> None:
-        """Batch *item*; send the batch when it is full or has waited long enough."""
-        chunk = self.packer.pack(item)
-        now = time.monotonic()
-        if not self._chunks:
-            self._first_time = now
-        self._chunks.append(chunk)
-        self._bytes += len(chunk)
-        if (
-            self.packer.frames
-            or not self._sent_any
-            or self._bytes >= _BATCH_BYTES
-            or len(self._chunks) >= _BATCH_ITEMS
-            or now - self._last_put > _EAGER_S
-            or now - self._first_time > _BATCH_DELAY_S
-        ):
-            self.flush()
-        self._last_put = now
-
     def put_now(self, item: Any) -> None:
         """Batch *item* only while the batch is small and young (the caller flushes)."""
         chunk = self.packer.pack(item)
-        if not self._chunks:
-            self._first_time = time.monotonic()
-        self._chunks.append(chunk)
-        self._bytes += len(chunk)
-        if (
-            self.packer.frames
-            or self._bytes >= _BATCH_BYTES
-            or len(self._chunks) >= _BATCH_ITEMS
-            or time.monotonic() - self._first_time > _BATCH_DELAY_S
-        ):
-            self.flush()
+        with self._lock:
+            if not self._chunks:
+                self._first_time = time.monotonic()
+                self._batch_epoch = self.epoch
+            self._chunks.append(chunk)
+            self._bytes += len(chunk)
+            if (
+                self.packer.frames
+                or self._bytes >= _BATCH_BYTES
+                or len(self._chunks) >= _BATCH_ITEMS
+                or time.monotonic() - self._first_time > _BATCH_DELAY_S
+            ):
+                self._flush_locked()
 
     def flush(self) -> None:
         self.check_stop()
-        if not self._chunks:
-            return
-        chunks, frames = self._chunks, self.packer.frames
-        self._chunks, self._bytes, self.packer.frames = [], 0, []
-        self._send(encode(DATA, self.index, self.epoch, chunks, frames))
-        self._sent_any = True
+        super().flush()
 
     def discard(self) -> None:
         """Drop what is batched and not yet sent (e.g. items of an abandoned pass)."""
-        self._chunks, self._bytes, self.packer.frames = [], 0, []
+        with self._lock:
+            del self._chunks[:]
+            self._bytes, self.packer.frames = 0, []
 
     def send_end(self, count: int) -> None:
-        self.flush()
-        self._send([_PREFIX.pack(END, self.index, self.epoch) + self.packer.pack([count])])
+        """Send what is batched, then the end of pass ``self.epoch`` after *count* items."""
+        self.check_stop()
+        with self._lock:
+            self._flush_locked()
+            self._send([_PREFIX.pack(END, self.index, self.epoch) + self.packer.pack([count])])
 
     def send_error(self, report: Tuple[str, str, str]) -> None:
         """Send an error report (after what is batched), waiting up to a few seconds."""
@@ -338,11 +488,13 @@ class Sender:
         message = _PREFIX.pack(ERROR, self.index, self.epoch) + Packer(use_bin_type=True).pack(
             list(report)
         )
-        self.sock.setsockopt(zmq.LINGER, 5000)
-        try:
-            self._send([message])
-        except Stopped:
-            pass
+        with self._lock:
+            self.sock.setsockopt(zmq.LINGER, 5000)
+            try:
+                self._send([message])
+            except Stopped:
+                pass
 
     def close(self) -> None:
+        self.stop_flusher()
         self.sock.close()
