@@ -47,6 +47,8 @@ setup(
         "msgpack-numpy>=0.4.8",
         "tabulate>=0.8",
         "tqdm>=4.50",
+        # pickles the pipeline (lambdas, local functions) for spawn and forkserver workers
+        "cloudpickle>=2.0",
     ],
     extras_require=EXTRAS,
     classifiers=[

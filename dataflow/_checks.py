@@ -58,3 +58,16 @@ def check_callable(name: str, value: Any) -> Callable[..., Any]:
     if not callable(value):
         raise TypeError(f"{name} must be callable, got {value!r}")
     return value
+
+
+def check_timeout(name: str, value: Any) -> Optional[float]:
+    """``None`` or a positive number of seconds (``inf`` means ``None``): a TypeError for
+    another type, a ValueError for zero, a negative number or NaN."""
+    if value is None:
+        return None
+    constraint = "None or a positive number of seconds"
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.number)):
+        raise TypeError(f"{name} must be {constraint}, got {value!r}")
+    if not value > 0:  # also NaN
+        raise ValueError(f"{name} must be {constraint}, got {value!r}")
+    return None if value == float("inf") else float(value)

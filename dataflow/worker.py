@@ -189,9 +189,10 @@ def shard_order(
     (:meth:`WorkerInfo.shard_indices`, from *seed* or the runner's shared
     seed) in an order drawn from *rng*: every part is a random sample of the
     whole dataset, so batches made inside a worker mix all of it, and the
-    parts together hold every index once. The partition is drawn once per
-    runner: a worker's part keeps its items from pass to pass, in a new
-    order every pass.
+    parts together hold every index once. The partition is drawn anew for
+    every pass of the runner, from the seed and the pass number the
+    consumer sends to every worker, so a worker's part changes from pass to
+    pass as a single process's permutation would.
 
     Args:
         n: the number of items, indexed ``0 .. n-1``.

@@ -28,6 +28,7 @@ import numpy as np
 
 from .._progress import ProgressBar as _ProgressBar
 from ..base import DataFlow, Datapoint, RNGDataFlow, UnknownLengthError, _check_seed
+from ..worker import shard_order as _worker_shard_order
 from ..worker import shard_range
 
 __all__ = [
@@ -158,27 +159,32 @@ def atomic_output(path: str) -> Iterator[str]:
 def shard_order(n: int, rng: Optional[np.random.RandomState]) -> Sequence[int]:
     """The indices out of ``range(n)`` that one pass visits here, in order or shuffled.
 
-    Inside a runner with ``exactly_once=True`` these are this worker's shard,
-    the contiguous block ``range(index * n // num_workers, (index + 1) * n //
-    num_workers)``; elsewhere all of ``range(n)``. Without
-    *rng* they come in increasing order (a ``range``); with it, in a random
-    order drawn from *rng* (a list). Outside workers a shuffled order is
-    ``rng.permutation(n)``, so seeded readers keep their sequence of passes.
+    :func:`dataflow.worker.shard_order` for the readers. Without *rng* they
+    come in increasing order (a ``range``): inside a runner with
+    ``exactly_once=True``, this worker's contiguous block ``range(index * n
+    // num_workers, (index + 1) * n // num_workers)``, which reads a file
+    sequentially; elsewhere all of ``range(n)``. With *rng*, in a random
+    order drawn from *rng* (a list): outside workers ``rng.permutation(n)``,
+    so seeded readers keep their sequence of passes; inside the workers of
+    an exactly-once runner, this worker's part of one random partition of
+    the whole of ``range(n)`` per pass, so that what a worker reads is a
+    sample of all of the data, not of one block.
 
     Example:
         >>> from dataflow.worker import WorkerInfo, _worker_context
         >>> shard_order(5, None)
         range(0, 5)
         >>> with _worker_context(WorkerInfo(1, 2, sharded=True)):
-        ...     shard_order(5, None), sorted(shard_order(5, np.random.RandomState(0)))
-        (range(2, 5), [2, 3, 4])
+        ...     shard_order(5, None)
+        range(2, 5)
+        >>> parts = []
+        >>> for i in range(2):
+        ...     with _worker_context(WorkerInfo(i, 2, sharded=True, shared_seed=3)):
+        ...         parts += shard_order(5, np.random.RandomState(i))
+        >>> sorted(parts)
+        [0, 1, 2, 3, 4]
     """
-    indices = shard_range(n)
-    if rng is None:
-        return indices
-    if len(indices) == n:
-        return rng.permutation(n).tolist()
-    return rng.permutation(np.asarray(indices)).tolist()
+    return _worker_shard_order(n, rng)
 
 
 @contextlib.contextmanager

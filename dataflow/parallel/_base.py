@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import os
+import pickle
+import sys
+import threading
 import time
+import traceback
+import warnings
 import weakref
-from typing import Any, Callable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
-from ..base import DataFlowReentrantGuard, Datapoint, ProxyDataFlow
+import cloudpickle
+
+from .._checks import check_timeout
+from ..base import DataFlowReentrantGuard, DataFlowTerminated, Datapoint, ProxyDataFlow
 from ..worker import WorkerInfo, _shared_seed
 from ._common import (
     _LAST_WORDS_S,
@@ -23,6 +31,9 @@ from ._wire import DATA, ERROR
 
 Message = Tuple[int, int, int, Any]  # kind, worker index, epoch, payload
 
+# Without timeout=, a consumer that waited this long without a datapoint warns, once per stall.
+_STALL_WARNING_S = 60.0
+
 
 class ParallelBase(ProxyDataFlow):
     """Start in ``reset_state()``, iterate under a reentrancy guard, turn worker
@@ -36,14 +47,22 @@ class ParallelBase(ProxyDataFlow):
     _sharded = False
     _decode: Optional[Callable[[Any], Any]] = None
 
-    def _setup(self, seed: Any) -> None:
+    def _setup(self, seed: Any, timeout: Any = None) -> None:
         self._seed = check_worker_seed(seed)
+        self.timeout: Optional[float] = _check_timeout(timeout)
         self._guard = DataFlowReentrantGuard(type(self).__name__)
         self._started = False
         self._closed = False
+        self._released = False
         self._failure: Optional[BaseException] = None
         self._next_check = 0.0
         self._finalizer: Optional[weakref.finalize] = None
+        # Held by the thread that runs the iteration while it uses the transport (not
+        # while the caller holds a datapoint), so that close() from another thread
+        # never closes a socket under it: ZeroMQ sockets belong to one thread.
+        self._transport_lock = threading.RLock()
+        self._waiting_since = 0.0  # when the consumer last got a message or a datapoint out
+        self._stall_warned = False
 
     @property
     def _name(self) -> str:
@@ -81,11 +100,40 @@ class ParallelBase(ProxyDataFlow):
     def __iter__(self) -> Iterator[Datapoint]:
         self._check_usable()
         with self._guard:
+            lock = self._transport_lock
+            lock.acquire()
+            inner: Any = self._iterate()
             try:
-                yield from self._iterate()
-            except WorkerError as err:
+                self._check_open()
+                self._waiting_since = time.monotonic()
+                for dp in inner:
+                    lock.release()
+                    try:
+                        yield dp
+                    finally:
+                        lock.acquire()
+                    self._check_open()
+                    self._waiting_since = time.monotonic()
+            except (WorkerError, TimeoutError) as err:
                 self._fail(err)
                 raise
+            finally:
+                try:
+                    inner.close()
+                finally:
+                    lock.release()
+
+    def _check_open(self) -> None:
+        """Raise :class:`DataFlowTerminated` if ``close()`` was called (from another
+        thread) during this iteration; first release the transport, which that
+        thread left to this one."""
+        if not self._closed:
+            return
+        self._release()
+        raise DataFlowTerminated(
+            f"{self._name} was closed while it was being iterated (by close(), perhaps from "
+            "another thread); its workers are stopped. Build a new one to iterate again"
+        )
 
     def _check_usable(self) -> None:
         if self._failure is not None:
@@ -106,11 +154,40 @@ class ParallelBase(ProxyDataFlow):
         self.close()
 
     def close(self) -> None:
-        """Stop the workers (ask, wait, then terminate) and release the sockets; idempotent."""
+        """Stop the workers (ask, wait, then terminate) and release the sockets; idempotent.
+
+        Safe from any thread: while another thread is inside an iteration,
+        this stops the workers, and that thread releases the transport and
+        raises :class:`~dataflow.DataFlowTerminated` within a fraction of a second.
+        """
         if self._closed:
             return
         self._closed = True
+        if not self._started:
+            return
+        if self._transport_lock.acquire(blocking=False):
+            try:
+                self._release()
+            finally:
+                self._transport_lock.release()
+        else:  # another thread is receiving: it sees _closed and releases the transport
+            self._stop_workers()
+
+    def _release(self) -> None:
+        """Stop the workers and release the transport; in the thread that iterates, or
+        while none does. Once."""
+        if self._released:
+            return
+        self._released = True
         if self._finalizer is not None:
+            self._finalizer()
+
+    def _stop_workers(self) -> None:
+        """Stop the workers without touching the transport (safe from any thread)."""
+        group = getattr(self, "_group", None)
+        if group is not None:
+            group.stop()
+        elif self._finalizer is not None:  # thread workers: nothing thread-bound to release
             self._finalizer()
 
     # -- receiving --------------------------------------------------------------------
@@ -125,12 +202,16 @@ class ParallelBase(ProxyDataFlow):
     def _poll_message(self) -> Optional[Message]:
         """The next data or end message, or ``None`` after a short wait without one."""
         message = self._recv(_POLL_S)
+        self._check_open()
         now = time.monotonic()
         if message is None or now >= self._next_check:
             self._next_check = now + _LIVENESS_INTERVAL_S
             self._check_workers()
         if message is None:
+            self._check_stall(now)
             return None
+        self._waiting_since = now
+        self._stall_warned = False
         if message[0] == ERROR:
             self._raise_error(message)
         if message[0] == DATA and self._decode is not None:
@@ -147,14 +228,57 @@ class ParallelBase(ProxyDataFlow):
             message = self._recv(0.05)
             if message is not None and message[0] == ERROR:
                 self._raise_error(message)
+        self._check_open()  # stopped by close() from another thread, not dead by itself
         raise self._died_error(dead)
 
     def _raise_error(self, message: Message) -> None:
         report = message[3]
-        err = worker_error(self._name, message[1], self._pid(message[1]), report[:3])
-        if len(report) > 3:  # a thread's own exception
+        original = type(report[3]) if len(report) > 3 else None  # a thread's own exception
+        err = worker_error(self._name, message[1], self._pid(message[1]), report[:3], original)
+        if len(report) > 3:
             raise err from report[3]
         raise err
+
+    # -- stalls -----------------------------------------------------------------------
+
+    def _check_stall(self, now: float) -> None:
+        """Raise TimeoutError after *timeout* s without a message; without a timeout,
+        warn once per stall after a minute."""
+        waited = now - self._waiting_since
+        if self.timeout is not None and waited >= self.timeout:
+            raise TimeoutError(
+                f"{self._name} received no datapoint for {waited:.1f} s (timeout="
+                f"{self.timeout:g}); its workers are stopped. Where each worker was:\n\n"
+                + self._where_workers_are()
+            )
+        if self.timeout is None and not self._stall_warned and waited >= _STALL_WARNING_S:
+            self._stall_warned = True
+            warnings.warn(
+                f"{self._name} has received no datapoint for {waited:.0f} s; its workers may "
+                "be stuck (pass timeout= to raise instead). Where each worker is:\n\n"
+                + self._where_workers_are(),
+                StallWarning,
+                stacklevel=2,
+            )
+
+    def _where_workers_are(self) -> str:
+        parts = []
+        for index, pid, stacks in self._worker_stacks():
+            where = f"worker {index}" + (f" (pid {pid})" if pid is not None else "")
+            if stacks is None:
+                parts.append(f"{where}: ended")
+            elif not stacks.strip():
+                parts.append(f"{where}: alive, its stack could not be read")
+            else:
+                parts.append(f"{where}:\n{stacks.rstrip()}")
+        return "\n\n".join(parts)
+
+    def _worker_stacks(self) -> Sequence[Tuple[int, Optional[int], Optional[str]]]:
+        """``(index, pid, Python stacks or None if it ended)`` of every worker."""
+        group = getattr(self, "_group", None)
+        if group is not None:
+            return group.stacks()  # type: ignore[no-any-return]
+        return thread_stacks(getattr(self, "_threads", []))
 
     # -- what each transport provides --------------------------------------------------
 
@@ -196,6 +320,25 @@ class ProcessWorkers(ParallelBase):
             return int(self._group.procs[index].pid)
         return None
 
+    def _portable(self, obj: Any, start_method: str) -> Any:
+        """*obj* as the workers get it: itself under fork; else pickled once with
+        cloudpickle (so lambdas and local functions work), or the TypeError saying
+        what cannot be pickled and what to do."""
+        if start_method == "fork":
+            return obj
+        try:
+            return _Pickled(cloudpickle.dumps(obj))
+        except Exception as err:
+            raise self._pickling_error(start_method, err) from err
+
+    def _pickling_error(self, start_method: str, err: BaseException) -> TypeError:
+        return TypeError(
+            f"{self._name} with start_method={start_method!r} must pickle its dataflow "
+            f"and functions to send them to its workers, which failed: {err}. Use "
+            "start_method='fork', or make them picklable: open files, locks, sockets, "
+            "generators and the like must be created in reset_state(), not in __init__"
+        )
+
     def _start_group(
         self, start_method: str, target: Callable[..., None], args: List[tuple]
     ) -> None:
@@ -204,10 +347,39 @@ class ProcessWorkers(ParallelBase):
             self._group.start(target, args)
         except Exception as err:
             if start_method != "fork" and "pickl" in f"{type(err).__name__} {err}".lower():
-                raise TypeError(
-                    f"{self._name} with start_method={start_method!r} must pickle its dataflow "
-                    f"and functions to send them to its workers, which failed: {err}. Use "
-                    "start_method='fork', or make them picklable (module-level functions and "
-                    "classes, no lambdas or open files)"
-                ) from err
+                raise self._pickling_error(start_method, err) from err
             raise
+
+
+class _Pickled:
+    """An object pickled once with cloudpickle; unpickling gives the object itself."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def __reduce__(self) -> Any:
+        return (pickle.loads, (self.data,))
+
+
+class StallWarning(RuntimeWarning):
+    """Warned when a parallel dataflow without ``timeout=`` waits a minute for a datapoint."""
+
+
+def _check_timeout(timeout: Any) -> Optional[float]:
+    return check_timeout("timeout", timeout)
+
+
+def thread_stacks(
+    threads: Sequence[threading.Thread],
+) -> List[Tuple[int, Optional[int], Optional[str]]]:
+    """``(index, pid, stack)`` of worker threads, as :meth:`ProcessGroup.stacks` gives."""
+    frames = sys._current_frames()
+    out: List[Tuple[int, Optional[int], Optional[str]]] = []
+    for index, t in enumerate(threads):
+        frame = frames.get(t.ident) if t.ident is not None else None
+        if not t.is_alive() or frame is None:
+            out.append((index, os.getpid(), None))
+        else:
+            stack = "".join(traceback.format_stack(frame))
+            out.append((index, os.getpid(), f"Thread {t.name} (most recent call last):\n{stack}"))
+    return out

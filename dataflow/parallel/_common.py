@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import builtins
 import ctypes
 import ctypes.util
+import faulthandler
 import multiprocessing
 import os
 import random
+import select
 import signal
 import sys
 import threading
@@ -94,6 +97,79 @@ def _rebuild_error(cls: type, message: str, kwargs: Dict[str, Any]) -> WorkerErr
     return cls(message, **kwargs)  # type: ignore[no-any-return]
 
 
+def _rebuild_typed_error(original: type, message: str, kwargs: Dict[str, Any]) -> WorkerError:
+    return typed_error_class(original)(message, **kwargs)
+
+
+# Types a worker's error is never also made an instance of: a StopIteration raised in a
+# generator becomes a RuntimeError (PEP 479); SystemExit, KeyboardInterrupt and other
+# BaseExceptions would end the consumer instead of reporting a worker's failure.
+_NOT_MIRRORED = (StopIteration, StopAsyncIteration, WorkerError)
+_TYPED_CLASSES: Dict[type, type] = {}
+
+
+def typed_error_class(original: Optional[type]) -> type:
+    """The subclass of both :class:`WorkerError` and *original* that the consumer raises,
+    so that ``except FileNotFoundError:`` catches a worker's ``FileNotFoundError``.
+
+    :class:`WorkerError` itself when *original* is unknown, is not an ``Exception``
+    (``SystemExit``, ``KeyboardInterrupt``), is a ``StopIteration`` or cannot be
+    subclassed (``bool``-like final types, layout conflicts).
+    """
+    if (
+        not isinstance(original, type)
+        or not issubclass(original, Exception)
+        or issubclass(original, _NOT_MIRRORED)
+    ):
+        return WorkerError
+    cls = _TYPED_CLASSES.get(original)
+    if cls is None:
+        namespace = {
+            "__init__": WorkerError.__init__,
+            "__str__": BaseException.__str__,  # KeyError's own would quote the message
+            "__repr__": BaseException.__repr__,
+            "__reduce__": _typed_reduce,
+            "__module__": "dataflow.parallel",
+            "__qualname__": f"WorkerError[{original.__qualname__}]",
+            "original_type": original,
+        }
+        try:
+            cls = type(f"WorkerError[{original.__name__}]", (WorkerError, original), namespace)
+        except TypeError:  # a final type, or instance layouts that cannot be combined
+            cls = WorkerError
+        _TYPED_CLASSES[original] = cls
+    return cls
+
+
+def _typed_reduce(self: WorkerError) -> Any:
+    kwargs = {
+        "worker_index": self.worker_index,
+        "pid": self.pid,
+        "exc_type": self.exc_type,
+        "remote_traceback": self.remote_traceback,
+    }
+    return (_rebuild_typed_error, (type(self).original_type, str(self), kwargs))  # type: ignore[attr-defined]
+
+
+def resolve_type(name: str) -> Optional[type]:
+    """The exception class a worker's error report names (``'ValueError'``,
+    ``'pkg.mod.Error'``), if the consumer has it already: a module the consumer
+    has not imported is not imported for this, and ``<locals>`` classes are not found."""
+    if "." not in name:
+        found = getattr(builtins, name, None)
+        return found if isinstance(found, type) else None
+    parts = name.split(".")
+    for split in range(len(parts) - 1, 0, -1):
+        module = sys.modules.get(".".join(parts[:split]))
+        if module is None:
+            continue
+        obj: Any = module
+        for attr in parts[split:]:
+            obj = getattr(obj, attr, None)
+        return obj if isinstance(obj, type) else None
+    return None
+
+
 # ---- errors as they travel -----------------------------------------------------
 
 
@@ -110,9 +186,17 @@ def error_report(exc: BaseException) -> Tuple[str, str, str]:
 
 
 def worker_error(
-    owner: str, index: Optional[int], pid: Optional[int], report: Sequence[str]
+    owner: str,
+    index: Optional[int],
+    pid: Optional[int],
+    report: Sequence[str],
+    original: Optional[type] = None,
 ) -> WorkerError:
-    """The consumer-side exception for an error *report* from a worker."""
+    """The consumer-side exception for an error *report* from a worker.
+
+    It is an instance of :class:`WorkerError` and, where possible, of the
+    worker's exception type too (*original*, or the type the report names).
+    """
     name, message, text = report
     where = f"{owner} worker {index}" if index is not None else f"{owner} worker"
     if pid is not None:
@@ -120,7 +204,8 @@ def worker_error(
     body = f"{where} raised {name}: {message}" if message else f"{where} raised {name}"
     if text:
         body += f"\n\nTraceback in the worker:\n{text.rstrip()}"
-    return WorkerError(body, worker_index=index, pid=pid, exc_type=name, remote_traceback=text)
+    cls = typed_error_class(original if original is not None else resolve_type(name))
+    return cls(body, worker_index=index, pid=pid, exc_type=name, remote_traceback=text)  # type: ignore[no-any-return]
 
 
 def died_error(
@@ -163,6 +248,119 @@ def _die_with_parent(parent_pid: int) -> None:
         return
     if os.getppid() != parent_pid:  # the parent died before prctl took effect
         os._exit(1)
+
+
+# The signal that makes a worker process write its threads' Python stacks (faulthandler).
+_STACK_SIGNAL = signal.SIGUSR2 if hasattr(signal, "SIGUSR2") else None
+# How long the consumer waits for a worker's stacks after asking for them.
+_STACK_WAIT_S = 1.0
+_STACK_QUIET_S = 0.1
+
+
+def _block_sigint() -> Any:
+    """Block SIGINT in this thread; returns the mask to restore (``None`` if unsupported).
+
+    A process started meanwhile inherits the mask, so a Ctrl-C cannot reach it
+    before its first instruction (under spawn, a worker imports modules first).
+    """
+    if not hasattr(signal, "pthread_sigmask"):  # pragma: no cover - not POSIX
+        return None
+    return signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+
+
+def _restore_sigmask(mask: Any) -> None:
+    if mask is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+def worker_main(
+    target: Callable[..., None], entry: Tuple[Any, ...], stack_writer: Any, creator_pid: int
+) -> None:
+    """The first function a worker process runs (module level, so spawn can find it).
+
+    Ctrl-C is ignored, then unblocked (it was blocked by the parent while it
+    started the process, so a Ctrl-C during start-up is dropped rather than
+    printing a traceback); the process writes its Python stacks to
+    *stack_writer* when the consumer sends it :data:`_STACK_SIGNAL`. Then it
+    runs ``target(*entry)``.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    _WATCH["creator_pid"] = creator_pid
+    if _STACK_SIGNAL is not None and stack_writer is not None:
+        faulthandler.register(_STACK_SIGNAL, file=stack_writer, all_threads=True, chain=False)
+    target(*entry)
+
+
+_WATCH: Dict[str, Any] = {"creator_pid": None, "thread": None}
+
+
+def watch_creator() -> None:
+    """End this worker process as soon as the process that started it ends.
+
+    ``PR_SET_PDEATHSIG`` only covers a worker forked from the main thread of
+    the consumer; under forkserver the parent is the fork server, and after
+    a ``reset_state()`` in another thread it is that thread. So a daemon
+    thread waits on a pidfd of the consumer (polls, where pidfds do not
+    exist) and exits the process when it ends. Call it after the worker's
+    dataflow was reset, so that a dataflow that forks workers of its own
+    does not fork while this thread runs. Once per process.
+    """
+    creator_pid = _WATCH["creator_pid"]
+    if creator_pid is None or _WATCH["thread"] is not None:
+        return
+    try:
+        fd: Optional[int] = os.pidfd_open(creator_pid)  # type: ignore[attr-defined]
+    except (AttributeError, OSError):  # pragma: no cover - old kernel or not Linux
+        fd = None
+    thread = threading.Thread(
+        target=_wait_for_exit, args=(creator_pid, fd), name="dataflow-watch-parent", daemon=True
+    )
+    thread.start()
+    _WATCH["thread"] = thread
+
+
+def _wait_for_exit(pid: int, fd: Optional[int]) -> None:
+    if fd is not None:
+        select.select([fd], [], [])  # readable once the process ended
+    else:  # pragma: no cover - without pidfds
+        while True:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            except PermissionError:  # pid reused by another user's process
+                break
+            time.sleep(_POLL_S * 5)
+    os._exit(1)
+
+
+def read_stacks(reader: Any, pid: Optional[int]) -> str:
+    """Ask worker process *pid* for its Python stacks and return what it wrote to *reader*."""
+    if _STACK_SIGNAL is None or pid is None:  # pragma: no cover - no SIGUSR2
+        return ""
+    fd = reader.fileno()
+    while select.select([fd], [], [], 0)[0]:  # drop an earlier, late answer
+        if not os.read(fd, 1 << 16):
+            return ""
+    try:
+        os.kill(pid, _STACK_SIGNAL)
+    except ProcessLookupError:
+        return ""
+    chunks: List[bytes] = []
+    deadline = time.monotonic() + _STACK_WAIT_S
+    while time.monotonic() < deadline:
+        wait = _STACK_QUIET_S if chunks else max(0.0, deadline - time.monotonic())
+        if not select.select([fd], [], [], wait)[0]:
+            if chunks:
+                break
+            continue
+        data = os.read(fd, 1 << 16)
+        if not data:
+            break
+        chunks.append(data)
+    return b"".join(chunks).decode("utf-8", "replace")
 
 
 def start_worker_process(info: WorkerInfo, parent_pid: int, pdeathsig: bool) -> int:
@@ -313,6 +511,7 @@ class ProcessGroup:
         self.context: Any = multiprocessing.get_context(start_method)
         self.start_method = start_method
         self.procs: List[Any] = []
+        self.stack_readers: List[Any] = []
         self.stop_event = self.context.Event()
         self.creator_pid = os.getpid()
         #: what workers are told their parent is (0: whoever it is, for forkserver)
@@ -320,16 +519,42 @@ class ProcessGroup:
         self.pdeathsig = threading.current_thread() is threading.main_thread()
 
     def start(self, target: Callable[..., None], args: List[tuple]) -> None:
-        """Start one process per entry of *args*, running ``target(*entry)``."""
-        for index, entry in enumerate(args):
-            p = self.context.Process(
-                target=target,
-                args=entry,
-                name=f"{self.owner}-worker-{index}",
-                daemon=True,
-            )
-            p.start()
-            self.procs.append(p)  # recorded only once started
+        """Start one process per entry of *args*, running ``target(*entry)``.
+
+        SIGINT is blocked meanwhile in this thread, so the workers start with
+        it blocked (see :func:`worker_main`).
+        """
+        mask = _block_sigint()
+        try:
+            for index, entry in enumerate(args):
+                reader, writer = self.context.Pipe(duplex=False)
+                p = self.context.Process(
+                    target=worker_main,
+                    args=(target, entry, writer, self.creator_pid),
+                    name=f"{self.owner}-worker-{index}",
+                    daemon=True,
+                )
+                try:
+                    p.start()
+                except BaseException:
+                    reader.close()
+                    raise
+                finally:
+                    writer.close()  # the worker has its own copy now
+                self.procs.append(p)  # recorded only once started
+                self.stack_readers.append(reader)
+        finally:
+            _restore_sigmask(mask)
+
+    def stacks(self) -> List[Tuple[int, Optional[int], Optional[str]]]:
+        """``(index, pid, stacks)`` of every worker; ``None`` for a worker that ended."""
+        out: List[Tuple[int, Optional[int], Optional[str]]] = []
+        for index, (p, reader) in enumerate(zip(self.procs, self.stack_readers)):
+            if p.exitcode is not None:
+                out.append((index, p.pid, None))
+            else:
+                out.append((index, p.pid, read_stacks(reader, p.pid)))
+        return out
 
     def dead(self) -> Optional[Tuple[int, Any]]:
         """``(index, process)`` of the first worker that ended, or ``None``."""
@@ -356,7 +581,12 @@ class ProcessGroup:
         if os.getpid() != self.creator_pid:
             return
         procs, self.procs = self.procs, []
-        stop_processes(procs, self.stop_event)
+        readers, self.stack_readers = self.stack_readers, []
+        try:
+            stop_processes(procs, self.stop_event)
+        finally:
+            for reader in readers:
+                reader.close()
 
 
 def run_finalizer(group: ProcessGroup, closers: Sequence[Callable[[], None]]) -> None:

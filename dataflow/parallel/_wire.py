@@ -82,6 +82,7 @@ _IDLE_S = 1.0
 _FLUSHER_JOIN_S = 5.0
 _POLL_MS = int(_POLL_S * 1000)
 _monotonic = time.monotonic
+_RECONNECT_MS = 5
 # Plain ints: pyzmq's flag enums cost a few microseconds per frame in send_multipart.
 _NOBLOCK = int(zmq.NOBLOCK)
 _NOBLOCK_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
@@ -100,13 +101,21 @@ class Stopped(Exception):
     """Raised in a worker when the consumer asked it to stop, or its parent died."""
 
 
+def private_address() -> Optional[str]:
+    """A fresh private address to bind later: an abstract ``ipc://`` socket on Linux;
+    ``None`` elsewhere (a loopback TCP port is known only once bound)."""
+    if sys.platform.startswith("linux") and zmq.has("ipc"):
+        return f"ipc://@dataflow-{os.getpid()}-{uuid.uuid4().hex}"
+    return None
+
+
 def new_address(ctx: zmq.Context, sock: zmq.Socket) -> str:
     """Bind *sock* to a fresh private address and return it.
 
     An abstract ``ipc://`` socket on Linux (no file to clean up), loopback TCP elsewhere.
     """
-    if sys.platform.startswith("linux") and zmq.has("ipc"):
-        address = f"ipc://@dataflow-{os.getpid()}-{uuid.uuid4().hex}"
+    address = private_address()
+    if address is not None:
         sock.bind(address)
         return address
     port = sock.bind_to_random_port("tcp://127.0.0.1")
@@ -225,13 +234,23 @@ def decode(frames: List[Any], serializer: Optional[Serializer]) -> Tuple[int, in
 class Receiver:
     """The consumer's end: a bound PULL socket."""
 
-    def __init__(self, ctx: zmq.Context, hwm: int, serializer: Optional[Serializer]) -> None:
+    def __init__(
+        self,
+        ctx: zmq.Context,
+        hwm: int,
+        serializer: Optional[Serializer],
+        address: Optional[str] = None,
+    ) -> None:
         self.serializer = serializer
         self.sock = ctx.socket(zmq.PULL)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.RCVHWM, hwm)
         self._timeout_ms = -1  # the socket's receive timeout (ZeroMQ's default: none)
-        self.address = new_address(ctx, self.sock)
+        if address is None:
+            self.address = new_address(ctx, self.sock)
+        else:  # a private_address() the workers already know
+            self.sock.bind(address)
+            self.address = address
 
     def recv(self, timeout_s: float) -> Optional[Tuple[int, int, int, Any]]:
         """The next message, or ``None`` if none arrived within *timeout_s*."""
@@ -423,6 +442,9 @@ class Sender(BatchSender):
         sock = ctx.socket(zmq.PUSH)
         sock.setsockopt(zmq.SNDHWM, hwm)
         sock.setsockopt(zmq.LINGER, 0)
+        # The consumer may bind only after the workers started: retry the connection
+        # every few ms rather than ZeroMQ's default 100 ms.
+        sock.setsockopt(zmq.RECONNECT_IVL, _RECONNECT_MS)
         sock.connect(address)
         super().__init__(sock, index, 0, ItemPacker(owner, serializer))
         self.stop_event = stop_event

@@ -20,7 +20,7 @@ import os
 import queue as queue_module
 import threading
 import weakref
-from typing import Any, Callable, Deque, Dict, Iterator, List, Optional
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple
 
 import zmq
 
@@ -39,11 +39,13 @@ from ._common import (
     run_finalizer,
     start_worker_process,
     stop_threads,
+    watch_creator,
 )
 from ._common import (
     check_serializer as _check_serializer,
 )
 from ._wire import (
+    _RECONNECT_MS,
     DATA,
     ERROR,
     ItemPacker,
@@ -53,6 +55,7 @@ from ._wire import (
     decode,
     encode,
     new_address,
+    private_address,
     send_frames,
 )
 
@@ -88,13 +91,19 @@ class _MapperBase(ParallelBase):
     """Tasks out, results in: strict or streaming passes, in order or not."""
 
     def _setup_mapper(
-        self, map_func: Any, buffer_size: Any, strict: Any, ordered: Any, seed: Any
+        self,
+        map_func: Any,
+        buffer_size: Any,
+        strict: Any,
+        ordered: Any,
+        seed: Any,
+        timeout: Any,
     ) -> None:
         self.map_func = check_callable("map_func", map_func)
         self.buffer_size = check_int("buffer_size", buffer_size, 1, "a positive int")
         self.strict = check_bool("strict", strict)
         self.ordered = check_bool("ordered", ordered)
-        self._setup(seed)
+        self._setup(seed, timeout)
         self._inflight = 0
         self._seq = 0
         self._epoch = 0
@@ -113,11 +122,11 @@ class _MapperBase(ParallelBase):
     def _max_inflight(self) -> int:
         return self.buffer_size
 
-    def close(self) -> None:
+    def _release(self) -> None:
         """Stop the workers, then close the source (which was reset in this process)."""
-        started = self._started and not self._closed
-        super().close()
-        if started:
+        released = self._released
+        super()._release()
+        if not released:
             self._task_source().close()
 
     def __len__(self) -> int:
@@ -281,6 +290,10 @@ class MultiThreadMapData(_MapperBase):
             the threads busy across passes).
         ordered: yield results in the order of ``ds`` (default ``False``).
         seed: seeds what each thread's ``get_worker_info()`` reports.
+        timeout: seconds to wait for the next datapoint before raising
+            ``TimeoutError`` with each worker's current Python stack; time
+            the caller spends between datapoints does not count (default
+            ``None``: wait, and warn with the stacks after a minute of silence).
 
     Example:
         >>> df = MultiThreadMapData(DataFromList([[i] for i in range(5)], shuffle=False),
@@ -302,12 +315,13 @@ class MultiThreadMapData(_MapperBase):
         strict: bool = False,
         ordered: bool = False,
         seed: Optional[int] = None,
+        timeout: Optional[float] = None,
     ) -> None:
         super().__init__(ds)
         self.num_thread = self._num_workers = check_int(
             "num_thread", num_thread, 1, "a positive int"
         )
-        self._setup_mapper(map_func, buffer_size, strict, ordered, seed)
+        self._setup_mapper(map_func, buffer_size, strict, ordered, seed, timeout)
         self._threads: List[threading.Thread] = []
         self._tasks: Any = queue_module.Queue()
         self._results: Any = queue_module.Queue()
@@ -369,6 +383,7 @@ def _map_process(
 ) -> None:
     """Entry point of a mapper's worker process."""
     parent_pid = start_worker_process(info, parent_pid, pdeathsig)
+    watch_creator()
     ctx = zmq.Context()
     # The worker asks for _CREDITS tasks at first and for one more with each result;
     # the consumer sends tasks only to workers that asked, so a busy worker never has
@@ -376,6 +391,7 @@ def _map_process(
     tasks = ctx.socket(zmq.DEALER)
     tasks.setsockopt(zmq.ROUTING_ID, _routing_id(info.index))
     tasks.setsockopt(zmq.LINGER, 0)
+    tasks.setsockopt(zmq.RECONNECT_IVL, _RECONNECT_MS)  # the consumer binds after the fork
     tasks.connect(task_address)
     for _ in range(_CREDITS):
         tasks.send(_CREDIT)
@@ -437,6 +453,10 @@ class MultiProcessMapDataZMQ(_MapperBase, ProcessWorkers):
         start_method: ``'fork'`` (default where available), ``'spawn'`` or ``'forkserver'``.
         serializer: a :class:`~dataflow.serialize.Serializer` instead of the
             built-in msgpack wire format.
+        timeout: seconds to wait for the next datapoint before raising
+            ``TimeoutError`` with each worker's current Python stack; time
+            the caller spends between datapoints does not count (default
+            ``None``: wait, and warn with the stacks after a minute of silence).
 
     Example:
         >>> df = MultiProcessMapDataZMQ(DataFromList([[i] for i in range(5)], shuffle=False),
@@ -466,10 +486,11 @@ class MultiProcessMapDataZMQ(_MapperBase, ProcessWorkers):
         seed: Optional[int] = None,
         start_method: Optional[str] = None,
         serializer: Optional[Serializer] = None,
+        timeout: Optional[float] = None,
     ) -> None:
         super().__init__(ds)
         self.num_proc = self._num_workers = check_int("num_proc", num_proc, 1, "a positive int")
-        self._setup_mapper(map_func, buffer_size, strict, ordered, seed)
+        self._setup_mapper(map_func, buffer_size, strict, ordered, seed, timeout)
         self._start_method = check_start_method(start_method)
         self._serializer = _check_serializer(serializer)
         self._packer = ItemPacker(type(self).__name__, self._serializer)
@@ -485,29 +506,33 @@ class MultiProcessMapDataZMQ(_MapperBase, ProcessWorkers):
         return self.map_func
 
     def _start(self) -> None:
-        self._task_source().reset_state()
         group = self._group = ProcessGroup(self._name, self._start_method)
-        ctx = zmq.Context()
-        receiver = self._receiver = Receiver(ctx, 0, self._serializer)
-        tasks = self._tasks = ctx.socket(zmq.ROUTER)
-        tasks.setsockopt(zmq.LINGER, 0)
-        # A task for a worker that is gone raises instead of vanishing silently.
-        tasks.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        task_address = new_address(ctx, tasks)
-        poller = self._poller = zmq.Poller()
-        poller.register(receiver.sock, zmq.POLLIN)
-        poller.register(tasks, zmq.POLLIN)
-        self._finalizer = weakref.finalize(
-            self, run_finalizer, group, [tasks.close, receiver.close, ctx.term]
-        )
+        function = self._portable(self._worker_function(), self._start_method)
+        closers: List[Callable[[], None]] = []
+        self._finalizer = weakref.finalize(self, run_finalizer, group, closers)
+        # The workers first, then the source's reset (which may fork workers of its own),
+        # then this process's ZeroMQ context: no thread of ours runs during a fork.
+        task_address, result_address = private_address(), private_address()
+        if task_address is None or result_address is None:  # no private address: bind first
+            task_address, result_address = self._bind(None, None, closers)
+            self._start_workers(task_address, result_address, function)
+            self._task_source().reset_state()
+        else:
+            self._start_workers(task_address, result_address, function)
+            self._task_source().reset_state()
+            self._bind(task_address, result_address, closers)
+
+    def _start_workers(self, task_address: str, result_address: str, function: Any) -> None:
+        group = self._group
+        assert group is not None
         infos = self._infos()
         args = [
             (
                 self._name,
-                self._worker_function(),
+                function,
                 infos[i],
                 task_address,
-                receiver.address,
+                result_address,
                 group.stop_event,
                 group.parent_pid,
                 group.pdeathsig,
@@ -517,6 +542,31 @@ class MultiProcessMapDataZMQ(_MapperBase, ProcessWorkers):
         ]
         self._first_credits = self._num_workers * _CREDITS
         self._start_group(self._start_method, _map_process, args)
+
+    def _bind(
+        self,
+        task_address: Optional[str],
+        result_address: Optional[str],
+        closers: List[Callable[[], None]],
+    ) -> Tuple[str, str]:
+        """Create this process's sockets, bound to the given addresses or to new ones."""
+        ctx = zmq.Context()
+        closers.append(ctx.term)
+        receiver = self._receiver = Receiver(ctx, 0, self._serializer, result_address)
+        closers.insert(0, receiver.close)
+        tasks = self._tasks = ctx.socket(zmq.ROUTER)
+        closers.insert(0, tasks.close)
+        tasks.setsockopt(zmq.LINGER, 0)
+        # A task for a worker that is gone raises instead of vanishing silently.
+        tasks.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        if task_address is None:
+            task_address = new_address(ctx, tasks)
+        else:
+            tasks.bind(task_address)
+        poller = self._poller = zmq.Poller()
+        poller.register(receiver.sock, zmq.POLLIN)
+        poller.register(tasks, zmq.POLLIN)
+        return task_address, receiver.address
 
     def _encode_task(self, epoch: int, seq: int, dp: Any) -> Any:
         packer = self._packer
@@ -644,7 +694,8 @@ class MultiProcessMapAndBatchDataZMQ(MultiProcessMapDataZMQ):
         buffer_size: most datapoints handed out and not yet returned, at least
             *batch_size*; default ``batch_size * num_proc * 2``.
         remainder: also yield the last, smaller batch of a pass (default ``False``).
-        strict, ordered, seed, start_method, serializer: as in MultiProcessMapDataZMQ.
+        strict, ordered, seed, start_method, serializer, timeout: as in
+            MultiProcessMapDataZMQ.
 
     Example:
         >>> df = MultiProcessMapAndBatchDataZMQ(
@@ -670,6 +721,7 @@ class MultiProcessMapAndBatchDataZMQ(MultiProcessMapDataZMQ):
         seed: Optional[int] = None,
         start_method: Optional[str] = None,
         serializer: Optional[Serializer] = None,
+        timeout: Optional[float] = None,
     ) -> None:
         self.batch_size = check_int("batch_size", batch_size, 1, "a positive int")
         n_proc = check_int("num_proc", num_proc, 1, "a positive int")
@@ -691,6 +743,7 @@ class MultiProcessMapAndBatchDataZMQ(MultiProcessMapDataZMQ):
             seed=seed,
             start_method=start_method,
             serializer=serializer,
+            timeout=timeout,
         )
         self.buffer_size = buffer_size
         self._chunks = _Chunks(ds, self.batch_size, self.remainder)

@@ -29,7 +29,7 @@ from .._checks import check_bool, check_callable, check_int
 from .._clones import warn_if_clones_repeat
 from ..base import DataFlow, Datapoint, UnknownLengthError
 from ..serialize import PickleSerializer, Serializer
-from ..worker import WorkerInfo, _worker_context
+from ..worker import WorkerInfo, _begin_pass, _worker_context
 from ._base import Message, ParallelBase, ProcessWorkers
 from ._common import (
     _POLL_S,
@@ -41,11 +41,12 @@ from ._common import (
     run_finalizer,
     start_worker_process,
     stop_threads,
+    watch_creator,
 )
 from ._common import (
     check_serializer as _check_serializer,
 )
-from ._wire import DATA, END, ERROR, Receiver, Sender, Stopped
+from ._wire import DATA, END, ERROR, Receiver, Sender, Stopped, private_address
 
 __all__ = [
     "MultiProcessPrefetchData",
@@ -105,9 +106,25 @@ def _wait_command(commands: Any, sender: Any) -> int:
         sender.check_stop()
 
 
+def _reset_in_worker(ds: DataFlow) -> Optional[BaseException]:
+    """Reset *ds* in a fresh worker process, then start watching the consumer.
+
+    The reset comes first, before this process starts any thread of its own (the
+    watcher, ZeroMQ's I/O thread), so that a dataflow which forks workers of its
+    own never forks a multi-threaded process. Returns the reset's exception, to
+    be reported once the worker can send.
+    """
+    try:
+        ds.reset_state()
+    except BaseException as exc:  # reported through the sender
+        return exc
+    finally:
+        watch_creator()
+    return None
+
+
 def _produce(ds: DataFlow, sender: Any, exactly_once: bool, commands: Any) -> None:
-    """The work loop of a runner's worker: feed *sender* from *ds* until told to stop."""
-    ds.reset_state()
+    """The work loop of a runner's worker: feed *sender* from *ds* (reset) until told to stop."""
     if not exactly_once:
         while True:
             count = 0
@@ -119,6 +136,9 @@ def _produce(ds: DataFlow, sender: Any, exactly_once: bool, commands: Any) -> No
     pending: Optional[int] = None
     while True:
         sender.epoch = pending if pending is not None else _wait_command(commands, sender)
+        # Every worker gets the same pass number from the consumer, so shuffled sources
+        # draw the same new partition of their items for the pass (shard_order).
+        _begin_pass(sender.epoch)
         pending = None
         count = 0
         last_check = time.monotonic()
@@ -149,9 +169,12 @@ def _zmq_worker(
 ) -> None:
     """Entry point of a :class:`MultiProcessRunnerZMQ` worker process."""
     parent_pid = start_worker_process(info, parent_pid, pdeathsig)
+    failure = _reset_in_worker(ds)
     ctx = zmq.Context()
     sender = Sender(ctx, address, hwm, info.index, owner, stop_event, parent_pid, serializer)
     try:
+        if failure is not None:
+            raise failure
         _produce(ds, sender, info.sharded, commands)
     except Stopped:
         pass
@@ -233,7 +256,10 @@ def _queue_worker(
         return bool(stop_event.is_set()) or not parent_alive(parent_pid)
 
     sender = _QueueSender(queue, info.index, stopped, serializer)
+    failure = _reset_in_worker(ds)
     try:
+        if failure is not None:
+            raise failure
         _produce(ds, sender, info.sharded, commands)
     except Stopped:
         queue.cancel_join_thread()  # nobody reads any more: do not wait to flush
@@ -256,6 +282,7 @@ def _thread_worker(
     sender = _QueueSender(queue, info.index, stop_event.is_set, None)
     with _worker_context(info):
         try:
+            df.reset_state()
             _produce(df, sender, info.sharded, commands)
         except Stopped:
             pass
@@ -271,9 +298,9 @@ class _RunnerBase(ParallelBase):
 
     _commands: List[Any]
 
-    def _setup_runner(self, exactly_once: Any, seed: Any) -> None:
+    def _setup_runner(self, exactly_once: Any, seed: Any, timeout: Any) -> None:
         self._sharded = self._exactly_once = check_bool("exactly_once", exactly_once)
-        self._setup(seed)
+        self._setup(seed, timeout)
         self._buffer: Deque[Any] = collections.deque()
         self._epoch = 0
 
@@ -391,8 +418,13 @@ class MultiProcessRunnerZMQ(_ProcessRunner):
     :class:`WorkerError` (original type and message, worker index, pid and
     the worker's traceback), and a worker that dies without a word (a
     signal, ``os._exit``) raises :class:`WorkerDiedError` within about a
-    second, naming the signal. Workers ignore Ctrl-C, die with their
-    parent (Linux), and stop at ``close()``, ``with``, garbage collection
+    second, naming the signal. An exception is also an instance of the
+    worker's own exception type (``except FileNotFoundError:`` catches it).
+    With *timeout*, a stuck worker raises ``TimeoutError`` naming where
+    each worker is. Workers ignore Ctrl-C, end with the process that
+    started them (even when it is killed), and stop at ``close()`` (from
+    any thread: an iteration in progress then raises
+    :class:`~dataflow.DataFlowTerminated`), ``with``, garbage collection
     and interpreter exit. Memory: up to *hwm* messages queued on each side.
 
     Args:
@@ -409,10 +441,15 @@ class MultiProcessRunnerZMQ(_ProcessRunner):
             ``random`` and ``numpy.random``. ``None`` (default): fresh
             entropy in every worker.
         start_method: ``'fork'`` (the default where available),
-            ``'spawn'`` or ``'forkserver'`` (these need a picklable ``ds``).
+            ``'spawn'`` or ``'forkserver'`` (these pickle ``ds`` with
+            cloudpickle, so lambdas work, but not open files or locks).
         serializer: a :class:`~dataflow.serialize.Serializer` for the
             datapoints instead of the built-in msgpack wire format (e.g.
             ``PickleSerializer()`` for Python objects msgpack cannot store).
+        timeout: seconds to wait for the next datapoint before raising
+            ``TimeoutError`` with each worker's current Python stack; time
+            the caller spends between datapoints does not count (default
+            ``None``: wait, and warn with the stacks after a minute of silence).
 
     Example:
         >>> df = MultiProcessRunnerZMQ(DataFromList([[i] for i in range(6)], shuffle=False),
@@ -441,22 +478,27 @@ class MultiProcessRunnerZMQ(_ProcessRunner):
         seed: Optional[int] = None,
         start_method: Optional[str] = None,
         serializer: Optional[Serializer] = None,
+        timeout: Optional[float] = None,
     ) -> None:
         super().__init__(ds)
         self.num_proc = self._num_workers = check_int("num_proc", num_proc, 1, "a positive int")
         self.hwm = check_int("hwm", hwm, 1, "a positive int")
         self._start_method = check_start_method(start_method)
         self._serializer = _check_serializer(serializer)
-        self._setup_runner(exactly_once, seed)
+        self._setup_runner(exactly_once, seed, timeout)
         self._commands: List[Any] = []
         self._receiver: Optional[Receiver] = None
 
     def _start(self) -> None:
         self._check_shards(self.ds)
         group = self._group = ProcessGroup(self._name, self._start_method)
-        ctx = zmq.Context()
-        receiver = self._receiver = Receiver(ctx, self.hwm, self._serializer)
-        self._finalizer = weakref.finalize(self, run_finalizer, group, [receiver.close, ctx.term])
+        ds = self._portable(self.ds, self._start_method)
+        # The workers start before this process has a ZeroMQ context (whose I/O thread
+        # would make every fork a fork of a multi-threaded process); they connect to an
+        # address bound right after, and ZeroMQ connects them once it exists.
+        address = private_address()
+        closers: List[Callable[[], None]] = []
+        self._finalizer = weakref.finalize(self, run_finalizer, group, closers)
         worker_ends: List[Any] = []
         if self._exactly_once:
             for _ in range(self._num_workers):
@@ -469,9 +511,9 @@ class MultiProcessRunnerZMQ(_ProcessRunner):
         args = [
             (
                 self._name,
-                self.ds,
+                ds,
                 infos[i],
-                receiver.address,
+                address or "",
                 self.hwm,
                 group.stop_event,
                 worker_ends[i],
@@ -481,7 +523,20 @@ class MultiProcessRunnerZMQ(_ProcessRunner):
             )
             for i in range(self._num_workers)
         ]
-        self._start_group(self._start_method, _zmq_worker, args)
+        if address is None:  # no private address without binding: bind first
+            receiver = self._bind_receiver(None, closers)
+            args = [(a[0], a[1], a[2], receiver.address, *a[4:]) for a in args]
+            self._start_group(self._start_method, _zmq_worker, args)
+        else:
+            self._start_group(self._start_method, _zmq_worker, args)
+            self._bind_receiver(address, closers)
+
+    def _bind_receiver(self, address: Optional[str], closers: List[Callable[[], None]]) -> Receiver:
+        ctx = zmq.Context()
+        closers.append(ctx.term)
+        receiver = self._receiver = Receiver(ctx, self.hwm, self._serializer, address)
+        closers.insert(0, receiver.close)
+        return receiver
 
     def _recv(self, timeout_s: float) -> Optional[Message]:
         assert self._receiver is not None
@@ -506,6 +561,10 @@ class MultiProcessRunner(_ProcessRunner):
         start_method: ``'fork'`` (default where available), ``'spawn'`` or ``'forkserver'``.
         serializer: how datapoints are encoded (default ``PickleSerializer()``);
             the worker encodes, so an error names the datapoint's bad component.
+        timeout: seconds to wait for the next datapoint before raising
+            ``TimeoutError`` with each worker's current Python stack; time
+            the caller spends between datapoints does not count (default
+            ``None``: wait, and warn with the stacks after a minute of silence).
 
     Example:
         >>> df = MultiProcessRunner(DataFromList([[i] for i in range(4)], shuffle=False),
@@ -526,13 +585,14 @@ class MultiProcessRunner(_ProcessRunner):
         seed: Optional[int] = None,
         start_method: Optional[str] = None,
         serializer: Optional[Serializer] = None,
+        timeout: Optional[float] = None,
     ) -> None:
         super().__init__(ds)
         self.num_prefetch = check_int("num_prefetch", num_prefetch, 1, "a positive int")
         self.num_proc = self._num_workers = check_int("num_proc", num_proc, 1, "a positive int")
         self._start_method = check_start_method(start_method)
         self._serializer = _check_serializer(serializer) or PickleSerializer()
-        self._setup_runner(exactly_once, seed)
+        self._setup_runner(exactly_once, seed, timeout)
         self._commands: List[Any] = []
         self._queue: Any = None
         self._decode = self._serializer_loads
@@ -551,9 +611,10 @@ class MultiProcessRunner(_ProcessRunner):
                 worker_ends[i], send_end = group.context.Pipe(duplex=False)
                 self._commands.append(send_end)
         infos = self._infos()
+        ds = self._portable(self.ds, self._start_method)
         args = [
             (
-                self.ds,
+                ds,
                 infos[i],
                 q,
                 group.stop_event,
@@ -589,6 +650,10 @@ class MultiThreadRunner(_RunnerBase):
         num_thread: number of threads, >= 1.
         exactly_once: shard over the threads (see MultiProcessRunnerZMQ).
         seed: seeds every thread's random streams differently but reproducibly.
+        timeout: seconds to wait for the next datapoint before raising
+            ``TimeoutError`` with each worker's current Python stack; time
+            the caller spends between datapoints does not count (default
+            ``None``: wait, and warn with the stacks after a minute of silence).
 
     Example:
         >>> df = MultiThreadRunner(lambda: DataFromList([[i] for i in range(4)], shuffle=False),
@@ -611,13 +676,14 @@ class MultiThreadRunner(_RunnerBase):
         *,
         exactly_once: bool = False,
         seed: Optional[int] = None,
+        timeout: Optional[float] = None,
     ) -> None:
         self.get_df = check_callable("get_df", get_df)
         self.num_prefetch = check_int("num_prefetch", num_prefetch, 1, "a positive int")
         self.num_thread = self._num_workers = check_int(
             "num_thread", num_thread, 1, "a positive int"
         )
-        self._setup_runner(exactly_once, seed)
+        self._setup_runner(exactly_once, seed, timeout)
         self._dfs: List[DataFlow] = []
         self._threads: List[threading.Thread] = []
         self._commands: List[Any] = []

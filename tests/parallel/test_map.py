@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import gc
 import itertools
+import multiprocessing.forkserver
 import multiprocessing.resource_tracker
 import os
 import signal
@@ -81,9 +82,11 @@ def resource_tracker():
 
     Spawned workers share their stop event (a semaphore), which registers it
     with the resource tracker, a helper process that Python starts once and
-    keeps until exit; it is not a worker the mapper leaves behind.
+    keeps until exit; it is not a worker the mapper leaves behind. The same
+    holds for the fork server of the forkserver start method.
     """
     multiprocessing.resource_tracker.ensure_running()
+    multiprocessing.forkserver.ensure_running()
 
 
 class _Mappers:
@@ -758,12 +761,28 @@ class TestMultiProcessMapDataZMQ(_Mappers):
             assert list(df) == _squares(10)
 
     @pytest.mark.timeout(60)
-    def test_spawn_start_method_with_a_lambda_raises_type_error(self, resource_tracker):
-        df = self.make(_source(3), lambda dp: dp, start_method="spawn")
+    @pytest.mark.parametrize("start_method", ["spawn", "forkserver"])
+    def test_a_lambda_works_under_spawn_and_forkserver(self, start_method, resource_tracker):
+        scale = 3
+        with self.make(
+            _source(5), lambda dp: [dp[0] * scale], start_method=start_method, strict=True
+        ) as df:
+            df.reset_state()
+            assert sorted(dp[0] for dp in df) == [0, 3, 6, 9, 12]
+
+    @pytest.mark.timeout(60)
+    def test_spawn_with_an_unpicklable_function_raises_type_error(self, resource_tracker):
+        lock = threading.Lock()
+
+        def locked(dp):
+            with lock:
+                return dp
+
+        df = self.make(_source(3), locked, start_method="spawn")
         with pytest.raises(
             TypeError,
             match="^MultiProcessMapDataZMQ with start_method='spawn' "
-            "must pickle its dataflow and functions .*pickle",
+            "must pickle its dataflow and functions .*lock",
         ):
             df.reset_state()
         df.close()

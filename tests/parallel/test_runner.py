@@ -518,7 +518,9 @@ class _RunnerTests:
             with pytest.raises(WorkerError) as excinfo:
                 next(it)
         err = excinfo.value
-        assert type(err) is WorkerError
+        # Both a WorkerError and the worker's own type, so `except ValueError:` catches it.
+        assert isinstance(err, WorkerError) and isinstance(err, ValueError)
+        assert type(err).__name__ == "WorkerError[ValueError]"
         assert err.exc_type == "ValueError"
         assert err.worker_index == 0
         assert isinstance(err.pid, int)
@@ -908,19 +910,40 @@ class _ProcessRunnerTests(_RunnerTests):
             with pytest.raises(WorkerError, match="raised ValueError: bad datapoint 1"):
                 one_pass(df)  # an endless stream: only the error ends it
 
+    @pytest.mark.timeout(SPAWN_TIMEOUT_S)
+    @pytest.mark.parametrize("start_method", ["spawn", "forkserver"])
+    def test_lambdas_and_local_functions_work_under_spawn_and_forkserver(
+        self, start_method, multiprocessing_helpers
+    ):
+        offset = 10
+
+        def shift(dp):  # a local function, which plain pickle refuses
+            return [dp[0] + offset]
+
+        source = functools.partial(MapData, MapData(Sharded(6), lambda dp: [dp[0] * 2]), shift)
+        with self.make(source, 2, start_method=start_method, exactly_once=True) as df:
+            df.reset_state()
+            assert sorted(dp[0] for dp in df) == [10, 12, 14, 16, 18, 20]
+
     @pytest.mark.timeout(TIMEOUT_S)
     def test_spawn_with_an_unpicklable_ds_is_a_type_error_about_pickling(
         self, multiprocessing_helpers
     ):
         before = live_threads(), live_child_pids()
-        with self.make(lambda: MapData(Counting(3), lambda dp: dp), 2, start_method="spawn") as df:
+        unpicklable = Counting(3)
+        unpicklable.lock = threading.Lock()  # made in __init__ instead of reset_state()
+        with self.make(lambda: MapData(unpicklable, lambda dp: dp), 2, start_method="spawn") as df:
             with pytest.raises(TypeError) as excinfo:
                 df.reset_state()
         assert str(excinfo.value).startswith(
             f"{self.name} with start_method='spawn' must pickle its dataflow and functions to "
             "send them to its workers, which failed: "
         )
-        assert "Use start_method='fork', or make them picklable" in str(excinfo.value)
+        assert "lock" in str(excinfo.value)
+        assert str(excinfo.value).endswith(
+            "Use start_method='fork', or make them picklable: open files, locks, sockets, "
+            "generators and the like must be created in reset_state(), not in __init__"
+        )
         assert no_leftovers(*before)
         with pytest.raises(RuntimeError, match="was closed"):
             next(iter(df))

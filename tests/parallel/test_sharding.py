@@ -166,6 +166,35 @@ class TestShuffledExactlyOnce:
         assert first[0][:20] != first[0][20:]  # a new order every pass
 
     @pytest.mark.timeout(TIMEOUT_S)
+    @pytest.mark.parametrize("kind", RUNNERS)
+    def test_every_pass_draws_a_new_partition(self, kind):
+        # A partition fixed for the runner's life would never let items of different
+        # parts meet in a batch made inside a worker.
+        with make_runner(kind, functools.partial(tagged_items, 40), 2, exactly_once=True) as df:
+            df.reset_state()
+            parts = []
+            for _ in range(3):
+                part = sorted(i for i, index in df if index == 0)
+                assert len(part) == 20
+                parts.append(part)
+        assert parts[0] != parts[1] and parts[1] != parts[2]
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_a_shuffled_reader_partitions_the_whole_file(self, tmp_path):
+        pytest.importorskip("lmdb")
+        from dataflow.formats import LMDBSerializer
+
+        path = str(tmp_path / "sorted.lmdb")
+        LMDBSerializer.save(DataFromList(SORTED, shuffle=False), path)
+        source = functools.partial(BatchData, LMDBSerializer.load(path, shuffle=True), BATCH)
+        with make_runner("MultiProcessRunnerZMQ", source, 2, exactly_once=True) as df:
+            df.reset_state()
+            batches = list(df)
+        assert serials(batches) == list(range(len(SORTED)))
+        distinct = [len(set(batch[0].tolist())) for batch in batches]
+        assert min(distinct) > 5 and statistics.mean(distinct) > 8
+
+    @pytest.mark.timeout(TIMEOUT_S)
     def test_without_shuffle_each_worker_reads_a_contiguous_block(self):
         with MultiProcessRunnerZMQ(tagged_unshuffled(10), 2, exactly_once=True) as df:
             df.reset_state()
