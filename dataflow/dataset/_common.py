@@ -26,6 +26,7 @@ import posixpath
 import shutil
 import tarfile
 import tempfile
+import urllib.error
 import urllib.parse
 import urllib.request
 from typing import Any, Callable, Iterator, List, Optional, Sequence
@@ -169,6 +170,8 @@ def download_file(url: str, directory: str, *, timeout: float = _DOWNLOAD_TIMEOU
                     expected = response.headers.get("Content-Length")
                     shutil.copyfileobj(response, out, _DOWNLOAD_CHUNK_BYTES)
             except (OSError, http.client.HTTPException) as err:  # URLError is an OSError
+                if isinstance(err, urllib.error.HTTPError):
+                    err.close()  # it holds the connection, which the raised error would keep
                 raise OSError(f"could not download {url} to {path}: {err}") from err
             received = out.tell()
         if expected is not None and received != int(expected):

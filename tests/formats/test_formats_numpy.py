@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pathlib
 import re
 import zipfile
 
@@ -414,7 +415,7 @@ class TestNumpySerializer:
     def test_a_npy_or_text_file_is_refused(self, tmp_path):
         for name, write in [
             ("a.npy", lambda p: np.save(p, np.arange(3))),
-            ("a.txt", lambda p: open(p, "w").write("hello")),  # noqa: SIM115
+            ("a.txt", lambda p: pathlib.Path(p).write_text("hello")),
         ]:
             path = str(tmp_path / name)
             write(path)

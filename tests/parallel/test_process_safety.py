@@ -500,3 +500,38 @@ class TestWorkerErrorTypes:
         for name in ("NoSuchError", "not_imported_module.Error", "tests.Local.<locals>.E"):
             err = worker_error("X", 0, 1, (name, "m", ""))
             assert type(err) is WorkerError
+
+
+# ---- no fork while the library's own threads run --------------------------------------------
+
+
+def _os_threads() -> int:
+    """The number of threads of this process, as the kernel counts them."""
+    with open("/proc/self/status") as f:
+        return int(next(line for line in f if line.startswith("Threads:")).split()[1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+class TestForkWithoutThreads:
+    @pytest.mark.timeout(60)
+    def test_nested_parallel_dataflows_fork_while_no_thread_of_theirs_runs(self, monkeypatch):
+        # Python 3.12+ warns (and may deadlock the child) when a process with other
+        # threads forks. A mapper over a runner forks twice in this process: its own
+        # workers, then (resetting its source) the runner's.
+        baseline = _os_threads()
+        counts = []
+        real_fork = os.fork
+
+        def fork():
+            counts.append(_os_threads())  # ZeroMQ's I/O threads count too
+            return real_fork()
+
+        monkeypatch.setattr(os, "fork", fork)
+        source = MultiProcessRunnerZMQ(
+            DataFromList([[i] for i in range(8)], shuffle=False), 2, exactly_once=True
+        )
+        with MultiProcessMapDataZMQ(source, 2, lambda dp: dp, strict=True) as df:
+            df.reset_state()
+            assert sorted(dp[0] for dp in df) == list(range(8))
+        assert len(counts) == 4
+        assert max(counts) <= baseline, (counts, baseline)  # no thread of ours at any fork
