@@ -39,183 +39,37 @@ process started by ``fork`` opens its own at its ``reset_state()``.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import pickle
-import threading
 import weakref
 import zlib
-from typing import (
-    Any,
-    Callable,
-    Dict,
-    FrozenSet,
-    Iterator,
-    List,
-    Optional,
-    Sequence,
-    Set,
-    Tuple,
-)
+from typing import Any, Callable, Dict, FrozenSet, Iterator, List, Optional, Tuple
 
 from .._optional import import_optional
 from ..base import DataFlow, Datapoint, ProxyDataFlow, RNGDataFlow, _check_seed
 from ..serialize import MsgpackSerializer, PickleSerializer, Serializer
 from ..worker import shard_range
-from ._files import atomic_output, check_path, reading, shard_order
-from ._lmdb_check import check_structure
+from ._files import check_path, shard_order
+from ._lmdb_env import SharedEnv, acquire, borrowed_env, release
+from ._lmdb_format import (
+    CRC_BYTES,
+    CRC_RESIDUE,
+    KEYS,
+    METADATA,
+    RESERVED,
+    SERIALIZERS,
+    SORTED_KEY_LIMIT,
+    first_value,
+    is_pickle,
+    read_meta,
+    shard_of_records,
+)
+from ._lmdb_write import write_database
 
 __all__ = ["LMDBData", "LMDBDataDecoder", "LMDBSerializer"]
 
 _log = logging.getLogger(__name__)
-
-_KEYS = b"__keys__"
-_META = b"__dataflow__"
-_RESERVED = (_KEYS, _META)
-_FORMAT = "dataflow.LMDBSerializer"
-_VERSION = 2  # 1: no checksums; 2: every data value ends with its checksum
-_CHECKSUM = "crc32"  # the value of "checksum" in the metadata of version 2
-_CRC_BYTES = 4
-# The CRC-32 of any bytes followed by their own CRC-32 in little-endian order:
-# a record is intact when crc32(value, crc32(key)) equals it.
-_CRC_RESIDUE = 0x2144DF1C
-_SERIALIZERS: Dict[str, Callable[[], Serializer]] = {
-    "msgpack": MsgpackSerializer,
-    "pickle": PickleSerializer,
-}
-_INITIAL_MAP_SIZE = 1 << 30  # bytes; doubled whenever the database might fill it
-_SLACK_PAGES = 64  # pages a commit may need besides the records: copied branches, free list
-_NODE_BYTES = 64  # more than LMDB's bookkeeping bytes per record
-# Bytes of records per write transaction, at most: the pages of a transaction
-# stay in memory until it commits, and a commit lets the disk start writing.
-_TXN_BYTES = 1 << 20
-_SORTED_KEY_LIMIT = 10**8  # keys b"%08d" % i sort in the order of i below this
-_METADATA = MsgpackSerializer()  # reads and writes __keys__ and __dataflow__
-
-
-def _is_pickle(value: bytes) -> bool:
-    """Whether *value* is a pickle (protocol 2 or later) rather than msgpack.
-
-    Pickles start with the PROTO opcode ``0x80``; in msgpack ``0x80`` is the
-    empty map, which is the whole value.
-    """
-    return len(value) > 1 and value[0] == 0x80
-
-
-def _data_file(path: str) -> Tuple[str, bool]:
-    """The data file of the database at *path* and whether *path* is a directory."""
-    if os.path.isdir(path):
-        return os.path.join(path, "data.mdb"), True
-    return path, False
-
-
-# ---- read-only environments shared within a process ---------------------------
-
-
-class _SharedEnv:
-    """A read-only environment of one data file, shared by its readers in one process."""
-
-    __slots__ = ("env", "file_id", "pid", "users")
-
-    def __init__(self, env: Any, file_id: Tuple[int, int]) -> None:
-        self.env = env
-        self.file_id = file_id
-        self.pid = os.getpid()
-        self.users = 0
-
-
-_SHARED: Dict[Tuple[int, int], _SharedEnv] = {}
-_SHARED_LOCK = threading.Lock()
-
-
-def _new_lock_after_fork() -> None:
-    global _SHARED_LOCK
-    _SHARED_LOCK = threading.Lock()  # another thread may have held it at fork time
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_new_lock_after_fork)
-
-
-def _open_readonly(path: str, subdir: bool, file_size: int, user: str) -> Any:
-    lmdb = import_optional("lmdb", user)
-    try:
-        env = lmdb.open(path, subdir=subdir, readonly=True, lock=False, max_spare_txns=2)
-    except lmdb.Error as err:
-        raise ValueError(f"{user}: cannot open {path!r} as an LMDB database: {err}") from err
-    end = (env.info()["last_pgno"] + 1) * env.stat()["psize"]
-    if file_size < end:
-        env.close()
-        raise ValueError(
-            f"{user}: the LMDB database {path!r} is truncated: its data file has {file_size} "
-            f"bytes but its pages end at byte {end}"
-        )
-    try:
-        _check_once(_data_file(path)[0], file_size, env.info()["last_txnid"], user)
-    except BaseException:
-        env.close()
-        raise
-    return env
-
-
-# The data files (device, inode, size, modification time, transaction) whose
-# structure this process has checked; forked children inherit it.
-_CHECKED: Set[Tuple[int, int, int, int, int]] = set()
-
-
-def _check_once(data_file: str, file_size: int, txnid: int, user: str) -> None:
-    """Check the structure of *data_file* (see :mod:`._lmdb_check`), unless
-    this process has checked it as it is now."""
-    st = os.stat(data_file)
-    state = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, txnid)
-    if state not in _CHECKED:
-        check_structure(data_file, user, file_size)
-        _CHECKED.add(state)
-
-
-def _acquire(path: str, user: str) -> _SharedEnv:
-    """This process's shared read-only environment of the database at *path*,
-    with one more user."""
-    data_file, subdir = _data_file(path)
-    try:
-        st = os.stat(data_file)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{user}: there is no LMDB database at {path!r}") from None
-    file_id = (st.st_dev, st.st_ino)
-    with _SHARED_LOCK:
-        shared = _SHARED.get(file_id)
-        if shared is not None and shared.pid != os.getpid():
-            # This process's copy of an environment that its parent opened before fork.
-            shared.env.close()
-            shared = None
-        if shared is None:
-            env = _open_readonly(path, subdir, st.st_size, user)
-            shared = _SHARED[file_id] = _SharedEnv(env, file_id)
-        shared.users += 1
-    return shared
-
-
-def _release(shared: _SharedEnv) -> None:
-    """Drop one user of *shared*; the last one closes the environment."""
-    with _SHARED_LOCK:
-        if shared.pid != os.getpid():
-            return  # inherited through fork: the parent process owns it
-        shared.users -= 1
-        if shared.users == 0:
-            shared.env.close()
-            if _SHARED.get(shared.file_id) is shared:
-                del _SHARED[shared.file_id]
-
-
-@contextlib.contextmanager
-def _borrowed_env(path: str, user: str) -> Iterator[Any]:
-    shared = _acquire(path, user)
-    try:
-        yield shared.env
-    finally:
-        _release(shared)
-
 
 # ---- reading -----------------------------------------------------------------
 
@@ -245,50 +99,6 @@ def _check_keys(keys: Any) -> Any:
         if not isinstance(key, (bytes, str)):
             raise TypeError(f"keys must hold bytes or str keys, got {key!r} at index {i}")
     return [key.encode() if isinstance(key, str) else key for key in keys]
-
-
-def _read_meta(txn: Any, size: int, path: str, user: str) -> Optional[Dict[str, Any]]:
-    """The metadata that LMDBSerializer.save wrote, checked; ``None`` if there is none.
-
-    Its ``"checksum"`` is ``"crc32"`` when the values end with checksums
-    (version 2), else ``None`` (version 1).
-    """
-    raw = txn.get(_META)
-    if raw is None:
-        return None
-    try:
-        meta = _METADATA.loads(raw)
-    except (TypeError, ValueError):
-        meta = None
-    if not (
-        isinstance(meta, dict)
-        and meta.get("format") == _FORMAT
-        and isinstance(meta.get("serializer"), str)
-        and type(meta.get("size")) is int
-    ):
-        raise ValueError(
-            f"{user}: the {_META!r} record of {path!r} is not what LMDBSerializer.save writes; "
-            "the database is corrupt"
-        )
-    version = meta.get("version")
-    if type(version) is not int or not 1 <= version <= _VERSION:
-        raise ValueError(
-            f"{user}: {path!r} has format version {version!r}, but this version of "
-            f"dataflow reads versions 1 to {_VERSION}"
-        )
-    if version == 1:
-        meta["checksum"] = None
-    elif meta.get("checksum") != _CHECKSUM:
-        raise ValueError(
-            f"{user}: the {_META!r} record of {path!r} names the checksum "
-            f"{meta.get('checksum')!r}, not {_CHECKSUM!r}; the database is corrupt"
-        )
-    if meta["size"] != size:
-        raise ValueError(
-            f"{user}: {path!r} holds {size} datapoints, but it was written with {meta['size']}; "
-            "the database is corrupt"
-        )
-    return meta
 
 
 class LMDBData(RNGDataFlow):
@@ -362,20 +172,20 @@ class LMDBData(RNGDataFlow):
         self.shuffle = shuffle
         self.seed = _check_seed(seed)
         keys = _check_keys(keys)
-        self._shared: Optional[_SharedEnv] = None
+        self._shared: Optional[SharedEnv] = None
         self._finalizer: Optional[weakref.finalize] = None
-        with _borrowed_env(self.lmdb_path, self._user) as env:
+        with borrowed_env(self.lmdb_path, self._user) as env:
             lmdb_error = import_optional("lmdb", self._user).Error
             try:
                 with env.begin() as txn:
                     self._reserved: FrozenSet[bytes] = frozenset(
-                        key for key in _RESERVED if txn.get(key) is not None
+                        key for key in RESERVED if txn.get(key) is not None
                     )
                     size = env.stat()["entries"] - len(self._reserved)
-                    meta = _read_meta(txn, size, self.lmdb_path, self._user)
+                    meta = read_meta(txn, size, self.lmdb_path, self._user)
                     self._checksummed = meta is not None and meta["checksum"] is not None
                     # Whether data record i has the key b"%08d" % i, in key order.
-                    self._numbered = meta is not None and size <= _SORTED_KEY_LIMIT
+                    self._numbered = meta is not None and size <= SORTED_KEY_LIMIT
                     self._inspect(txn, meta)
                     if isinstance(keys, str):
                         keys = [keys.format(i).encode() for i in range(size)]
@@ -413,13 +223,13 @@ class LMDBData(RNGDataFlow):
         On a database that LMDBSerializer.save wrote (*ours*), the record
         must list exactly the keys it writes.
         """
-        raw = txn.get(_KEYS)
+        raw = txn.get(KEYS)
         keys: Any = None
-        if raw is not None and not _is_pickle(raw):
+        if raw is not None and not is_pickle(raw):
             try:
-                keys = _METADATA.loads(raw)
+                keys = METADATA.loads(raw)
             except (TypeError, ValueError) as err:
-                raise self._unreadable(_KEYS, err) from err
+                raise self._unreadable(KEYS, err) from err
         elif raw is not None and self._allow_pickle:
             keys = pickle.loads(raw)
         if keys is None:
@@ -428,17 +238,17 @@ class LMDBData(RNGDataFlow):
             return [key for key in txn.cursor().iternext(values=False) if key not in reserved]
         if not (isinstance(keys, list) and all(isinstance(key, bytes) for key in keys)):
             raise ValueError(
-                f"{self._user}: the {_KEYS!r} record of {self.lmdb_path!r} is not a list of "
+                f"{self._user}: the {KEYS!r} record of {self.lmdb_path!r} is not a list of "
                 "bytes keys; the database is corrupt"
             )
         if len(keys) != size:
             raise ValueError(
-                f"{self._user}: the {_KEYS!r} record of {self.lmdb_path!r} lists {len(keys)} keys "
+                f"{self._user}: the {KEYS!r} record of {self.lmdb_path!r} lists {len(keys)} keys "
                 f"but the database holds {size} records; the database is corrupt"
             )
         if ours and keys != [b"%08d" % i for i in range(size)]:
             raise ValueError(
-                f"{self._user}: the {_KEYS!r} record of {self.lmdb_path!r} is not the key list "
+                f"{self._user}: the {KEYS!r} record of {self.lmdb_path!r} is not the key list "
                 "that LMDBSerializer.save writes; the database is corrupt"
             )
         return keys
@@ -469,10 +279,10 @@ class LMDBData(RNGDataFlow):
 
     def reset_state(self) -> None:
         super().reset_state()
-        shared = _acquire(self.lmdb_path, self._user)
+        shared = acquire(self.lmdb_path, self._user)
         self.close()  # after acquiring, so that a second reset keeps the environment open
         self._shared = shared
-        self._finalizer = weakref.finalize(self, _release, shared)
+        self._finalizer = weakref.finalize(self, release, shared)
 
     def close(self) -> None:
         if self._finalizer is not None:
@@ -519,7 +329,7 @@ class LMDBData(RNGDataFlow):
                 if keys is not None:
                     records: Iterator[Tuple[Any, Any]] = zip(keys, map(txn.get, keys))
                 elif len(shard) < self._size:  # this worker's shard, in key order
-                    records = _shard_of_records(txn.cursor(), self._reserved, shard, self._numbered)
+                    records = shard_of_records(txn.cursor(), self._reserved, shard, self._numbered)
                 else:
                     records, skip = txn.cursor().iternext(), self._reserved
                 for key, value in records:
@@ -528,9 +338,9 @@ class LMDBData(RNGDataFlow):
                     if value is None:
                         raise KeyError(f"{self._user}: no record {key!r} in {self.lmdb_path!r}")
                     if checksummed:
-                        if crc32(value, crc32(key)) != _CRC_RESIDUE:
+                        if crc32(value, crc32(key)) != CRC_RESIDUE:
                             raise self._mismatch(key)
-                        value = memoryview(value)[:-_CRC_BYTES] if view else value[:-_CRC_BYTES]
+                        value = memoryview(value)[:-CRC_BYTES] if view else value[:-CRC_BYTES]
                     try:
                         dp = make(key, value)
                     except Exception as err:
@@ -594,53 +404,6 @@ def _detail(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
 
 
-def _shard_of_records(
-    cursor: Any, reserved: FrozenSet[bytes], shard: range, numbered: bool
-) -> Iterator[Tuple[Any, Any]]:
-    """The ``(key, value)`` pairs of the data records whose positions in key
-    order are in *shard*, a contiguous range; no other value is read, nor
-    any record after the shard.
-
-    With *numbered* (the data keys are ``b"%08d" % i`` in key order, as
-    LMDBSerializer.save writes them below :data:`_SORTED_KEY_LIMIT` records)
-    the cursor goes straight to the first key of the shard, and each key
-    read must be the one expected there; a missing or unexpected one is
-    yielded as ``(expected key, None)``, which the reader reports as a
-    missing record. Otherwise the cursor steps over the keys before the
-    shard (counting data records only: *reserved* keys are skipped).
-    """
-    start, stop = shard.start, shard.stop
-    if start >= stop:
-        return
-    if numbered:
-        found = cursor.set_key(b"%08d" % start)
-        for i in range(start, stop):
-            if i > start:
-                found = cursor.next()
-            expected, key = b"%08d" % i, cursor.key() if found else None
-            if key != expected:
-                yield expected, None
-                return
-            yield key, cursor.value()
-        return
-    position = 0
-    for key in cursor.iternext(values=False):
-        if key in reserved:
-            continue
-        if position >= start:
-            yield key, cursor.value()
-            if position + 1 == stop:
-                return
-        position += 1
-
-
-def _first_value(txn: Any, reserved: FrozenSet[bytes]) -> Optional[bytes]:
-    for key, value in txn.cursor():
-        if key not in reserved:
-            return value
-    return None
-
-
 class _SerializedLMDBData(LMDBData):
     """Yield the datapoints stored in an LMDB database: what LMDBSerializer.load returns.
 
@@ -670,16 +433,16 @@ class _SerializedLMDBData(LMDBData):
         if self._serializer is not None:
             return
         if meta is not None:
-            factory = _SERIALIZERS.get(meta["serializer"])
+            factory = SERIALIZERS.get(meta["serializer"])
             if factory is None:
                 raise ValueError(
                     f"{self._user}: {self.lmdb_path!r} was written with the serializer "
                     f"{meta['serializer']!r}; pass an instance of it as serializer="
                 )
         else:  # written by tensorpack, with pickle (its default) or msgpack
-            first = _first_value(txn, self._reserved)
+            first = first_value(txn, self._reserved)
             factory = (
-                PickleSerializer if first is not None and _is_pickle(first) else MsgpackSerializer
+                PickleSerializer if first is not None and is_pickle(first) else MsgpackSerializer
             )
         if factory is PickleSerializer and not self._allow_pickle:
             raise ValueError(
@@ -698,9 +461,6 @@ class _SerializedLMDBData(LMDBData):
         raise TypeError(f"it holds a {type(dp).__name__}, not a list or dict datapoint")
 
 
-# ---- writing -----------------------------------------------------------------
-
-
 def _check_serializer(serializer: Any) -> Optional[Serializer]:
     if serializer is not None and not isinstance(serializer, Serializer):
         raise TypeError(
@@ -708,131 +468,6 @@ def _check_serializer(serializer: Any) -> Optional[Serializer]:
             f"got {serializer!r}"
         )
     return serializer
-
-
-def _output_file(path: str, overwrite: bool, user: str) -> str:
-    """The data file to write for the database *path*, checked."""
-    data_file, subdir = _data_file(path)
-    parent = os.path.dirname(os.path.abspath(data_file))
-    if not subdir and not os.path.isdir(parent):
-        raise FileNotFoundError(f"{user}: the directory {parent!r} does not exist")
-    if os.path.lexists(data_file) and not overwrite:
-        raise FileExistsError(
-            f"{user}: {data_file!r} already exists; pass overwrite=True to replace it"
-        )
-    return data_file
-
-
-class _Writer:
-    """Puts batches of records into a new database, one transaction per batch.
-
-    Before each transaction it grows the map until the batch surely fits, so
-    no record is ever lost to a full map and none has to be retried. After
-    each commit it starts writing the committed pages to disk in a
-    background thread (``os.fdatasync``), so that the final sync has little
-    left to wait for; :meth:`close` waits for that thread.
-    """
-
-    def __init__(self, env: Any, path: str) -> None:
-        self._env = env
-        self._page = env.stat()["psize"]
-        self._fd: Optional[int] = None
-        if hasattr(os, "fdatasync"):  # not on Windows or macOS: no early flushing there
-            self._fd = os.open(path, os.O_RDONLY)
-        self._flusher: Optional[threading.Thread] = None
-        self._flush_error: Optional[OSError] = None
-
-    def write(
-        self,
-        items: List[Tuple[bytes, bytes]],
-        nbytes: int,
-        append: bool,
-        more: Sequence[Tuple[bytes, bytes]] = (),
-    ) -> None:
-        """Store the records *items* and then *more*, whose keys and values
-        total *nbytes* bytes, in one transaction; with *append*, the keys of
-        *items* are in order and sort after every key stored."""
-        # A record takes at most twice its size in the map: leaf pages are at
-        # least half full after a split, and so are the overflow pages that
-        # hold a value too large for a leaf.
-        cost = 2 * (nbytes + _NODE_BYTES * (len(items) + len(more)))
-        info = self._env.info()
-        used = (info["last_pgno"] + 1 + _SLACK_PAGES) * self._page
-        size = info["map_size"]
-        while size - used < max(cost, size // 2):
-            size *= 2
-        if size != info["map_size"]:
-            _log.info("growing the LMDB map to %.2f GB", size / 1e9)
-            self._env.set_mapsize(size)
-        with self._env.begin(write=True) as txn:
-            cursor = txn.cursor()
-            _, added = cursor.putmulti(items, append=append)
-            if more:
-                added += cursor.putmulti(more)[1]
-            assert added == len(items) + len(more), "LMDB did not store every record"
-        self._flush()
-
-    def _flush(self) -> None:
-        """Start writing the committed pages to disk, unless that is under way."""
-        if self._fd is None or (self._flusher is not None and self._flusher.is_alive()):
-            return
-        flusher = threading.Thread(target=self._fdatasync, name="LMDBSerializer.save flush")
-        flusher.start()
-        self._flusher = flusher
-
-    def _fdatasync(self) -> None:
-        try:
-            os.fdatasync(self._fd)  # type: ignore[arg-type]
-        except OSError as err:
-            self._flush_error = err
-
-    def close(self) -> None:
-        """Wait for the background flush; raise the error it met, if any."""
-        if self._flusher is not None:
-            self._flusher.join()  # an fdatasync, which ends
-            self._flusher = None
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-        err, self._flush_error = self._flush_error, None
-        if err is not None:
-            raise err
-
-
-def _write_datapoints(
-    writer: _Writer, df: Any, per_txn: int, serializer: Serializer, progress: bool, user: str
-) -> Tuple[int, List[Tuple[bytes, bytes]], int]:
-    """Write one pass of *df*, but for its last batch of records.
-
-    Records are written in batches of at most *per_txn* records and about
-    :data:`_TXN_BYTES` bytes, each batch in one transaction. Returns the
-    number of datapoints, and the last batch and its size in bytes, for the
-    caller to write along with the metadata.
-    """
-    dumps, crc32 = serializer.dumps, zlib.crc32
-    batch: List[Tuple[bytes, bytes]] = []
-    nbytes = size = 0
-    with reading(df, user, progress) as datapoints:
-        for dp in datapoints:
-            if type(dp) is not list and not isinstance(dp, (list, dict)):
-                raise TypeError(
-                    f"{user} needs list or dict datapoints, got {type(dp).__name__} "
-                    f"(datapoint {size})"
-                )
-            try:
-                payload = dumps(dp)
-            except TypeError as err:
-                raise TypeError(f"{user}: datapoint {size}: {err}") from err
-            key = b"%08d" % size
-            value = payload + crc32(payload, crc32(key)).to_bytes(_CRC_BYTES, "little")
-            batch.append((key, value))
-            nbytes += len(key) + len(value)
-            size += 1
-            if nbytes >= _TXN_BYTES or len(batch) >= per_txn:
-                writer.write(batch, nbytes, size <= _SORTED_KEY_LIMIT)
-                batch = []
-                nbytes = 0
-    return size, batch, nbytes
 
 
 class LMDBSerializer:
@@ -910,42 +545,7 @@ class LMDBSerializer:
         if write_frequency < 1:
             raise ValueError(f"write_frequency must be a positive int, got {write_frequency!r}")
         serializer = _check_serializer(serializer) or MsgpackSerializer()
-        data_file = _output_file(path, overwrite, user)
-        lmdb = import_optional("lmdb", user)
-        with atomic_output(data_file) as tmp:
-            env = lmdb.open(
-                tmp,
-                subdir=False,
-                map_size=_INITIAL_MAP_SIZE,
-                lock=False,
-                sync=False,
-                metasync=False,
-                meminit=False,
-            )
-            writer = None
-            try:
-                writer = _Writer(env, tmp)
-                size, batch, nbytes = _write_datapoints(
-                    writer, df, write_frequency, serializer, progress, user
-                )
-                meta = {
-                    "format": _FORMAT,
-                    "version": _VERSION,
-                    "serializer": serializer.name,
-                    "size": size,
-                    "checksum": _CHECKSUM,
-                }
-                keys = [b"%08d" % i for i in range(size)]
-                metadata = [(_KEYS, _METADATA.dumps(keys)), (_META, _METADATA.dumps(meta))]
-                nbytes += sum(len(key) + len(value) for key, value in metadata)
-                writer.write(batch, nbytes, size <= _SORTED_KEY_LIMIT, metadata)
-                writer.close()
-                env.sync(True)
-            finally:
-                if writer is not None:
-                    with contextlib.suppress(OSError):
-                        writer.close()  # after an error: only wait for the flush
-                env.close()
+        write_database(df, path, write_frequency, serializer, overwrite, progress, user)
 
     @staticmethod
     def load(

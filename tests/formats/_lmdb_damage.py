@@ -30,7 +30,7 @@ import numpy as np
 
 from dataflow import LMDBSerializer
 from dataflow.base import DataFlow
-from dataflow.formats import lmdb as lmdb_format
+from dataflow.formats import _lmdb_env
 from dataflow.worker import WorkerInfo, _worker_context
 
 PAGE_BYTES = 4096
@@ -99,7 +99,7 @@ def read_in_child(path: str, check: bool = True) -> str:
         try:
             os.close(2)  # LMDB's assertion message would clutter the output
             if not check:
-                lmdb_format.check_structure = lambda *args: None
+                _lmdb_env.check_structure = lambda *args: None
             _read_everything(path)
         except Exception:
             code = 3

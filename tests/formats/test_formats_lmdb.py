@@ -37,7 +37,7 @@ from dataflow import (
     LMDBSerializer,
     check_dataflow,
 )
-from dataflow.formats import lmdb as lmdb_format
+from dataflow.formats import _lmdb_env, _lmdb_write
 from dataflow.serialize import MsgpackSerializer, PickleSerializer
 from dataflow.worker import WorkerInfo, _worker_context
 
@@ -322,7 +322,7 @@ class TestLMDBSerializer:
         assert not got[0][0].flags.writeable
 
     def test_grows_the_map_as_needed(self, tmp_path, monkeypatch):
-        monkeypatch.setattr(lmdb_format, "_INITIAL_MAP_SIZE", 1 << 16)
+        monkeypatch.setattr(_lmdb_write, "_INITIAL_MAP_SIZE", 1 << 16)
         datapoints = [[np.full(3000, i % 256, np.uint8)] for i in range(300)]
         datapoints.append([np.zeros(3 << 20, np.uint8)])  # larger than the map so far
         datapoints += [[np.full(10, i, np.int64)] for i in range(300)]
@@ -330,8 +330,8 @@ class TestLMDBSerializer:
         assert_same_datapoints(load_all(path), datapoints)
 
     def test_grows_the_map_across_many_small_transactions(self, tmp_path, monkeypatch):
-        monkeypatch.setattr(lmdb_format, "_INITIAL_MAP_SIZE", 1 << 16)
-        monkeypatch.setattr(lmdb_format, "_TXN_BYTES", 5000)
+        monkeypatch.setattr(_lmdb_write, "_INITIAL_MAP_SIZE", 1 << 16)
+        monkeypatch.setattr(_lmdb_write, "_TXN_BYTES", 5000)
         datapoints = [[np.full(1500 + i, i % 256, np.uint8), i] for i in range(400)]
         path = save(tmp_path / "db", datapoints)
         assert_same_datapoints(load_all(path), datapoints)
@@ -340,13 +340,13 @@ class TestLMDBSerializer:
     def _transactions(monkeypatch):
         """The number of records of every write transaction, as a list filled while saving."""
         sizes = []
-        write = lmdb_format._Writer.write
+        write = _lmdb_write._Writer.write
 
         def counting(self, items, nbytes, append, more=()):
             sizes.append(len(items) + len(more))
             return write(self, items, nbytes, append, more)
 
-        monkeypatch.setattr(lmdb_format._Writer, "write", counting)
+        monkeypatch.setattr(_lmdb_write._Writer, "write", counting)
         return sizes
 
     def test_a_transaction_holds_at_most_write_frequency_records(self, tmp_path, monkeypatch):
@@ -356,7 +356,7 @@ class TestLMDBSerializer:
         assert [dp[1] for dp in load_all(path)] == list(range(23))
 
     def test_a_transaction_holds_about_txn_bytes_of_records(self, tmp_path, monkeypatch):
-        monkeypatch.setattr(lmdb_format, "_TXN_BYTES", 10_000)
+        monkeypatch.setattr(_lmdb_write, "_TXN_BYTES", 10_000)
         sizes = self._transactions(monkeypatch)
         # 1000-byte arrays: a transaction is full at its tenth record; a record
         # larger than the budget makes a transaction of its own.
@@ -378,7 +378,7 @@ class TestLMDBSerializer:
         def failing(fd):
             raise OSError(5, "Input/output error")
 
-        monkeypatch.setattr(lmdb_format, "_TXN_BYTES", 1000)
+        monkeypatch.setattr(_lmdb_write, "_TXN_BYTES", 1000)
         monkeypatch.setattr(os, "fdatasync", failing)
         with pytest.raises(OSError, match="Input/output error"):
             save(tmp_path / "db", [[np.zeros(800, np.uint8)] for _ in range(20)])
@@ -800,7 +800,7 @@ class TestLMDBSerializer:
         a.close()
         assert [dp[1] for dp in b] == [0, 1, 2, 3]
         b.close()
-        assert shared.users == 0 and shared.file_id not in lmdb_format._SHARED
+        assert shared.users == 0 and shared.file_id not in _lmdb_env._SHARED
 
     def test_iterating_before_reset_state_is_an_error(self, tmp_path):
         df = LMDBSerializer.load(save(tmp_path / "db", mixed(1)))
@@ -835,7 +835,7 @@ class TestLMDBSerializer:
         assert shared.users == 1 and [dp[1] for dp in df] == [0, 1]
         df.close()
         df.close()
-        assert shared.users == 0 and shared.file_id not in lmdb_format._SHARED
+        assert shared.users == 0 and shared.file_id not in _lmdb_env._SHARED
 
     def test_a_reset_dataflow_pickles_without_its_environment(self, tmp_path):
         df = LMDBSerializer.load(save(tmp_path / "db", mixed(3)), shuffle=False)
@@ -853,7 +853,7 @@ class TestLMDBSerializer:
         df.reset_state()
         shared = df._shared
         del df
-        assert shared.users == 0 and shared.file_id not in lmdb_format._SHARED
+        assert shared.users == 0 and shared.file_id not in _lmdb_env._SHARED
 
     # ---- exactly-once runners: each worker reads its shard ----------------------------
 

@@ -17,8 +17,7 @@ from _formats_common import Yields, files_in
 from _lmdb_damage import damaged_outcomes
 
 from dataflow import DataFromList, LMDBData, LMDBSerializer
-from dataflow.formats import _files
-from dataflow.formats import lmdb as lmdb_format
+from dataflow.formats import _files, _lmdb_env
 
 lmdb = pytest.importorskip("lmdb")
 
@@ -217,9 +216,9 @@ class TestLMDBSerializer:
     def test_a_database_is_checked_once_per_process_while_unchanged(self, tmp_path, monkeypatch):
         path = database(tmp_path)
         checked = []
-        check = lmdb_format.check_structure
+        check = _lmdb_env.check_structure
         monkeypatch.setattr(
-            lmdb_format, "check_structure", lambda *args: checked.append(args[0]) or check(*args)
+            _lmdb_env, "check_structure", lambda *args: checked.append(args[0]) or check(*args)
         )
         for _ in range(2):
             assert len(load_all(path)) == 800
