@@ -334,7 +334,7 @@ def _seed_to_state(seed: Optional[int]) -> np.ndarray:
     ``None`` draws fresh entropy from the operating system, so every process
     and every ``reset_state()`` gets its own stream. An int gives the same
     stream every time. Inside a parallel worker every worker gets a stream of
-    its own (see :func:`dataflow.worker._seed_state`).
+    its own (see :mod:`dataflow._rng` for every seed derivation).
     """
     return _seed_state(seed)
 

@@ -20,12 +20,10 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-__all__ = ["WorkerInfo", "get_worker_info", "shard_order"]
+from ._rng import partition, stream_state
+from ._rng import shared_seed as _shared_seed  # noqa: F401 (the runners and tests import it here)
 
-# Spawn keys that keep the seeds derived here apart from the per-worker streams
-# (whose spawn keys are worker indices and reset counters: small numbers).
-_SHARED_SEED_KEY = 0x5348_4152_4544  # "SHARED"
-_PARTITION_KEY = 0x5041_5254  # "PART"
+__all__ = ["WorkerInfo", "get_worker_info", "shard_order"]
 
 
 @dataclass(frozen=True)
@@ -121,9 +119,7 @@ def _shard_array(info: WorkerInfo, n: int, seed: Optional[int], pass_number: int
     base = info.shared_seed if seed is None else seed
     if base is None:
         return np.arange(block.start, block.stop)
-    entropy = np.random.SeedSequence(base, spawn_key=(_PARTITION_KEY, pass_number))
-    permutation = np.random.Generator(np.random.PCG64(entropy)).permutation(n)
-    return permutation[block.start : block.stop]
+    return partition(base, pass_number, n)[block.start : block.stop]
 
 
 class _State:
@@ -257,34 +253,10 @@ def _begin_pass(pass_number: int) -> None:
         state.pass_number = pass_number
 
 
-def _shared_seed(seed: Optional[int]) -> int:
-    """The :attr:`WorkerInfo.shared_seed` of a runner with *seed*: derived from it,
-    or fresh entropy when it is ``None``."""
-    sequence = (
-        np.random.SeedSequence()
-        if seed is None
-        else np.random.SeedSequence(seed, spawn_key=(_SHARED_SEED_KEY,))
-    )
-    return int(sequence.generate_state(1, np.uint64)[0])
-
-
 def _seed_state(seed: Optional[int]) -> np.ndarray:
-    """The 128-bit state that seeds a random generator with *seed* here.
-
-    Outside workers: the stream of *seed* (``None``: fresh OS entropy).
-    In worker *i*: an explicit *seed* gives a stream of its own for each
-    worker (so copies of a seeded source do not repeat each other; worker 0
-    keeps the stream it has outside workers); without
-    one, the worker's seed gives each generator the worker resets its own
-    stream, in the order they are reset; with neither, fresh entropy.
-    """
+    """The 128-bit state that seeds a random generator with *seed* here, in this
+    worker or outside workers (see :func:`dataflow._rng.stream_state`)."""
     state = _current_state()
     if state is None:
-        return np.random.SeedSequence(seed).generate_state(4)
-    info = state.info
-    if seed is not None:  # worker 0 keeps the stream it has outside workers
-        key = (info.index,) if info.index else ()
-        return np.random.SeedSequence(seed, spawn_key=key).generate_state(4)
-    if info.seed is None:
-        return np.random.SeedSequence().generate_state(4)
-    return np.random.SeedSequence(info.seed, spawn_key=(next(state.counter),)).generate_state(4)
+        return stream_state(seed)
+    return stream_state(seed, (state.info.index, state.info.seed, state.counter))

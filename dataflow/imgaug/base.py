@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .._rng import child_seed
 from ..base import _check_seed, _seed_to_state
 from ._common import check_image, init_repr
 from .transform import (
@@ -40,13 +41,6 @@ def _forget_unseeded_rngs() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_forget_unseeded_rngs)
-
-
-def _child_seed(seed: Optional[int], k: int) -> Optional[int]:
-    """The seed of the *k*-th sub-augmentor of an augmentor seeded with *seed*."""
-    if seed is None:
-        return None
-    return int(np.random.SeedSequence([seed, k]).generate_state(1, np.uint64)[0])
 
 
 class ImageAugmentor:
@@ -161,7 +155,7 @@ class ImageAugmentor:
         self.seed = _check_seed(seed)
         self._rng = None
         for k, child in enumerate(self._children()):
-            child.set_seed(_child_seed(self.seed, k))
+            child.set_seed(child_seed(self.seed, k))
         return self
 
     def _rand_range(self, low: float = 1.0, high: Optional[float] = None, size: Any = None) -> Any:

@@ -8,7 +8,6 @@ import ctypes.util
 import faulthandler
 import multiprocessing
 import os
-import random
 import select
 import signal
 import sys
@@ -17,9 +16,8 @@ import time
 import traceback
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-import numpy as np
-
 from .._checks import check_seed
+from .._rng import seed_globals, worker_seeds  # noqa: F401 (_base.py imports worker_seeds here)
 from ..worker import WorkerInfo, _set_process_worker
 
 __all__ = ["WorkerDiedError", "WorkerError"]
@@ -389,27 +387,6 @@ def start_worker_process(info: WorkerInfo, parent_pid: int, pdeathsig: bool) -> 
     _set_process_worker(info)
     seed_globals(info)
     return parent_pid
-
-
-def seed_globals(info: WorkerInfo) -> None:
-    """Seed ``random`` and ``numpy.random`` for worker *info* (fresh entropy without a seed)."""
-    if info.seed is None:
-        entropy = np.random.SeedSequence()
-    else:
-        entropy = np.random.SeedSequence(info.seed, spawn_key=(2**31,))
-    words = entropy.generate_state(4)
-    random.seed(int.from_bytes(words.tobytes(), "little"))
-    np.random.seed(words)
-
-
-def worker_seeds(seed: Optional[int], n: int) -> List[Optional[int]]:
-    """One seed per worker, all different, derived from *seed* (all ``None`` without one)."""
-    if seed is None:
-        return [None] * n
-    return [
-        int(child.generate_state(1, np.uint64)[0])
-        for child in np.random.SeedSequence(seed).spawn(n)
-    ]
 
 
 def parent_alive(parent_pid: int) -> bool:
