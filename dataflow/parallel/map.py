@@ -25,8 +25,8 @@ from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple
 import zmq
 
 from .._checks import check_bool, check_callable, check_int
+from .._collate import UseList, check_use_list, map_and_collate
 from ..base import DataFlow, Datapoint, UnknownLengthError
-from ..batch import _batch, _Filler
 from ..serialize import Serializer
 from ..worker import WorkerInfo, _worker_context
 from ._base import Message, ParallelBase, ProcessWorkers
@@ -649,29 +649,15 @@ class _Chunks(DataFlow):
 class _MapAndBatch:
     """Map every datapoint of a chunk and stack the results into one batch."""
 
-    def __init__(self, map_func: Callable[[Any], Any], owner: str) -> None:
+    def __init__(
+        self, map_func: Callable[[Any], Any], owner: str, use_list: UseList = False
+    ) -> None:
         self.map_func = map_func
         self.owner = owner
+        self.use_list = use_list
 
     def __call__(self, chunk: List[Any]) -> Any:
-        # Large arrays are copied into the batch as each result is made (see BatchData).
-        filler = _Filler(len(chunk), False)
-        fill = False
-        mapped: List[Any] = []
-        for dp in chunk:
-            result = self.map_func(dp)
-            if result is None:
-                continue
-            if not mapped:
-                fill = filler.start(result)
-            elif fill:
-                filler.add(result, len(mapped))
-            mapped.append(result)
-        if not mapped:
-            return None
-        # A batch that lost datapoints to None results is stacked the usual way.
-        filled = filler.take() if fill and len(mapped) == len(chunk) else None
-        return _batch(self.owner, mapped, False, filled)
+        return map_and_collate(self.owner, self.map_func, chunk, self.use_list)
 
 
 class MultiProcessMapAndBatchDataZMQ(MultiProcessMapDataZMQ):
@@ -694,6 +680,10 @@ class MultiProcessMapAndBatchDataZMQ(MultiProcessMapDataZMQ):
         buffer_size: most datapoints handed out and not yet returned, at least
             *batch_size*; default ``batch_size * num_proc * 2``.
         remainder: also yield the last, smaller batch of a pass (default ``False``).
+        use_list: as in :class:`BatchData`: ``True`` keeps every component a
+            list of values; a list of bools (list datapoints) or a dict of
+            bools by key (dict datapoints) chooses per component. Default
+            ``False``: stack everything that can be stacked.
         strict, ordered, seed, start_method, serializer, timeout: as in
             MultiProcessMapDataZMQ.
 
@@ -716,6 +706,7 @@ class MultiProcessMapAndBatchDataZMQ(MultiProcessMapDataZMQ):
         buffer_size: Optional[int] = None,
         *,
         remainder: bool = False,
+        use_list: UseList = False,
         strict: bool = False,
         ordered: bool = False,
         seed: Optional[int] = None,
@@ -733,6 +724,7 @@ class MultiProcessMapAndBatchDataZMQ(MultiProcessMapDataZMQ):
                 f"buffer_size must be at least batch_size ({batch_size}), got {buffer_size!r}"
             )
         self.remainder = check_bool("remainder", remainder)
+        self.use_list = check_use_list(use_list)
         super().__init__(
             ds,
             num_proc,
@@ -752,7 +744,7 @@ class MultiProcessMapAndBatchDataZMQ(MultiProcessMapDataZMQ):
         return self._chunks
 
     def _worker_function(self) -> Callable[[Any], Any]:
-        return _MapAndBatch(self.map_func, self._name)
+        return _MapAndBatch(self.map_func, self._name, self.use_list)
 
     @property
     def _max_inflight(self) -> int:

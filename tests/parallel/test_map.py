@@ -823,7 +823,7 @@ class TestMultiProcessMapAndBatchDataZMQ:
             assert (images == labels[:, None, None, None]).all()
 
     def test_the_worker_batch_equals_stacking_at_the_end(self):
-        from dataflow.batch import _batch
+        from dataflow._collate import collate as _batch
         from dataflow.parallel.map import _MapAndBatch
 
         def f(dp):
@@ -955,6 +955,73 @@ class TestMultiProcessMapAndBatchDataZMQ:
             self.make(ds, 3, 2)
         with pytest.raises(TypeError, match="^remainder must be a bool, got 1$"):
             self.make(ds, _square, 2, remainder=1)
+
+    @pytest.mark.timeout(60)
+    @pytest.mark.parametrize(
+        "use_list, as_dicts",
+        [
+            (True, False),
+            ([False, True, False], False),
+            ([True, True, False], False),
+            ({"b": True}, True),
+        ],
+    )
+    def test_use_list_batches_as_batch_data_does(self, use_list, as_dicts):
+        def f(dp):
+            value = [dp[0] * 0.5, np.arange(dp[0] % 3 + 1), f"s{dp[0]}"]
+            return dict(zip("abc", value)) if as_dicts else value
+
+        reference = BatchData(MapData(_source(9), f), 3, use_list=use_list)
+        reference.reset_state()
+        expected = list(reference)
+        with self.make(_source(9), f, 3, strict=True, ordered=True, use_list=use_list) as df:
+            df.reset_state()
+            out = list(df)
+        assert len(out) == len(expected) == 3
+        for got, want in zip(out, expected):
+            keys = list(want) if as_dicts else range(len(want))
+            for key in keys:
+                assert type(got[key]) is type(want[key])
+                if isinstance(want[key], list):
+                    assert len(got[key]) == len(want[key])
+                    for a, b in zip(got[key], want[key]):
+                        np.testing.assert_array_equal(a, b)
+                else:
+                    assert got[key].dtype == want[key].dtype
+                    np.testing.assert_array_equal(got[key], want[key])
+
+    @pytest.mark.timeout(60)
+    def test_use_list_keeps_large_arrays_a_list(self):
+        def f(dp):  # 48 KiB images, which are otherwise copied into the batch as they come
+            return [np.full((64, 64, 3), dp[0], np.float32), dp[0]]
+
+        with self.make(_source(4), f, 2, strict=True, ordered=True, use_list=[True, False]) as df:
+            df.reset_state()
+            batches = list(df)
+        assert [type(b[0]) for b in batches] == [list, list]
+        assert [[int(a[0, 0, 0]) for a in b[0]] for b in batches] == [[0, 1], [2, 3]]
+        assert [b[1].tolist() for b in batches] == [[0, 1], [2, 3]]
+
+    @pytest.mark.timeout(60)
+    def test_use_list_that_does_not_fit_the_results_raises_worker_error(self):
+        with self.make(_source(4), _square, 2, strict=True, use_list=[True, False]) as df:
+            df.reset_state()
+            with pytest.raises(
+                WorkerError,
+                match="MultiProcessMapAndBatchDataZMQ: use_list has 2 entries but the "
+                "datapoints have 1 components",
+            ):
+                list(df)
+
+    @pytest.mark.timeout(60)
+    def test_rejects_a_bad_use_list(self):
+        for use_list in ("yes", [True, 0]):
+            with pytest.raises(
+                TypeError,
+                match=r"^use_list must be a bool, a list of bools \(one per component\) or a "
+                r"dict of bools \(by key\), got ",
+            ):
+                self.make(_source(10), _square, 2, use_list=use_list)
 
     @pytest.mark.timeout(60)
     def test_exception_in_map_func_raises_worker_error(self):
