@@ -84,6 +84,7 @@ from .parallel import (
     WorkerError,
 )
 from .remote import RemoteDataZMQ, send_dataflow_zmq
+from .graph import describe
 from .testing import check_dataflow
 from .worker import WorkerInfo, get_worker_info
 
@@ -128,6 +129,8 @@ __all__ = [
     "describe_datapoint",
     "measure_throughput",
     "throughput_table",
+    # graph
+    "describe",
     # formats
     "CaffeLMDB",
     "HDF5Data",

@@ -28,11 +28,12 @@ import functools
 import inspect
 import threading
 from abc import ABCMeta, abstractmethod
-from typing import Any, Callable, Dict, Iterator, List, Optional, Union
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple, Union, overload
 
 import numpy as np
 
 from ._checks import check_seed as _check_seed
+from ._repr import call_repr as _call_repr
 from .worker import _seed_state
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "ReentrancyError",
     "RNGDataFlow",
     "UnknownLengthError",
+    "init_args",
     "was_reset",
 ]
 
@@ -194,6 +196,103 @@ def was_reset(df: DataFlow) -> bool:
     return bool(getattr(df, "__dict__", {}).get(_WAS_RESET, False))
 
 
+class _Parents:
+    """The ``parents`` attribute of every dataflow: the dataflows it reads from.
+
+    By default the dataflow in the attribute ``ds`` (where wrappers keep
+    their input) followed by those in the list ``df_lists`` (where combiners
+    keep theirs); ``()`` for a source. Only the instance's own attributes are
+    read, so asking builds nothing and costs two dictionary lookups. A
+    subclass that keeps its inputs elsewhere overrides ``parents`` with a
+    property, a class attribute, or by assigning it in ``__init__``.
+    """
+
+    @overload
+    def __get__(self, df: None, owner: Any = None) -> _Parents: ...
+
+    @overload
+    def __get__(self, df: DataFlow, owner: Any = None) -> Tuple[DataFlow, ...]: ...
+
+    def __get__(self, df: Optional[DataFlow], owner: Any = None) -> Any:
+        if df is None:
+            return self
+        stored = getattr(df, "__dict__", {})
+        ds, lists = stored.get("ds"), stored.get("df_lists")
+        parents: Tuple[DataFlow, ...] = (ds,) if isinstance(ds, DataFlow) else ()
+        if isinstance(lists, (list, tuple)):
+            parents += tuple(x for x in lists if isinstance(x, DataFlow))
+        return parents
+
+
+@functools.lru_cache(maxsize=1024)
+def _init_parameters(cls: type) -> Tuple[inspect.Parameter, ...]:
+    try:
+        params = inspect.signature(cls).parameters.values()  # of __init__, without self
+    except (TypeError, ValueError):
+        return ()
+    return tuple(p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+
+
+def _is_default(value: Any, default: Any) -> bool:
+    if value is default:
+        return True
+    try:
+        return type(value) is type(default) and bool(value == default)
+    except Exception:  # arrays and other objects without a plain truth value
+        return False
+
+
+def _is_input(value: Any) -> bool:
+    """Whether *value* is a dataflow or a list of them (its first item tells, so
+    that a list of a million datapoints costs nothing)."""
+    if isinstance(value, DataFlow):
+        return True
+    return isinstance(value, (list, tuple)) and bool(value) and isinstance(value[0], DataFlow)
+
+
+def init_args(df: DataFlow, **values: Any) -> Dict[str, Any]:
+    """The parameters of ``type(df).__init__`` that *df* keeps, by name: what its
+    ``repr`` shows by default.
+
+    A parameter counts when *values* gives its value, or else when the
+    instance has an attribute of the same name, or (unless the default is
+    ``None``, which a private attribute may hold resolved) of that name with
+    a leading underscore. Left out: the input dataflows (``parents`` shows
+    them), ``None`` unless the default is something else, and a
+    keyword-only parameter (an option) at its default. A subclass that
+    stores a parameter under another name overrides ``_repr_args()`` to
+    return ``init_args(self, name=value)``.
+
+    Example:
+        >>> class Scale(ProxyDataFlow):
+        ...     def __init__(self, ds, factor, clip=None, *, copy=False):
+        ...         super().__init__(ds)
+        ...         self.factor, self.clip, self._copy = factor, clip, copy
+        >>> init_args(Scale(DataFromList([[1]]), 2))
+        {'factor': 2}
+        >>> Scale(DataFromList([[1]]), 2, clip=(0, 1), copy=True)
+        Scale(factor=2, clip=(0, 1), copy=True)
+    """
+    stored = getattr(df, "__dict__", {})
+    args = {}
+    for param in _init_parameters(type(df)):
+        name, default = param.name, param.default
+        if name in values:
+            value = values[name]
+        elif name in stored:
+            value = stored[name]
+        elif default is not None and "_" + name in stored:
+            value = stored["_" + name]
+        else:
+            continue
+        if _is_input(value) or (value is None and (default is None or default is param.empty)):
+            continue
+        if param.kind is param.KEYWORD_ONLY and _is_default(value, default):
+            continue
+        args[name] = value
+    return args
+
+
 class DataFlow(metaclass=ABCMeta):
     """Base class of every dataflow: an iterable of datapoints.
 
@@ -214,7 +313,16 @@ class DataFlow(metaclass=ABCMeta):
         >>> df.reset_state()
         >>> list(df)
         [[0, 0], [1, 1], [2, 4]]
+
+    Every dataflow also knows its inputs, ``df.parents`` (``()`` for a
+    source), and its ``repr`` shows its key parameters (see
+    :func:`~dataflow.describe` for the whole pipeline):
+
+        >>> Squares().parents, Squares()
+        ((), Squares())
     """
+
+    parents = _Parents()
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -262,6 +370,18 @@ class DataFlow(metaclass=ABCMeta):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def __repr__(self) -> str:
+        """``ClassName(key=value, ...)`` with the key parameters, each value short."""
+        try:
+            return _call_repr(type(self).__name__, self._repr_args().items())
+        except Exception:  # a repr must not fail, even on a half-built object
+            return object.__repr__(self)
+
+    def _repr_args(self) -> Dict[str, Any]:
+        """The parameters ``repr()`` shows, by name; :func:`init_args` by default.
+        Subclasses whose parameters are not stored under their own name override it."""
+        return init_args(self)
 
     # ---- tensorpack names ------------------------------------------------
     def get_data(self) -> Iterator[Datapoint]:

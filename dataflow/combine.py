@@ -11,7 +11,7 @@ from typing import Any, Dict, Generator, Iterable, Iterator, List, Optional, Seq
 import numpy as np
 
 from ._checks import check_bool as _check_bool
-from .base import DataFlow, Datapoint, RNGDataFlow, UnknownLengthError
+from .base import DataFlow, Datapoint, RNGDataFlow, UnknownLengthError, init_args
 
 __all__ = ["ConcatData", "JoinData", "RandomChooseData", "RandomMixData"]
 
@@ -321,6 +321,10 @@ class RandomChooseData(_Combined, RNGDataFlow):
         dfs, self.probs = _check_choices(df_lists)
         super().__init__(dfs)
         self.set_seed(seed)
+
+    def _repr_args(self) -> Dict[str, Any]:
+        probs = {} if self.probs is None else {"probs": self.probs}
+        return {**probs, **init_args(self)}
 
     def __len__(self) -> int:
         raise UnknownLengthError(

@@ -13,7 +13,7 @@ import itertools
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from tabulate import tabulate
@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from ._checks import check_int as _check_int
 from ._progress import ProgressBar as _ProgressBar
-from .base import DataFlow, Datapoint, ProxyDataFlow, was_reset
+from .base import DataFlow, Datapoint, ProxyDataFlow, init_args, was_reset
 
 __all__ = [
     "PrintData",
@@ -386,6 +386,9 @@ class TestDataSpeed(ProxyDataFlow):
         # Not "self.size": that is the tensorpack alias of len().
         self.test_size = _check_int("size", size, 1, "a positive int")
         self.warmup = _check_int("warmup", warmup, 0, "a non-negative int")
+
+    def _repr_args(self) -> Dict[str, Any]:
+        return init_args(self, size=self.test_size)
 
     def reset_state(self) -> None:
         _reset_once(self.ds)

@@ -6,14 +6,21 @@ import functools
 import itertools
 import numbers
 from collections.abc import Iterator as _IteratorABC
-from typing import Any, Callable, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from ._checks import check_bool as _check_bool
 from ._checks import check_int as _check_int
 from ._checks import is_int as _is_int
-from .base import DataFlow, DataFlowReentrantGuard, Datapoint, RNGDataFlow, UnknownLengthError
+from .base import (
+    DataFlow,
+    DataFlowReentrantGuard,
+    Datapoint,
+    RNGDataFlow,
+    UnknownLengthError,
+    init_args,
+)
 from .worker import get_worker_info, shard_order, shard_range
 
 __all__ = ["DataFromGenerator", "DataFromIterable", "DataFromList", "DataFromQueue", "FakeData"]
@@ -24,6 +31,7 @@ class _IterateOnce:
 
     def __init__(self, iterator: Iterator[Any], owner: str, advice: str) -> None:
         self._iterator: Optional[Iterator[Any]] = iterator
+        self._kind = type(iterator).__name__
         self._message = (
             f"{owner} was given a {type(iterator).__name__} object, which can be "
             f"iterated only once, and a second pass was started; {advice}"
@@ -34,6 +42,9 @@ class _IterateOnce:
         if iterator is None:
             raise RuntimeError(self._message)
         return iterator
+
+    def __repr__(self) -> str:
+        return f"<{self._kind}>"
 
 
 def _is_iterable(value: Any) -> bool:
@@ -96,6 +107,11 @@ class DataFromList(RNGDataFlow):
         self.lst = lst
         self.shuffle = _check_bool("shuffle", shuffle)
         self.set_seed(seed)
+
+    def _repr_args(self) -> Dict[str, Any]:
+        args = init_args(self)
+        args.pop("lst", None)
+        return {"n": len(self.lst), **args}
 
     def __len__(self) -> int:
         return len(shard_range(len(self.lst)))
@@ -162,6 +178,9 @@ class DataFromGenerator(DataFlow):
             size = _check_int("size", size, 0, "None or a non-negative int")
         self._size = size
 
+    def _repr_args(self) -> Dict[str, Any]:
+        return init_args(self, gen=self._make_iterable, size=self._size)
+
     def __len__(self) -> int:
         if self._size is None:
             raise UnknownLengthError(
@@ -219,6 +238,9 @@ class DataFromIterable(DataFlow):
             "pass a collection that can be iterated again (e.g. a list), or use "
             "DataFromGenerator with a function that returns a new iterator every pass",
         )
+
+    def _repr_args(self) -> Dict[str, Any]:
+        return init_args(self, iterable=self._itr)
 
     def __len__(self) -> int:
         try:
@@ -424,6 +446,13 @@ class FakeData(RNGDataFlow):
         self.domain = _fake_domains(domain, self.dtype)
         self._fixed: Optional[List[np.ndarray]] = None
         self.set_seed(seed)
+
+    def _repr_args(self) -> Dict[str, Any]:
+        # one dtype and one domain when every component has the same
+        dtypes = [d.name for d in self.dtype]
+        dtype = dtypes[0] if len(set(dtypes)) == 1 else dtypes
+        domain = self.domain[0] if len(set(self.domain)) == 1 else self.domain
+        return init_args(self, dtype=dtype, domain=domain)
 
     def reset_state(self) -> None:
         super().reset_state()

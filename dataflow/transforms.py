@@ -4,14 +4,32 @@ from __future__ import annotations
 
 import copy
 import itertools
-from typing import Any, Callable, Generator, Hashable, Iterator, List, Optional, Sequence, Union
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Generator,
+    Hashable,
+    Iterator,
+    List,
+    Optional,
+    Sequence,
+    Union,
+)
 
 from ._checks import check_bool as _check_bool
 from ._checks import check_callable as _check_callable
 from ._checks import check_int as _check_int
 from ._checks import check_key as _check_key
 from ._checks import is_int as _is_int
-from .base import DataFlow, DataFlowReentrantGuard, Datapoint, ProxyDataFlow, UnknownLengthError
+from .base import (
+    DataFlow,
+    DataFlowReentrantGuard,
+    Datapoint,
+    ProxyDataFlow,
+    UnknownLengthError,
+    init_args,
+)
 
 __all__ = [
     "FixedSizeData",
@@ -325,6 +343,9 @@ class FixedSizeData(ProxyDataFlow):
         self._keep = _check_bool("keep_state", keep_state)
         self._itr: Optional[Generator[Datapoint, None, None]] = None
         self._guard = DataFlowReentrantGuard("FixedSizeData")
+
+    def _repr_args(self) -> Dict[str, Any]:
+        return init_args(self, keep_state=self._keep)
 
     def reset_state(self) -> None:
         self._drop_kept_iterator()

@@ -8,7 +8,7 @@ from typing import Any, Dict, Iterator, Optional
 import numpy as np
 
 from .._optional import import_optional
-from ..base import Datapoint, RNGDataFlow
+from ..base import Datapoint, RNGDataFlow, init_args
 from ..formats._files import shard_order
 from ..worker import shard_range
 from ._common import download_file, extract_tar, find_files, missing_files_error
@@ -122,6 +122,9 @@ class BSDS500(RNGDataFlow):
             images[k] = _landscape(image, image_path)
             maps[k] = _landscape(_boundaries(load_mat(gt_path, reader), gt_path), gt_path)
         self._images, self._boundaries = images, maps
+
+    def _repr_args(self) -> Dict[str, Any]:
+        return init_args(self, data_dir=self.dir)
 
     def __len__(self) -> int:
         return len(shard_range(len(self._images)))

@@ -219,12 +219,14 @@ class ILSVRC12Files(FileListReader):
         seed: Optional[int] = None,
     ) -> None:
         super().__init__(name, _NAMES, shuffle, seed)
-        full_dir = os.path.join(check_dir("dir", dir), name)
+        self.dir = check_dir("dir", dir)
+        full_dir = os.path.join(self.dir, name)
         if dir_structure is not None and dir_structure not in _DIR_STRUCTURES:
             raise ValueError(
                 f"dir_structure must be None, 'original' or 'train', got {dir_structure!r}"
             )
         meta = ILSVRCMeta(check_dir("meta_dir", meta_dir, ILSVRCMeta.DIR_NAME), download=download)
+        self.meta_dir = meta.dir
         if name != "val":
             dir_structure = "train" if name == "train" else "original"
         elif dir_structure is None:

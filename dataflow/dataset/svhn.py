@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import numpy as np
 
+from ..base import init_args
 from ._common import InMemorySplit
 from ._readers import (
     PathLike,
@@ -102,6 +103,9 @@ class SVHNDigit(InMemorySplit):
         # (32, 32, 3, N) -> (N, 32, 32, 3), contiguous so that each image is one block.
         images = np.ascontiguousarray(images.transpose(3, 0, 1, 2))
         self._set_arrays(images, labels % 10)
+
+    def _repr_args(self) -> Dict[str, Any]:
+        return init_args(self, data_dir=self.dir)
 
     def get_per_pixel_mean(self, names: Sequence[str] = _NAMES) -> np.ndarray:
         """The mean image of the splits *names*, float64 of shape (32, 32, 3).

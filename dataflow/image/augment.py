@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Hashable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Hashable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from ..base import DataFlow, Datapoint, ProxyDataFlow
+from ..base import DataFlow, Datapoint, ProxyDataFlow, init_args
 from ..imgaug._common import check_image
 from ..imgaug.base import AugmentorList, ImageAugmentor
 from ..imgaug.transform import Transform
@@ -68,6 +68,11 @@ class _AugmentImageData(ProxyDataFlow):
         self._copy, self._catch = bool(copy), bool(catch_exceptions)
         self._plan_copies()
         self._num_skipped = 0
+
+    def _augment_args(self, **indices: Any) -> Dict[str, Any]:
+        """The ``repr`` arguments, given the index parameters of the subclass."""
+        augmentors = self.augs.augmentors
+        return init_args(self, augmentors=augmentors, catch_exceptions=self._catch, **indices)
 
     def _plan_copies(self) -> None:
         # With copy=True the output must not share memory with the input. Augmentors
@@ -217,6 +222,9 @@ class AugmentImageComponent(_AugmentImageData):
     ):
         super().__init__(ds, augmentors, (index,), (), copy, catch_exceptions)
 
+    def _repr_args(self) -> Dict[str, Any]:
+        return self._augment_args(index=self._images[0])
+
 
 class AugmentImageComponents(_AugmentImageData):
     """Augment several image components (and coordinate components) of each
@@ -268,6 +276,9 @@ class AugmentImageComponents(_AugmentImageData):
             catch_exceptions,
         )
 
+    def _repr_args(self) -> Dict[str, Any]:
+        return self._augment_args(index=self._images, coords_index=self._coords)
+
 
 class AugmentImageCoordinates(_AugmentImageData):
     """Augment an image component and move a coordinate component with it.
@@ -304,3 +315,6 @@ class AugmentImageCoordinates(_AugmentImageData):
         catch_exceptions: bool = False,
     ):
         super().__init__(ds, augmentors, (img_index,), (coords_index,), copy, catch_exceptions)
+
+    def _repr_args(self) -> Dict[str, Any]:
+        return self._augment_args(img_index=self._images[0], coords_index=self._coords[0])
