@@ -71,3 +71,15 @@ def check_timeout(name: str, value: Any) -> Optional[float]:
     if not value > 0:  # also NaN
         raise ValueError(f"{name} must be {constraint}, got {value!r}")
     return None if value == float("inf") else float(value)
+
+
+def check_serializer(serializer: Any) -> Any:
+    """*serializer* if it is a Serializer or None, else the TypeError saying so."""
+    from .serialize import Serializer
+
+    if serializer is not None and not isinstance(serializer, Serializer):
+        raise TypeError(
+            "serializer must be a Serializer (e.g. MsgpackSerializer()) or None, "
+            f"got {serializer!r}"
+        )
+    return serializer

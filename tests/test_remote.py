@@ -36,7 +36,7 @@ from dataflow import (
     check_dataflow,
     send_dataflow_zmq,
 )
-from dataflow.parallel._wire import DATA, encode
+from dataflow._transport import DATA, encode
 from dataflow.serialize import PickleSerializer, Serializer
 
 pytestmark = pytest.mark.timeout(30)

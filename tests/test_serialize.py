@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from dataflow import serialize
+from dataflow import _arrays
 from dataflow.serialize import MsgpackSerializer, PickleSerializer, Serializer, dumps, loads
 
 DTYPES = [
@@ -297,7 +297,7 @@ class TestMsgpackSerializer:
             loads(buf)
 
     def test_array_with_wrong_data_size_is_refused(self):
-        payload = serialize._array_payload(np.arange(4, dtype=np.int16))[:-2]
+        payload = _arrays._array_payload(np.arange(4, dtype=np.int16))[:-2]
         bad = msgpack.packb(msgpack.ExtType(1, payload))
         with pytest.raises(ValueError, match="6 bytes of data, but shape .4,. and dtype int16"):
             loads(bad)
@@ -305,20 +305,20 @@ class TestMsgpackSerializer:
     def test_a_known_header_with_the_wrong_data_size_is_still_refused(self):
         good = np.arange(4, dtype=np.int16)
         assert loads(dumps([good]))[0].tolist() == [0, 1, 2, 3]  # caches its header
-        for cut in (2, len(serialize._array_payload(good)) - 1):
-            bad = msgpack.packb(msgpack.ExtType(1, serialize._array_payload(good)[:-cut]))
+        for cut in (2, len(_arrays._array_payload(good)) - 1):
+            bad = msgpack.packb(msgpack.ExtType(1, _arrays._array_payload(good)[:-cut]))
             with pytest.raises(ValueError, match="corrupt numpy array in msgpack data"):
                 loads(bad)
 
     @pytest.mark.parametrize("layout", ["contiguous", "strided", "fortran"])
     def test_arrays_larger_than_the_small_array_size_round_trip(self, layout):
-        n = serialize._SMALL_ARRAY_BYTES // 4 + 3
+        n = _arrays._SMALL_ARRAY_BYTES // 4 + 3
         array = {
             "contiguous": np.arange(n, dtype=np.int32),
             "strided": np.arange(2 * n, dtype=np.int32)[::2],
             "fortran": np.asfortranarray(np.arange(2 * n, dtype=np.int32).reshape(2, n)),
         }[layout]
-        assert array.nbytes > serialize._SMALL_ARRAY_BYTES
+        assert array.nbytes > _arrays._SMALL_ARRAY_BYTES
         got = loads(dumps([array]))[0]
         assert got.dtype == array.dtype and np.array_equal(got, array)
         got += 1  # writable
@@ -328,15 +328,15 @@ class TestMsgpackSerializer:
         assert loads(buf) == [msgpack.ExtType(42, b"xyz")]
 
     def test_many_array_shapes_do_not_grow_the_header_caches_forever(self):
-        for n in range(serialize._MAX_CACHED_HEADERS + 10):
+        for n in range(_arrays._MAX_CACHED_HEADERS + 10):
             assert loads(dumps(np.zeros(n, np.uint8))).shape == (n,)
-        assert len(serialize._ENCODE_HEADERS) <= serialize._MAX_CACHED_HEADERS
-        assert len(serialize._DECODE_HEADERS) <= serialize._MAX_CACHED_HEADERS
+        assert len(_arrays.ENCODE_HEADERS) <= _arrays._MAX_CACHED_HEADERS
+        assert len(_arrays.DECODE_HEADERS) <= _arrays._MAX_CACHED_HEADERS
 
     def test_large_outputs_round_trip_and_release_the_packer(self):
-        big = np.arange(serialize._MAX_KEPT_PACKER_BYTES // 4, dtype=np.float64)
+        big = np.arange(_arrays._MAX_KEPT_PACKER_BYTES // 4, dtype=np.float64)
         assert np.array_equal(loads(dumps([big])), [big])
-        assert not hasattr(serialize._PACKERS, "packer")
+        assert not hasattr(_arrays._PACKERS, "packer")
         assert loads(dumps([1])) == [1]
 
     def test_an_error_leaves_the_packer_usable(self):

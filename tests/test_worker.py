@@ -26,7 +26,7 @@ from dataflow import (
     check_dataflow,
     get_worker_info,
 )
-from dataflow.parallel._common import worker_seeds
+from dataflow.parallel._workers import worker_seeds
 from dataflow.worker import _begin_pass, _shared_seed, _worker_context, shard_order
 
 TIMEOUT_S = 30

@@ -1,7 +1,7 @@
 """Parallel dataflows: runners (copies of a dataflow in workers) and mappers (one
 source, a function spread over workers), over threads or processes."""
 
-from ._common import WorkerDiedError, WorkerError
+from ._errors import WorkerDiedError, WorkerError
 from .map import (
     MultiProcessMapAndBatchData,
     MultiProcessMapAndBatchDataZMQ,

@@ -16,9 +16,7 @@ the order of the source with ``ordered=True``.
 from __future__ import annotations
 
 import collections
-import os
 import queue as queue_module
-import threading
 import weakref
 from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple
 
@@ -26,38 +24,16 @@ import zmq
 
 from .._checks import check_bool, check_callable, check_int
 from .._collate import UseList, check_use_list, map_and_collate
+from .._transport import (
+    private_address,
+)
 from ..base import DataFlow, Datapoint, UnknownLengthError
 from ..serialize import Serializer
-from ..worker import WorkerInfo, _worker_context
-from ._base import Message, ParallelBase, ProcessWorkers
-from ._common import (
-    _POLL_S,
-    ProcessGroup,
-    WorkerError,
-    check_start_method,
-    error_report,
-    run_finalizer,
-    start_worker_process,
-    stop_threads,
-    watch_creator,
-)
-from ._common import (
-    check_serializer as _check_serializer,
-)
-from ._wire import (
-    _RECONNECT_MS,
-    DATA,
-    ERROR,
-    ItemPacker,
-    Receiver,
-    Sender,
-    Stopped,
-    decode,
-    encode,
-    new_address,
-    private_address,
-    send_frames,
-)
+from ._consumer import ParallelBase
+from ._loops import mapper_thread_worker, mapper_zmq_worker
+from ._tasks import TaskChannel, ThreadTasks
+from ._workers import ProcessGroup, ThreadGroup, check_start_method, run_finalizer
+from ._workers import check_serializer as _check_serializer
 
 __all__ = [
     "MultiProcessMapAndBatchData",
@@ -68,15 +44,6 @@ __all__ = [
 ]
 
 _NOTHING = object()
-# How many tasks a process worker asks for ahead: the one it works on, and one
-# waiting, so that it never idles while the next task travels to it.
-_CREDITS = 2
-_CREDIT = b""
-
-
-def _routing_id(index: int) -> bytes:
-    """The ZeroMQ identity of mapper worker *index* (must not start with a NUL byte)."""
-    return b"w%d" % index
 
 
 def _empty_source_error(ds: DataFlow) -> RuntimeError:
@@ -143,8 +110,9 @@ class _MapperBase(ParallelBase):
         if message is None:
             return
         epoch = self._epoch
-        self._on_results(message[1], len(message[3]))
-        for result_epoch, seq, result in message[3]:
+        results = message.payload
+        self._receiver.on_results(message.worker, len(results))
+        for result_epoch, seq, result in results:
             self._inflight -= 1
             if self.strict and result_epoch != epoch:
                 continue  # from an abandoned pass
@@ -161,7 +129,7 @@ class _MapperBase(ParallelBase):
 
     def _offer(self) -> bool:
         """Send the held task; ``False`` if the workers cannot take it yet."""
-        if not self._send_task(self._held):
+        if not self._receiver.send(self._held):
             return False
         self._held = _NOTHING
         self._seq += 1
@@ -186,7 +154,7 @@ class _MapperBase(ParallelBase):
                     except StopIteration:
                         exhausted = True
                         break
-                    self._held = self._encode_task(self._epoch, self._seq, dp)
+                    self._held = self._receiver.encode(self._epoch, self._seq, dp)
                 if not self._offer():
                     break
                 sent += 1
@@ -212,7 +180,7 @@ class _MapperBase(ParallelBase):
                         raise _empty_source_error(self._task_source()) from None
                     continue
                 self._source_yielded = True
-                self._held = self._encode_task(self._epoch, self._seq, dp)
+                self._held = self._receiver.encode(self._epoch, self._seq, dp)
             if not self._offer():
                 return
 
@@ -232,40 +200,8 @@ class _MapperBase(ParallelBase):
             if result is not None:
                 yield result
 
-    # -- what each transport provides --------------------------------------------------
 
-    def _on_results(self, worker: int, n: int) -> None:
-        """Worker *worker* returned *n* results."""
-
-    def _encode_task(self, epoch: int, seq: int, dp: Any) -> Any:
-        raise NotImplementedError
-
-    def _send_task(self, task: Any) -> bool:
-        raise NotImplementedError
-
-
-# ---- threads ----------------------------------------------------------------------------
-
-
-def _map_thread(
-    map_func: Callable[[Any], Any],
-    info: WorkerInfo,
-    tasks: Any,
-    results: Any,
-    stop_event: threading.Event,
-) -> None:
-    with _worker_context(info):
-        while not stop_event.is_set():
-            try:
-                epoch, seq, dp = tasks.get(timeout=_POLL_S)
-            except queue_module.Empty:
-                continue
-            try:
-                result = map_func(dp)
-            except BaseException as exc:
-                results.put((ERROR, info.index, epoch, [*error_report(exc), exc]))
-                return
-            results.put((DATA, info.index, epoch, [(epoch, seq, result)]))
+# ---- the mappers -------------------------------------------------------------------------
 
 
 class MultiThreadMapData(_MapperBase):
@@ -322,109 +258,19 @@ class MultiThreadMapData(_MapperBase):
             "num_thread", num_thread, 1, "a positive int"
         )
         self._setup_mapper(map_func, buffer_size, strict, ordered, seed, timeout)
-        self._threads: List[threading.Thread] = []
-        self._tasks: Any = queue_module.Queue()
-        self._results: Any = queue_module.Queue()
-        self._stop_event = threading.Event()
 
     def _start(self) -> None:
         self.ds.reset_state()
-        self._finalizer = weakref.finalize(self, stop_threads, self._threads, self._stop_event)
-        for info in self._infos():
-            t = threading.Thread(
-                target=_map_thread,
-                args=(self.map_func, info, self._tasks, self._results, self._stop_event),
-                name=f"{self._name}-worker-{info.index}",
-                daemon=True,
-            )
-            t.start()
-            self._threads.append(t)
-
-    def _encode_task(self, epoch: int, seq: int, dp: Any) -> Any:
-        return (epoch, seq, dp)
-
-    def _send_task(self, task: Any) -> bool:
-        self._tasks.put(task)
-        return True
-
-    def _recv(self, timeout_s: float) -> Optional[Message]:
-        try:
-            return self._results.get(timeout=timeout_s)  # type: ignore[no-any-return]
-        except queue_module.Empty:
-            return None
-
-    def _dead_worker(self) -> Optional[int]:
-        for index, t in enumerate(self._threads):
-            if not t.is_alive():
-                return index
-        return None
-
-    def _died_error(self, index: int) -> WorkerError:
-        return WorkerError(
-            f"{self._name} worker thread {index} ended without reporting an error",
-            worker_index=index,
-            pid=os.getpid(),
-        )
+        group = self._workers = ThreadGroup(self._name)
+        tasks: Any = queue_module.Queue()
+        results: Any = queue_module.Queue()
+        self._receiver = ThreadTasks(tasks, results)
+        self._finalizer = weakref.finalize(self, run_finalizer, group, [])
+        args = [(self.map_func, info, tasks, results, group.stop_event) for info in self._infos()]
+        group.start(mapper_thread_worker, args)
 
 
-# ---- processes ----------------------------------------------------------------------------
-
-
-def _map_process(
-    owner: str,
-    map_func: Callable[[Any], Any],
-    info: WorkerInfo,
-    task_address: str,
-    result_address: str,
-    stop_event: Any,
-    parent_pid: int,
-    pdeathsig: bool,
-    serializer: Optional[Serializer],
-) -> None:
-    """Entry point of a mapper's worker process."""
-    parent_pid = start_worker_process(info, parent_pid, pdeathsig)
-    watch_creator()
-    ctx = zmq.Context()
-    # The worker asks for _CREDITS tasks at first and for one more with each result;
-    # the consumer sends tasks only to workers that asked, so a busy worker never has
-    # tasks queued behind a slow one.
-    tasks = ctx.socket(zmq.DEALER)
-    tasks.setsockopt(zmq.ROUTING_ID, _routing_id(info.index))
-    tasks.setsockopt(zmq.LINGER, 0)
-    tasks.setsockopt(zmq.RECONNECT_IVL, _RECONNECT_MS)  # the consumer binds after the fork
-    tasks.connect(task_address)
-    for _ in range(_CREDITS):
-        tasks.send(_CREDIT)
-    sender = Sender(ctx, result_address, 0, info.index, owner, stop_event, parent_pid, serializer)
-    tasks.setsockopt(zmq.RCVTIMEO, int(_POLL_S * 1000))
-    try:
-        while True:
-            try:
-                frames = tasks.recv_multipart(copy=False)
-            except zmq.Again:  # no task for a while: send what waits, and look around
-                sender.flush()
-                sender.check_stop()
-                continue
-            _, _, epoch, (seq, dp) = decode(frames, serializer)
-            result = map_func(dp)
-            try:
-                sender.put_now([epoch, seq, result])
-            except TypeError:
-                # Name the place inside the result, not inside [epoch, seq, result].
-                sender.packer.pack(result)
-                raise
-            sender.flush()  # each result also asks the consumer for the next task
-    except Stopped:
-        pass
-    except BaseException as exc:
-        sender.send_error(error_report(exc))
-    finally:
-        tasks.close()
-        sender.close()
-        ctx.term()
-
-
-class MultiProcessMapDataZMQ(_MapperBase, ProcessWorkers):
+class MultiProcessMapDataZMQ(_MapperBase):
     """Yield ``map_func(dp)`` for the datapoints of *ds*, computed by *num_proc* processes.
 
     The consumer reads ``ds`` and sends each datapoint over ZeroMQ (the wire
@@ -493,20 +339,12 @@ class MultiProcessMapDataZMQ(_MapperBase, ProcessWorkers):
         self._setup_mapper(map_func, buffer_size, strict, ordered, seed, timeout)
         self._start_method = check_start_method(start_method)
         self._serializer = _check_serializer(serializer)
-        self._packer = ItemPacker(type(self).__name__, self._serializer)
-        self._tasks: Any = None
-        self._receiver: Optional[Receiver] = None
-        self._credits: Deque[bytes] = collections.deque()
-        self._routing_ids = [_routing_id(i) for i in range(self._num_workers)]
-        self._send_blocked = False
-        self._first_credits = 0  # the workers' first requests not yet received
-        self._poller: Any = None
 
     def _worker_function(self) -> Callable[[Any], Any]:
         return self.map_func
 
     def _start(self) -> None:
-        group = self._group = ProcessGroup(self._name, self._start_method)
+        group = self._workers = ProcessGroup(self._name, self._start_method)
         function = self._portable(self._worker_function(), self._start_method)
         closers: List[Callable[[], None]] = []
         self._finalizer = weakref.finalize(self, run_finalizer, group, closers)
@@ -523,7 +361,7 @@ class MultiProcessMapDataZMQ(_MapperBase, ProcessWorkers):
             self._bind(task_address, result_address, closers)
 
     def _start_workers(self, task_address: str, result_address: str, function: Any) -> None:
-        group = self._group
+        group = self._workers
         assert group is not None
         infos = self._infos()
         args = [
@@ -540,8 +378,7 @@ class MultiProcessMapDataZMQ(_MapperBase, ProcessWorkers):
             )
             for i in range(self._num_workers)
         ]
-        self._first_credits = self._num_workers * _CREDITS
-        self._start_group(self._start_method, _map_process, args)
+        self._start_group(self._start_method, mapper_zmq_worker, args)
 
     def _bind(
         self,
@@ -552,68 +389,11 @@ class MultiProcessMapDataZMQ(_MapperBase, ProcessWorkers):
         """Create this process's sockets, bound to the given addresses or to new ones."""
         ctx = zmq.Context()
         closers.append(ctx.term)
-        receiver = self._receiver = Receiver(ctx, 0, self._serializer, result_address)
-        closers.insert(0, receiver.close)
-        tasks = self._tasks = ctx.socket(zmq.ROUTER)
-        closers.insert(0, tasks.close)
-        tasks.setsockopt(zmq.LINGER, 0)
-        # A task for a worker that is gone raises instead of vanishing silently.
-        tasks.setsockopt(zmq.ROUTER_MANDATORY, 1)
-        if task_address is None:
-            task_address = new_address(ctx, tasks)
-        else:
-            tasks.bind(task_address)
-        poller = self._poller = zmq.Poller()
-        poller.register(receiver.sock, zmq.POLLIN)
-        poller.register(tasks, zmq.POLLIN)
-        return task_address, receiver.address
-
-    def _encode_task(self, epoch: int, seq: int, dp: Any) -> Any:
-        packer = self._packer
-        chunks = [packer.pack(seq), packer.pack(dp)]
-        frames, packer.frames = packer.frames, []
-        return encode(DATA, 0, epoch, chunks, frames)
-
-    def _send_task(self, task: Any) -> bool:
-        """Send *task* to a worker that asked for one; ``False`` if none has."""
-        credits, sock = self._credits, self._tasks
-        if not credits and self._first_credits:
-            # The workers' first requests; later ones come with results, so once all
-            # are in, the task socket need not be looked at again.
-            while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                credits.append(sock.recv_multipart()[0])
-                self._first_credits -= 1
-        while credits:
-            worker = credits.popleft()
-            # copy=True: zero-copy sends would start pyzmq's garbage-collector thread in
-            # the consumer, which outlives close(); and the source may reuse its arrays.
-            try:
-                send_frames(sock, [worker, *task], True)
-            except zmq.ZMQError as err:
-                if err.errno in (zmq.EHOSTUNREACH, zmq.EAGAIN):
-                    continue  # that worker is gone; the liveness check will say why
-                raise
-            return True
-        # With first requests still to come, wait for them as well as for results.
-        self._send_blocked = self._first_credits > 0
-        return False
-
-    def _on_results(self, worker: int, n: int) -> None:
-        if 0 <= worker < len(self._routing_ids):
-            self._credits.extend([self._routing_ids[worker]] * n)
-
-    def _recv(self, timeout_s: float) -> Optional[Message]:
-        assert self._receiver is not None
-        if self._send_blocked:
-            # No worker asked for a task: wake up as soon as one does, not only when a
-            # result arrives (there may be none in flight), which would cost a whole
-            # timeout per task.
-            self._send_blocked = False
-            events = dict(self._poller.poll(int(timeout_s * 1000)))
-            if self._receiver.sock not in events:
-                return None  # a task can be sent now (or the wait timed out)
-            timeout_s = 0.0
-        return self._receiver.recv(timeout_s)
+        channel = self._receiver = TaskChannel(
+            ctx, self._name, self._serializer, self._num_workers, task_address, result_address
+        )
+        closers.insert(0, channel.close)
+        return channel.task_address, channel.results.address
 
 
 class _Chunks(DataFlow):

@@ -16,10 +16,7 @@ Two ways to split the work:
 from __future__ import annotations
 
 import collections
-import os
 import queue as queue_module
-import threading
-import time
 import weakref
 from typing import Any, Callable, Deque, Iterator, List, Optional, Tuple
 
@@ -27,26 +24,14 @@ import zmq
 
 from .._checks import check_bool, check_callable, check_int
 from .._clones import warn_if_clones_repeat
+from .._transport import END, QueueReceiver, ZmqReceiver, private_address
 from ..base import DataFlow, Datapoint, UnknownLengthError
 from ..serialize import PickleSerializer, Serializer
-from ..worker import WorkerInfo, _begin_pass, _worker_context
-from ._base import Message, ParallelBase, ProcessWorkers
-from ._common import (
-    _POLL_S,
-    ProcessGroup,
-    WorkerError,
-    check_start_method,
-    error_report,
-    parent_alive,
-    run_finalizer,
-    start_worker_process,
-    stop_threads,
-    watch_creator,
-)
-from ._common import (
-    check_serializer as _check_serializer,
-)
-from ._wire import DATA, END, ERROR, Receiver, Sender, Stopped, private_address
+from ..worker import WorkerInfo, _worker_context
+from ._consumer import ParallelBase
+from ._loops import runner_queue_worker, runner_thread_worker, runner_zmq_worker
+from ._workers import ProcessGroup, ThreadGroup, check_start_method, run_finalizer
+from ._workers import check_serializer as _check_serializer
 
 __all__ = [
     "MultiProcessPrefetchData",
@@ -57,238 +42,6 @@ __all__ = [
     "PrefetchData",
     "PrefetchDataZMQ",
 ]
-
-# A worker of an exactly-once runner checks this often whether its pass was abandoned.
-_ABANDON_CHECK_S = 0.05
-
-
-# ---- what a worker does -------------------------------------------------------------
-
-
-def _empty_pass_error(ds: DataFlow) -> RuntimeError:
-    return RuntimeError(
-        f"{type(ds).__name__} yielded no datapoint in a whole pass; a runner repeats its "
-        "dataflow forever, so it would wait forever. Check the source, or use "
-        "exactly_once=True"
-    )
-
-
-def _latest_command(commands: Any) -> Optional[int]:
-    """The newest pass number waiting in *commands* (a pipe or queue), or ``None``."""
-    latest = None
-    if hasattr(commands, "poll"):
-        while commands.poll():
-            latest = commands.recv()
-    else:
-        while True:
-            try:
-                latest = commands.get_nowait()
-            except queue_module.Empty:
-                break
-    return latest
-
-
-def _wait_command(commands: Any, sender: Any) -> int:
-    while True:
-        if hasattr(commands, "poll"):
-            if commands.poll(_POLL_S):
-                latest = _latest_command(commands)
-                assert latest is not None
-                return int(latest)
-        else:
-            try:
-                first = commands.get(timeout=_POLL_S)
-            except queue_module.Empty:
-                pass
-            else:
-                latest = _latest_command(commands)
-                return int(first if latest is None else latest)
-        sender.check_stop()
-
-
-def _reset_in_worker(ds: DataFlow) -> Optional[BaseException]:
-    """Reset *ds* in a fresh worker process, then start watching the consumer.
-
-    The reset comes first, before this process starts any thread of its own (the
-    watcher, ZeroMQ's I/O thread), so that a dataflow which forks workers of its
-    own never forks a multi-threaded process. Returns the reset's exception, to
-    be reported once the worker can send.
-    """
-    try:
-        ds.reset_state()
-    except BaseException as exc:  # reported through the sender
-        return exc
-    finally:
-        watch_creator()
-    return None
-
-
-def _produce(ds: DataFlow, sender: Any, exactly_once: bool, commands: Any) -> None:
-    """The work loop of a runner's worker: feed *sender* from *ds* (reset) until told to stop."""
-    if not exactly_once:
-        while True:
-            count = 0
-            for dp in ds:
-                sender.put(dp)
-                count += 1
-            if count == 0:
-                raise _empty_pass_error(ds)
-    pending: Optional[int] = None
-    while True:
-        sender.epoch = pending if pending is not None else _wait_command(commands, sender)
-        # Every worker gets the same pass number from the consumer, so shuffled sources
-        # draw the same new partition of their items for the pass (shard_order).
-        _begin_pass(sender.epoch)
-        pending = None
-        count = 0
-        last_check = time.monotonic()
-        for count, dp in enumerate(ds, 1):  # noqa: B007 - count is used after the loop
-            sender.put(dp)
-            now = time.monotonic()
-            if now - last_check > _ABANDON_CHECK_S:
-                last_check = now
-                pending = _latest_command(commands)
-                if pending is not None:  # the consumer started a new pass
-                    sender.discard()
-                    break
-        else:
-            sender.send_end(count)
-
-
-def _zmq_worker(
-    owner: str,
-    ds: DataFlow,
-    info: WorkerInfo,
-    address: str,
-    hwm: int,
-    stop_event: Any,
-    commands: Any,
-    parent_pid: int,
-    pdeathsig: bool,
-    serializer: Optional[Serializer],
-) -> None:
-    """Entry point of a :class:`MultiProcessRunnerZMQ` worker process."""
-    parent_pid = start_worker_process(info, parent_pid, pdeathsig)
-    failure = _reset_in_worker(ds)
-    ctx = zmq.Context()
-    sender = Sender(ctx, address, hwm, info.index, owner, stop_event, parent_pid, serializer)
-    try:
-        if failure is not None:
-            raise failure
-        _produce(ds, sender, info.sharded, commands)
-    except Stopped:
-        pass
-    except BaseException as exc:
-        sender.send_error(error_report(exc))
-    finally:
-        try:
-            ds.close()
-        finally:
-            sender.close()
-            ctx.term()
-
-
-class _QueueSender:
-    """A worker's end of a queue (multiprocessing or thread): one item per message."""
-
-    def __init__(
-        self,
-        queue: Any,
-        index: int,
-        stopped: Callable[[], bool],
-        serializer: Optional[Serializer],
-    ) -> None:
-        self.queue = queue
-        self.index = index
-        self.stopped = stopped
-        self.serializer = serializer
-        self.epoch = 0
-
-    def check_stop(self) -> None:
-        if self.stopped():
-            raise Stopped
-
-    def _send(self, message: Message) -> None:
-        while True:
-            try:
-                self.queue.put(message, timeout=_POLL_S)
-                return
-            except queue_module.Full:
-                self.check_stop()
-
-    def put(self, item: Any) -> None:
-        self.check_stop()  # else a closed runner's worker goes on until the queue is full
-        payload = self.serializer.dumps(item) if self.serializer is not None else [item]
-        self._send((DATA, self.index, self.epoch, payload))
-
-    def flush(self) -> None:
-        self.check_stop()
-
-    def discard(self) -> None:
-        pass
-
-    def send_end(self, count: int) -> None:
-        self._send((END, self.index, self.epoch, [count]))
-
-    def send_error(self, report: Tuple[str, str, str], exc: Optional[BaseException] = None) -> None:
-        """Report an error; a thread also passes the exception itself (*exc*)."""
-        payload: List[Any] = list(report) if exc is None else [*report, exc]
-        try:
-            self._send((ERROR, self.index, self.epoch, payload))
-        except Stopped:
-            pass
-
-
-def _queue_worker(
-    ds: DataFlow,
-    info: WorkerInfo,
-    queue: Any,
-    stop_event: Any,
-    commands: Any,
-    parent_pid: int,
-    pdeathsig: bool,
-    serializer: Serializer,
-) -> None:
-    """Entry point of a :class:`MultiProcessRunner` worker process."""
-    parent_pid = start_worker_process(info, parent_pid, pdeathsig)
-
-    def stopped() -> bool:
-        return bool(stop_event.is_set()) or not parent_alive(parent_pid)
-
-    sender = _QueueSender(queue, info.index, stopped, serializer)
-    failure = _reset_in_worker(ds)
-    try:
-        if failure is not None:
-            raise failure
-        _produce(ds, sender, info.sharded, commands)
-    except Stopped:
-        queue.cancel_join_thread()  # nobody reads any more: do not wait to flush
-    except BaseException as exc:
-        sender.send_error(error_report(exc))
-    finally:
-        try:
-            ds.close()
-        finally:
-            queue.close()
-
-
-def _thread_worker(
-    df: DataFlow,
-    info: WorkerInfo,
-    queue: Any,
-    stop_event: threading.Event,
-    commands: Any,
-) -> None:
-    sender = _QueueSender(queue, info.index, stop_event.is_set, None)
-    with _worker_context(info):
-        try:
-            df.reset_state()
-            _produce(df, sender, info.sharded, commands)
-        except Stopped:
-            pass
-        except BaseException as exc:
-            sender.send_error(error_report(exc), exc)
-
 
 # ---- the consumer -------------------------------------------------------------------
 
@@ -340,7 +93,7 @@ class _RunnerBase(ParallelBase):
         k = 0
         while n is None or k < n:
             if not buf:
-                buf.extend(self._next_message()[3])
+                buf.extend(self._next_message().payload)
                 continue
             yield buf.popleft()
             k += 1
@@ -385,11 +138,7 @@ def _not_sharded(name: str, ds: DataFlow, n: int, shards: int, total: int) -> st
     )
 
 
-class _ProcessRunner(_RunnerBase, ProcessWorkers):
-    pass
-
-
-class MultiProcessRunnerZMQ(_ProcessRunner):
+class MultiProcessRunnerZMQ(_RunnerBase):
     """Yield the merged output of *num_proc* worker processes, each running a copy of *ds*.
 
     Each worker process resets its own copy of ``ds`` and pushes its
@@ -487,11 +236,10 @@ class MultiProcessRunnerZMQ(_ProcessRunner):
         self._serializer = _check_serializer(serializer)
         self._setup_runner(exactly_once, seed, timeout)
         self._commands: List[Any] = []
-        self._receiver: Optional[Receiver] = None
 
     def _start(self) -> None:
         self._check_shards(self.ds)
-        group = self._group = ProcessGroup(self._name, self._start_method)
+        group = self._workers = ProcessGroup(self._name, self._start_method)
         ds = self._portable(self.ds, self._start_method)
         # The workers start before this process has a ZeroMQ context (whose I/O thread
         # would make every fork a fork of a multi-threaded process); they connect to an
@@ -526,24 +274,22 @@ class MultiProcessRunnerZMQ(_ProcessRunner):
         if address is None:  # no private address without binding: bind first
             receiver = self._bind_receiver(None, closers)
             args = [(a[0], a[1], a[2], receiver.address, *a[4:]) for a in args]
-            self._start_group(self._start_method, _zmq_worker, args)
+            self._start_group(self._start_method, runner_zmq_worker, args)
         else:
-            self._start_group(self._start_method, _zmq_worker, args)
+            self._start_group(self._start_method, runner_zmq_worker, args)
             self._bind_receiver(address, closers)
 
-    def _bind_receiver(self, address: Optional[str], closers: List[Callable[[], None]]) -> Receiver:
+    def _bind_receiver(
+        self, address: Optional[str], closers: List[Callable[[], None]]
+    ) -> ZmqReceiver:
         ctx = zmq.Context()
         closers.append(ctx.term)
-        receiver = self._receiver = Receiver(ctx, self.hwm, self._serializer, address)
+        receiver = self._receiver = ZmqReceiver(ctx, self.hwm, self._serializer, address)
         closers.insert(0, receiver.close)
         return receiver
 
-    def _recv(self, timeout_s: float) -> Optional[Message]:
-        assert self._receiver is not None
-        return self._receiver.recv(timeout_s)
 
-
-class MultiProcessRunner(_ProcessRunner):
+class MultiProcessRunner(_RunnerBase):
     """Yield the merged output of *num_proc* worker processes over a ``multiprocessing`` queue.
 
     The same as :class:`MultiProcessRunnerZMQ` (clones or exactly-once
@@ -594,17 +340,13 @@ class MultiProcessRunner(_ProcessRunner):
         self._serializer = _check_serializer(serializer) or PickleSerializer()
         self._setup_runner(exactly_once, seed, timeout)
         self._commands: List[Any] = []
-        self._queue: Any = None
-        self._decode = self._serializer_loads
-
-    def _serializer_loads(self, payload: Any) -> List[Any]:
-        return [self._serializer.loads(payload)]
 
     def _start(self) -> None:
         self._check_shards(self.ds)
-        group = self._group = ProcessGroup(self._name, self._start_method)
-        q = self._queue = group.context.Queue(self.num_prefetch)
-        self._finalizer = weakref.finalize(self, run_finalizer, group, [q.close])
+        group = self._workers = ProcessGroup(self._name, self._start_method)
+        q = group.context.Queue(self.num_prefetch)
+        receiver = self._receiver = QueueReceiver(q, self._serializer)
+        self._finalizer = weakref.finalize(self, run_finalizer, group, [receiver.close])
         worker_ends: List[Any] = [None] * self._num_workers
         if self._exactly_once:
             for i in range(self._num_workers):
@@ -625,13 +367,7 @@ class MultiProcessRunner(_ProcessRunner):
             )
             for i in range(self._num_workers)
         ]
-        self._start_group(self._start_method, _queue_worker, args)
-
-    def _recv(self, timeout_s: float) -> Optional[Message]:
-        try:
-            return self._queue.get(timeout=timeout_s)  # type: ignore[no-any-return]
-        except queue_module.Empty:
-            return None
+        self._start_group(self._start_method, runner_queue_worker, args)
 
 
 class MultiThreadRunner(_RunnerBase):
@@ -685,11 +421,18 @@ class MultiThreadRunner(_RunnerBase):
         )
         self._setup_runner(exactly_once, seed, timeout)
         self._dfs: List[DataFlow] = []
-        self._threads: List[threading.Thread] = []
         self._commands: List[Any] = []
-        self._queue: Any = None
-        self._stop_event = threading.Event()
         self._len_df: Optional[DataFlow] = None
+        #: the first thread's dataflow, once started (``None`` before)
+        self.ds: Optional[DataFlow] = None  # type: ignore[assignment]
+
+    @property
+    def parents(self) -> Tuple[DataFlow, ...]:  # type: ignore[override]
+        """The first thread's dataflow once started, else the one ``len()`` built, else
+        nothing: describing a pipeline never calls *get_df*."""
+        if self._dfs:
+            return (self._dfs[0],)
+        return () if self._len_df is None else (self._len_df,)
 
     def _new_df(self, info: WorkerInfo) -> DataFlow:
         with _worker_context(info):
@@ -706,10 +449,6 @@ class MultiThreadRunner(_RunnerBase):
             self._len_df = self._new_df(WorkerInfo(0, 1))
         return self._len_df
 
-    @property
-    def ds(self) -> DataFlow:  # type: ignore[override]
-        return self._len_source()
-
     def _start(self) -> None:
         infos = self._infos()
         self._dfs = [self._new_df(info) for info in infos]
@@ -719,26 +458,24 @@ class MultiThreadRunner(_RunnerBase):
                 "twice; e.g. get_df=lambda: DataFromList(items) instead of lambda: df"
             )
         self._check_shards(self._dfs[0])
-        self._queue = queue_module.Queue(self.num_prefetch)
+        self.ds = self._dfs[0]
+        group = self._workers = ThreadGroup(self._name)
+        queue: Any = queue_module.Queue(self.num_prefetch)
+        self._receiver = QueueReceiver(queue)
         self._commands = [queue_module.Queue() for _ in infos] if self._exactly_once else []
-        self._finalizer = weakref.finalize(
-            self, _close_threads, self._threads, self._stop_event, list(self._dfs)
-        )
-        for info in infos:
-            t = threading.Thread(
-                target=_thread_worker,
-                args=(
-                    self._dfs[info.index],
-                    info,
-                    self._queue,
-                    self._stop_event,
-                    self._commands[info.index] if self._commands else None,
-                ),
-                name=f"{self._name}-worker-{info.index}",
-                daemon=True,
+        closers = [df.close for df in self._dfs]
+        self._finalizer = weakref.finalize(self, run_finalizer, group, closers)
+        args = [
+            (
+                self._dfs[info.index],
+                info,
+                queue,
+                group.stop_event,
+                self._commands[info.index] if self._commands else None,
             )
-            t.start()
-            self._threads.append(t)
+            for info in infos
+        ]
+        group.start(runner_thread_worker, args)
 
     def _check_shards(self, ds: DataFlow) -> None:
         if not self._exactly_once or self._num_workers == 1:
@@ -767,45 +504,12 @@ class MultiThreadRunner(_RunnerBase):
     def _sharded_length(self) -> int:
         return sum(self._shard_lengths_of_dfs())
 
-    def _recv(self, timeout_s: float) -> Optional[Message]:
-        try:
-            return self._queue.get(timeout=timeout_s)  # type: ignore[no-any-return]
-        except queue_module.Empty:
-            return None
-
     def _send_commands(self, epoch: int) -> None:
         for q in self._commands:
             q.put(epoch)
 
     def _iterate(self) -> Iterator[Datapoint]:
         return self._iter_epoch() if self._exactly_once else self._iter_stream()
-
-    def _dead_worker(self) -> Optional[int]:
-        for index, t in enumerate(self._threads):
-            if not t.is_alive():
-                return index
-        return None
-
-    def _died_error(self, index: int) -> WorkerError:
-        return WorkerError(
-            f"{self._name} worker thread {index} ended without reporting an error",
-            worker_index=index,
-            pid=os.getpid(),
-        )
-
-    def _pid(self, index: int) -> Optional[int]:
-        return os.getpid()
-
-
-def _close_threads(
-    threads: List[threading.Thread], stop_event: threading.Event, dfs: List[DataFlow]
-) -> None:
-    stop_threads(threads, stop_event)
-    for df in dfs:
-        try:
-            df.close()
-        except Exception:  # pragma: no cover - best effort
-            pass
 
 
 #: tensorpack's name of :class:`MultiProcessRunner`.

@@ -14,7 +14,6 @@ start method can pickle them.
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
@@ -23,8 +22,10 @@ import pytest
 import zmq
 
 from dataflow import DataFlow, MultiProcessRunnerZMQ, get_worker_info
-from dataflow.parallel import _wire
-from dataflow.parallel._wire import DATA, END, ERROR, Receiver, Sender, Stopped
+from dataflow._transport import DATA, END, ERROR, Stopped
+from dataflow._transport import ZmqReceiver as Receiver
+from dataflow._transport import ZmqSender as Sender
+from dataflow._transport import zmq as _wire
 
 TIMEOUT_S = 30
 SPAWN_TIMEOUT_S = 90  # spawn children import numpy and this module first
@@ -130,7 +131,7 @@ def sender_pair(hwm=50):
     ctx = zmq.Context()
     receiver = Receiver(ctx, hwm, None)
     stop = threading.Event()
-    sender = Sender(ctx, receiver.address, hwm, 3, "test", stop, os.getppid(), None)
+    sender = Sender(ctx, receiver.address, hwm, 3, "test", stop.is_set, None)
     return receiver, sender, stop, ctx
 
 

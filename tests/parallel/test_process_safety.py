@@ -400,7 +400,7 @@ class TestStallWarning:
     @pytest.mark.timeout(60)
     @pytest.mark.parametrize("kind", ["MultiProcessRunnerZMQ", "MultiThreadMapData"])
     def test_warns_once_per_stall_with_each_workers_stack(self, kind, monkeypatch):
-        from dataflow.parallel import _base
+        from dataflow.parallel import _consumer as _base
 
         monkeypatch.setattr(_base, "_STALL_WARNING_S", 0.5)
         df = _STUCK[kind]()
@@ -485,7 +485,7 @@ class TestWorkerErrorTypes:
         import pickle
 
         from dataflow.parallel import WorkerError
-        from dataflow.parallel._common import worker_error
+        from dataflow.parallel._errors import worker_error
 
         err = worker_error("X", 1, 42, ("FileNotFoundError", "gone", "tb"))
         back = pickle.loads(pickle.dumps(err))
@@ -495,7 +495,7 @@ class TestWorkerErrorTypes:
 
     def test_an_unknown_type_gives_a_plain_worker_error(self):
         from dataflow.parallel import WorkerError
-        from dataflow.parallel._common import worker_error
+        from dataflow.parallel._errors import worker_error
 
         for name in ("NoSuchError", "not_imported_module.Error", "tests.Local.<locals>.E"):
             err = worker_error("X", 0, 1, (name, "m", ""))

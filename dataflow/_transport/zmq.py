@@ -1,33 +1,14 @@
-"""The ZeroMQ transport between worker processes and the consumer.
-
-**Messages.** Every message is a ZeroMQ multipart message. Its first frame
-starts with a 7-byte prefix (``kind``: uint8, ``worker``: uint16, ``epoch``:
-uint32, little-endian) followed by a msgpack body:
-
-* ``DATA``: a msgpack array of items (datapoints, or ``[seq, result]`` pairs
-  for mappers). Small datapoints are batched, several to a message, which is
-  what makes them fast. A numpy array of at least ``_OUT_OF_BAND_BYTES``
-  does not travel inside the msgpack body: the body holds extension type 3
-  with the array's header (dtype and shape, see :mod:`dataflow.serialize`),
-  and the array's raw bytes follow as a frame of their own, one per array
-  in the order they appear. They are sent without copying (ZeroMQ reads the
-  array's memory) and received as writable arrays that view the frame.
-* ``END``: ``[count]``, the worker finished pass *epoch* after sending *count* items.
-* ``ERROR``: ``[type name, message, traceback]``; the worker stops after sending it.
+"""The ZeroMQ transport: addresses, the consumer's receiver, the workers' senders.
 
 **Sockets.** The consumer binds a PULL socket; workers connect PUSH
 sockets. PUSH blocks at the high-water mark instead of dropping, and every
-blocking send polls in short slices, checking that the consumer still wants
-data and that the parent lives.
+blocking send polls in short slices, asking the caller's *stopped* whether
+it should still wait (the consumer closed, the parent died).
 
-**Batching.** A batch leaves when it is full, when its oldest item has
-waited ``_BATCH_DELAY_S``, or at once when the item took long to make. The
-thread that makes the items sends most batches itself, as it adds to them;
-a batch that would otherwise wait for the next item (the source blocks, or
-computes for a long time) is sent by a flusher thread once its oldest item
-is ``_BATCH_DELAY_S`` old. Both threads use the socket under one lock, which
-also gives the full memory barrier that ZeroMQ asks for when a socket moves
-between threads. The flusher never blocks while it holds the lock: at the
+**Batching** follows :mod:`.wire`. Both the thread that makes the items
+and the flusher thread use the socket under one lock, which also gives the
+full memory barrier that ZeroMQ asks for when a socket moves between
+threads. The flusher never blocks while it holds the lock: at the
 high-water mark it leaves the batch where it is, to which later items are
 added in order, and tries again a little later.
 """
@@ -35,54 +16,49 @@ added in order, and tries again a little later.
 from __future__ import annotations
 
 import os
-import struct
 import sys
 import threading
 import time
 import uuid
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, List, Optional, Sequence
 
-import numpy as np
 import zmq
-from msgpack import ExtType
 
-from ..serialize import (
-    _DECODE_HEADERS,
-    _ENCODE_HEADERS,
-    Packer,
-    Serializer,
-    _ext_hook_writable,
-    _msgpack_default,
-    _new_header,
-    _pairs_hook,
-    _parse_header,
-    _remember,
-    _unserializable,
-    unpackb,
+from ..serialize import Serializer
+from .message import DATA, Message, Stopped
+from .wire import (
+    BATCH_BYTES,
+    BATCH_DELAY_S,
+    BATCH_ITEMS,
+    EAGER_S,
+    ItemPacker,
+    decode,
+    encode,
+    encode_end,
+    encode_report,
 )
-from ._common import _POLL_S, parent_alive
 
-DATA, END, ERROR = 1, 2, 3
-_PREFIX = struct.Struct("<BHI")
-_EXT_OUT_OF_BAND = 3
-# Arrays at least this large travel as frames of their own, without copies.
-_OUT_OF_BAND_BYTES = 1 << 16
-# A worker sends what it has batched once it holds this many bytes or items ...
-_BATCH_BYTES = 1 << 16
-_BATCH_ITEMS = 256
-# ... or once the oldest batched item has waited this long, or immediately when
-# producing an item took longer than _EAGER_S (batching then gains nothing).
-_BATCH_DELAY_S = 0.005
-_EAGER_S = 0.001
+__all__ = [
+    "BatchSender",
+    "ZmqReceiver",
+    "ZmqSender",
+    "new_address",
+    "private_address",
+    "send_frames",
+]
+
+# How long a blocked send waits before asking whether it should stop.
+POLL_S = 0.1
+_POLL_MS = int(POLL_S * 1000)
 # The flusher, at the high-water mark, tries again after this long, doubling up to
-# _POLL_S; with no batch waiting it looks whether it should end this often.
+# POLL_S; with no batch waiting it looks whether it should end this often.
 _RETRY_S = 0.002
 _IDLE_S = 1.0
 # How long closing waits for the flusher to end (it ends within a few microseconds).
 _FLUSHER_JOIN_S = 5.0
-_POLL_MS = int(_POLL_S * 1000)
+# The consumer may bind only after the workers started: they retry every few ms.
+RECONNECT_MS = 5
 _monotonic = time.monotonic
-_RECONNECT_MS = 5
 # Plain ints: pyzmq's flag enums cost a few microseconds per frame in send_multipart.
 _NOBLOCK = int(zmq.NOBLOCK)
 _NOBLOCK_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
@@ -95,10 +71,6 @@ def send_frames(sock: zmq.Socket, frames: List[Any], copy: bool) -> None:
     for i in range(last):
         sock.send(frames[i], _NOBLOCK_MORE, copy=copy)
     sock.send(frames[last], _NOBLOCK, copy=copy)
-
-
-class Stopped(Exception):
-    """Raised in a worker when the consumer asked it to stop, or its parent died."""
 
 
 def private_address() -> Optional[str]:
@@ -122,117 +94,11 @@ def new_address(ctx: zmq.Context, sock: zmq.Socket) -> str:
     return f"tcp://127.0.0.1:{port}"
 
 
-# ---- encoding -------------------------------------------------------------------
-
-
-class ItemPacker:
-    """msgpack packing of items, with large arrays split off as separate frames."""
-
-    def __init__(self, owner: str, serializer: Optional[Serializer]) -> None:
-        self.owner = owner
-        self.serializer = serializer
-        self.frames: List[Any] = []
-        self._packer = Packer(default=self._default, use_bin_type=True, strict_types=True)
-
-    def _default(self, obj: Any) -> Any:
-        if type(obj) is np.ndarray and obj.nbytes >= _OUT_OF_BAND_BYTES:
-            key = (obj.dtype, obj.shape)
-            entry = _ENCODE_HEADERS.get(key)
-            if entry is None:
-                entry = _remember(_ENCODE_HEADERS, key, _new_header(*key))
-            header, exportable = entry
-            if exportable:
-                self.frames.append(obj if obj.flags.c_contiguous else np.ascontiguousarray(obj))
-                return ExtType(_EXT_OUT_OF_BAND, header)
-        return _msgpack_default(obj)
-
-    def pack(self, item: Any) -> bytes:
-        """The msgpack bytes of *item*; its large arrays are appended to ``self.frames``."""
-        if self.serializer is not None:
-            return self._packer.pack(self.serializer.dumps(item))
-        n_frames = len(self.frames)
-        try:
-            return self._packer.pack(item)
-        except (TypeError, ValueError, OverflowError) as err:
-            del self.frames[n_frames:]
-            located = _unserializable(self.owner, item, self._packer.pack)
-            del self.frames[n_frames:]
-            if located is None:
-                raise
-            raise located from err
-
-
-def _array_header(n: int) -> bytes:
-    if n < 16:
-        return bytes((0x90 | n,))
-    if n < 1 << 16:
-        return b"\xdc" + n.to_bytes(2, "big")
-    return b"\xdd" + n.to_bytes(4, "big")
-
-
-def encode(kind: int, index: int, epoch: int, chunks: List[bytes], frames: List[Any]) -> List[Any]:
-    """The frames of a message whose body is the msgpack array of the packed *chunks*."""
-    head = _PREFIX.pack(kind, index, epoch) + _array_header(len(chunks))
-    return [head + b"".join(chunks), *frames]
-
-
-# ---- decoding -------------------------------------------------------------------
-
-
-def _out_of_band_hook(frames: List[Any]) -> Callable[[int, bytes], Any]:
-    pending = iter(frames)
-
-    def hook(code: int, data: bytes) -> Any:
-        if code != _EXT_OUT_OF_BAND:
-            return _ext_hook_writable(code, data)
-        spec = _DECODE_HEADERS.get(data)  # the header only: the bytes are the next frame
-        if spec is None:
-            spec = _remember(_DECODE_HEADERS, data, _parse_header(data))
-        dtype, shape, expected = spec
-        frame = next(pending)
-        buf = frame.buffer
-        if len(buf) != expected:
-            raise ValueError(
-                f"corrupt message: an array frame of {len(buf)} bytes, but shape {shape} and "
-                f"dtype {dtype} need {expected}"
-            )
-        return np.ndarray(shape, dtype, buf)
-
-    return hook
-
-
-def _unpack(body: Any, ext_hook: Callable[[int, bytes], Any]) -> Any:
-    try:
-        return unpackb(body, ext_hook=ext_hook, raw=False, strict_map_key=False)
-    except TypeError:  # a tuple dict key (stored as a list): see MsgpackSerializer.loads
-        return unpackb(
-            body,
-            ext_hook=ext_hook,
-            object_pairs_hook=_pairs_hook(lambda d: d),
-            raw=False,
-            strict_map_key=False,
-        )
-
-
-def decode(frames: List[Any], serializer: Optional[Serializer]) -> Tuple[int, int, int, Any]:
-    """``(kind, worker, epoch, payload)`` of a received multipart message."""
-    head = frames[0].buffer
-    kind, worker, epoch = _PREFIX.unpack_from(head)
-    body = head[_PREFIX.size :]
-    if len(frames) == 1:
-        payload = _unpack(body, _ext_hook_writable)
-    else:
-        payload = _unpack(body, _out_of_band_hook(frames[1:]))
-    if kind == DATA and serializer is not None:
-        payload = [serializer.loads(b) for b in payload]
-    return kind, worker, epoch, payload
-
-
 # ---- the two ends -----------------------------------------------------------------
 
 
-class Receiver:
-    """The consumer's end: a bound PULL socket."""
+class ZmqReceiver:
+    """The consumer's end: a bound PULL socket (a :class:`~.message.Receiver`)."""
 
     def __init__(
         self,
@@ -252,7 +118,7 @@ class Receiver:
             self.sock.bind(address)
             self.address = address
 
-    def recv(self, timeout_s: float) -> Optional[Tuple[int, int, int, Any]]:
+    def recv(self, timeout_s: float) -> Optional[Message]:
         """The next message, or ``None`` if none arrived within *timeout_s*."""
         # A receive timeout rather than poll-then-receive: one call per message, and
         # no exception while messages keep coming. Ctrl-C still interrupts the wait.
@@ -274,7 +140,7 @@ class BatchSender:
     """Items packed and batched into ``DATA`` messages on a connected PUSH *sock*.
 
     :meth:`put` sends the batch when it is full, when the item took long to
-    make, or when the oldest item has waited ``_BATCH_DELAY_S``; otherwise a
+    make, or when the oldest item has waited ``BATCH_DELAY_S``; otherwise a
     flusher thread, started at the first batch that waits, sends it once it
     is that old (see the module's notes on batching). A subclass defines
     :meth:`_send`, the blocking send of one message, which runs under the
@@ -334,10 +200,10 @@ class BatchSender:
         chunks.append(chunk)
         nbytes = self._bytes = self._bytes + len(chunk)
         if (
-            nbytes >= _BATCH_BYTES
-            or len(chunks) >= _BATCH_ITEMS
-            or now - self._last_put > _EAGER_S
-            or now - self._first_time > _BATCH_DELAY_S
+            nbytes >= BATCH_BYTES
+            or len(chunks) >= BATCH_ITEMS
+            or now - self._last_put > EAGER_S
+            or now - self._first_time > BATCH_DELAY_S
         ):
             with self._lock:
                 self._flush_locked()
@@ -379,7 +245,7 @@ class BatchSender:
             self._flush_locked()
 
     def _run_flusher(self) -> None:
-        """Send each batch whose oldest item is _BATCH_DELAY_S old, until stop_flusher()."""
+        """Send each batch whose oldest item is BATCH_DELAY_S old, until stop_flusher()."""
         retry = _RETRY_S
         wake = self._wake
         chunks = self._chunks
@@ -392,7 +258,7 @@ class BatchSender:
                     wake.wait(_IDLE_S)
                     continue
                 self._rouse = False
-                wait = self._first_time + _BATCH_DELAY_S - time.monotonic()
+                wait = self._first_time + BATCH_DELAY_S - time.monotonic()
                 if wait > 0:
                     wake.wait(wait)
                     continue
@@ -404,7 +270,7 @@ class BatchSender:
                     send_frames(self.sock, message, self.copy)
                 except zmq.Again:  # the queue is full: the batch stays, and grows
                     wake.wait(retry)
-                    retry = min(2 * retry, _POLL_S)
+                    retry = min(2 * retry, POLL_S)
                     continue
                 except zmq.ZMQError:  # the socket is unusable: put() will say so
                     return
@@ -425,8 +291,13 @@ class BatchSender:
         self._flusher = None
 
 
-class Sender(BatchSender):
-    """A worker's end: a PUSH socket that batches small items and never blocks forever."""
+class ZmqSender(BatchSender):
+    """A worker's end: a PUSH socket connected to *address*, which batches small
+    items and never blocks forever (a :class:`~.message.Sender`).
+
+    *stopped* is asked while a send blocks, and by :meth:`check_stop`:
+    when it returns true, :class:`~.message.Stopped` is raised.
+    """
 
     def __init__(
         self,
@@ -435,8 +306,7 @@ class Sender(BatchSender):
         hwm: int,
         index: int,
         owner: str,
-        stop_event: Any,
-        parent_pid: int,
+        stopped: Callable[[], bool],
         serializer: Optional[Serializer],
     ) -> None:
         sock = ctx.socket(zmq.PUSH)
@@ -444,14 +314,13 @@ class Sender(BatchSender):
         sock.setsockopt(zmq.LINGER, 0)
         # The consumer may bind only after the workers started: retry the connection
         # every few ms rather than ZeroMQ's default 100 ms.
-        sock.setsockopt(zmq.RECONNECT_IVL, _RECONNECT_MS)
+        sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
         sock.connect(address)
         super().__init__(sock, index, 0, ItemPacker(owner, serializer))
-        self.stop_event = stop_event
-        self.parent_pid = parent_pid
+        self.stopped = stopped
 
     def check_stop(self) -> None:
-        if self.stop_event.is_set() or not parent_alive(self.parent_pid):
+        if self.stopped():
             raise Stopped
 
     def _send(self, frames: List[Any]) -> None:
@@ -476,9 +345,9 @@ class Sender(BatchSender):
             self._bytes += len(chunk)
             if (
                 self.packer.frames
-                or self._bytes >= _BATCH_BYTES
-                or len(self._chunks) >= _BATCH_ITEMS
-                or time.monotonic() - self._first_time > _BATCH_DELAY_S
+                or self._bytes >= BATCH_BYTES
+                or len(self._chunks) >= BATCH_ITEMS
+                or time.monotonic() - self._first_time > BATCH_DELAY_S
             ):
                 self._flush_locked()
 
@@ -497,9 +366,9 @@ class Sender(BatchSender):
         self.check_stop()
         with self._lock:
             self._flush_locked()
-            self._send([_PREFIX.pack(END, self.index, self.epoch) + self.packer.pack([count])])
+            self._send(encode_end(self.index, self.epoch, count))
 
-    def send_error(self, report: Tuple[str, str, str]) -> None:
+    def send_error(self, report: Sequence[str], exc: Optional[BaseException] = None) -> None:
         """Send an error report (after what is batched), waiting up to a few seconds."""
         try:
             self.flush()  # what was yielded before the error still counts
@@ -507,13 +376,11 @@ class Sender(BatchSender):
             return
         except Exception:  # e.g. the batch itself cannot be sent: report the first error
             self.discard()
-        message = _PREFIX.pack(ERROR, self.index, self.epoch) + Packer(use_bin_type=True).pack(
-            list(report)
-        )
+        message = encode_report(self.index, self.epoch, list(report)[:3])
         with self._lock:
             self.sock.setsockopt(zmq.LINGER, 5000)
             try:
-                self._send([message])
+                self._send(message)
             except Stopped:
                 pass
 

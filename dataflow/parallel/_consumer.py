@@ -1,13 +1,19 @@
-"""The consumer side of every parallel dataflow: start once, watch workers, fail clearly."""
+"""The consumer side of every parallel dataflow: start once, watch workers, fail clearly.
+
+A parallel dataflow *holds* a worker group (:class:`~._workers.ProcessGroup`
+or :class:`~._workers.ThreadGroup`, in ``self._workers``) and a receiver
+(a :class:`dataflow._transport.Receiver`, in ``self._receiver``), both made
+in its ``_start()``; :class:`ParallelBase` does the rest the same way for
+all of them: the reentrancy guard, the liveness checks, turning error
+reports into exceptions, stalls and timeouts, and closing from any thread.
+A subclass provides only ``_start()`` and ``_iterate()``.
+"""
 
 from __future__ import annotations
 
-import os
 import pickle
-import sys
 import threading
 import time
-import traceback
 import warnings
 import weakref
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
@@ -15,21 +21,18 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 import cloudpickle
 
 from .._checks import check_timeout
+from .._rng import shared_seed as _shared_seed
+from .._transport import ERROR, Message
 from ..base import DataFlowReentrantGuard, DataFlowTerminated, Datapoint, ProxyDataFlow
-from ..worker import WorkerInfo, _shared_seed
-from ._common import (
+from ..worker import WorkerInfo
+from ._errors import WorkerError, worker_error
+from ._workers import (
     _LAST_WORDS_S,
     _LIVENESS_INTERVAL_S,
     _POLL_S,
-    ProcessGroup,
-    WorkerError,
     check_worker_seed,
-    worker_error,
     worker_seeds,
 )
-from ._wire import DATA, ERROR
-
-Message = Tuple[int, int, int, Any]  # kind, worker index, epoch, payload
 
 # Without timeout=, a consumer that waited this long without a datapoint warns, once per stall.
 _STALL_WARNING_S = 60.0
@@ -39,13 +42,16 @@ class ParallelBase(ProxyDataFlow):
     """Start in ``reset_state()``, iterate under a reentrancy guard, turn worker
     failures into exceptions (then stop every worker), close once.
 
-    Subclasses provide ``_start()``, ``_iterate()``, ``_recv(timeout)``,
-    ``_dead_worker()`` and ``_died_error(index)``.
+    ``_start()`` sets ``self._workers`` (a started worker group),
+    ``self._receiver`` and ``self._finalizer`` (which stops the group and
+    releases the transport); ``_iterate()`` yields datapoints, taking
+    messages from :meth:`_next_message` or :meth:`_poll_message`.
     """
 
     _num_workers: int
     _sharded = False
-    _decode: Optional[Callable[[Any], Any]] = None
+    _workers: Any = None  # a ProcessGroup or a ThreadGroup, once started
+    _receiver: Any = None  # a dataflow._transport.Receiver, once started
 
     def _setup(self, seed: Any, timeout: Any = None) -> None:
         self._seed = check_worker_seed(seed)
@@ -184,11 +190,8 @@ class ParallelBase(ProxyDataFlow):
 
     def _stop_workers(self) -> None:
         """Stop the workers without touching the transport (safe from any thread)."""
-        group = getattr(self, "_group", None)
-        if group is not None:
-            group.stop()
-        elif self._finalizer is not None:  # thread workers: nothing thread-bound to release
-            self._finalizer()
+        if self._workers is not None:
+            self._workers.stop()
 
     # -- receiving --------------------------------------------------------------------
 
@@ -201,7 +204,7 @@ class ParallelBase(ProxyDataFlow):
 
     def _poll_message(self) -> Optional[Message]:
         """The next data or end message, or ``None`` after a short wait without one."""
-        message = self._recv(_POLL_S)
+        message = self._receiver.recv(_POLL_S)
         self._check_open()
         now = time.monotonic()
         if message is None or now >= self._next_check:
@@ -212,29 +215,28 @@ class ParallelBase(ProxyDataFlow):
             return None
         self._waiting_since = now
         self._stall_warned = False
-        if message[0] == ERROR:
+        if message.kind == ERROR:
             self._raise_error(message)
-        if message[0] == DATA and self._decode is not None:
-            return message[0], message[1], message[2], self._decode(message[3])
         return message
 
     def _check_workers(self) -> None:
         """Raise if a worker died; first look briefly for the error it may have sent."""
-        dead = self._dead_worker()
+        dead = self._workers.dead()
         if dead is None:
             return
         deadline = time.monotonic() + _LAST_WORDS_S
         while time.monotonic() < deadline:
-            message = self._recv(0.05)
-            if message is not None and message[0] == ERROR:
+            message = self._receiver.recv(0.05)
+            if message is not None and message.kind == ERROR:
                 self._raise_error(message)
         self._check_open()  # stopped by close() from another thread, not dead by itself
-        raise self._died_error(dead)
+        raise self._workers.died_error(dead)
 
     def _raise_error(self, message: Message) -> None:
-        report = message[3]
+        report = message.payload
         original = type(report[3]) if len(report) > 3 else None  # a thread's own exception
-        err = worker_error(self._name, message[1], self._pid(message[1]), report[:3], original)
+        pid = self._workers.pid(message.worker)
+        err = worker_error(self._name, message.worker, pid, report[:3], original)
         if len(report) > 3:
             raise err from report[3]
         raise err
@@ -275,50 +277,19 @@ class ParallelBase(ProxyDataFlow):
 
     def _worker_stacks(self) -> Sequence[Tuple[int, Optional[int], Optional[str]]]:
         """``(index, pid, Python stacks or None if it ended)`` of every worker."""
-        group = getattr(self, "_group", None)
-        if group is not None:
-            return group.stacks()  # type: ignore[no-any-return]
-        return thread_stacks(getattr(self, "_threads", []))
+        return self._workers.stacks()  # type: ignore[no-any-return]
 
-    # -- what each transport provides --------------------------------------------------
+    # -- what each parallel dataflow provides ---------------------------------------------
 
     def _start(self) -> None:
+        """Start the workers; set ``_workers``, ``_receiver`` and ``_finalizer``."""
         raise NotImplementedError
 
     def _iterate(self) -> Iterator[Datapoint]:
+        """Yield one pass of datapoints, taking messages from :meth:`_next_message`."""
         raise NotImplementedError
 
-    def _recv(self, timeout_s: float) -> Optional[Message]:
-        raise NotImplementedError
-
-    def _dead_worker(self) -> Optional[int]:
-        raise NotImplementedError
-
-    def _died_error(self, index: int) -> WorkerError:
-        raise NotImplementedError
-
-    def _pid(self, index: int) -> Optional[int]:
-        return os.getpid()
-
-
-class ProcessWorkers(ParallelBase):
-    """A parallel dataflow whose workers are processes of a :class:`ProcessGroup`."""
-
-    _group: Optional[ProcessGroup] = None
-
-    def _dead_worker(self) -> Optional[int]:
-        assert self._group is not None
-        dead = self._group.dead()
-        return None if dead is None else dead[0]
-
-    def _died_error(self, index: int) -> WorkerError:
-        assert self._group is not None
-        return self._group.died_error(index)
-
-    def _pid(self, index: int) -> Optional[int]:
-        if self._group is not None and 0 <= index < len(self._group.procs):
-            return int(self._group.procs[index].pid)
-        return None
+    # -- starting worker processes ------------------------------------------------------
 
     def _portable(self, obj: Any, start_method: str) -> Any:
         """*obj* as the workers get it: itself under fork; else pickled once with
@@ -342,9 +313,9 @@ class ProcessWorkers(ParallelBase):
     def _start_group(
         self, start_method: str, target: Callable[..., None], args: List[tuple]
     ) -> None:
-        assert self._group is not None
+        assert self._workers is not None
         try:
-            self._group.start(target, args)
+            self._workers.start(target, args)
         except Exception as err:
             if start_method != "fork" and "pickl" in f"{type(err).__name__} {err}".lower():
                 raise self._pickling_error(start_method, err) from err
@@ -367,19 +338,3 @@ class StallWarning(RuntimeWarning):
 
 def _check_timeout(timeout: Any) -> Optional[float]:
     return check_timeout("timeout", timeout)
-
-
-def thread_stacks(
-    threads: Sequence[threading.Thread],
-) -> List[Tuple[int, Optional[int], Optional[str]]]:
-    """``(index, pid, stack)`` of worker threads, as :meth:`ProcessGroup.stacks` gives."""
-    frames = sys._current_frames()
-    out: List[Tuple[int, Optional[int], Optional[str]]] = []
-    for index, t in enumerate(threads):
-        frame = frames.get(t.ident) if t.ident is not None else None
-        if not t.is_alive() or frame is None:
-            out.append((index, os.getpid(), None))
-        else:
-            stack = "".join(traceback.format_stack(frame))
-            out.append((index, os.getpid(), f"Thread {t.name} (most recent call last):\n{stack}"))
-    return out

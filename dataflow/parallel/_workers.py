@@ -1,8 +1,17 @@
-"""What every parallel dataflow shares: worker errors, worker start-up, and stopping workers."""
+"""Worker groups: start worker processes or threads, watch them, stop them.
+
+A consumer holds one group. :class:`ProcessGroup` and :class:`ThreadGroup`
+answer the same questions: which worker ended (:meth:`dead`), the error
+that says so (:meth:`died_error`), a worker's pid, where every worker is
+now (:meth:`stacks`, for stall reports), and :meth:`stop` (ask, wait,
+insist). What runs first in a worker process is here too
+(:func:`worker_main`, :func:`start_worker_process`, :func:`watch_creator`),
+module-level so that spawn and forkserver can find it.
+"""
 
 from __future__ import annotations
 
-import builtins
+import contextlib
 import ctypes
 import ctypes.util
 import faulthandler
@@ -14,13 +23,15 @@ import sys
 import threading
 import time
 import traceback
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from multiprocessing import resource_tracker
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from .._checks import check_seed
-from .._rng import seed_globals, worker_seeds  # noqa: F401 (_base.py imports worker_seeds here)
+from .._checks import check_serializer as check_serializer
+from .._rng import seed_globals as seed_globals
+from .._rng import worker_seeds as worker_seeds
 from ..worker import WorkerInfo, _set_process_worker
-
-__all__ = ["WorkerDiedError", "WorkerError"]
+from ._errors import WorkerDiedError, WorkerError, died_error
 
 # How long a consumer or worker waits at most before checking that its peers live.
 _POLL_S = 0.1
@@ -35,201 +46,6 @@ _KILL_GRACE_S = 2.0
 _THREAD_JOIN_S = 1.0
 
 _PR_SET_PDEATHSIG = 1
-
-
-class WorkerError(RuntimeError):
-    """A worker of a parallel dataflow failed; raised in the process that iterates.
-
-    The message names the dataflow, the worker index and pid, the original
-    exception type and message, and ends with the worker's traceback.
-
-    Attributes:
-        worker_index: index of the failed worker (``None`` if not known).
-        pid: its process id (the consumer's for thread workers).
-        exc_type: the name of the original exception type, e.g. ``'ValueError'``.
-        remote_traceback: the traceback formatted in the worker, or ``""``.
-    """
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        worker_index: Optional[int] = None,
-        pid: Optional[int] = None,
-        exc_type: str = "",
-        remote_traceback: str = "",
-    ) -> None:
-        super().__init__(message)
-        self.worker_index = worker_index
-        self.pid = pid
-        self.exc_type = exc_type
-        self.remote_traceback = remote_traceback
-
-    def __reduce__(self) -> Any:
-        kwargs = {
-            "worker_index": self.worker_index,
-            "pid": self.pid,
-            "exc_type": self.exc_type,
-            "remote_traceback": self.remote_traceback,
-        }
-        return (_rebuild_error, (type(self), str(self), kwargs))
-
-
-class WorkerDiedError(WorkerError):
-    """A worker process ended without reporting an error (killed by a signal, ``os._exit``).
-
-    Attributes:
-        exitcode: the process's exit code, negative ``-N`` when killed by signal ``N``.
-    """
-
-    def __init__(self, message: str, *, exitcode: Optional[int] = None, **kwargs: Any) -> None:
-        super().__init__(message, exc_type="", **kwargs)
-        self.exitcode = exitcode
-
-    def __reduce__(self) -> Any:
-        kwargs = {"worker_index": self.worker_index, "pid": self.pid, "exitcode": self.exitcode}
-        return (_rebuild_error, (type(self), str(self), kwargs))
-
-
-def _rebuild_error(cls: type, message: str, kwargs: Dict[str, Any]) -> WorkerError:
-    return cls(message, **kwargs)  # type: ignore[no-any-return]
-
-
-def _rebuild_typed_error(original: type, message: str, kwargs: Dict[str, Any]) -> WorkerError:
-    return typed_error_class(original)(message, **kwargs)
-
-
-# Types a worker's error is never also made an instance of: a StopIteration raised in a
-# generator becomes a RuntimeError (PEP 479); SystemExit, KeyboardInterrupt and other
-# BaseExceptions would end the consumer instead of reporting a worker's failure.
-_NOT_MIRRORED = (StopIteration, StopAsyncIteration, WorkerError)
-_TYPED_CLASSES: Dict[type, type] = {}
-
-
-def typed_error_class(original: Optional[type]) -> type:
-    """The subclass of both :class:`WorkerError` and *original* that the consumer raises,
-    so that ``except FileNotFoundError:`` catches a worker's ``FileNotFoundError``.
-
-    :class:`WorkerError` itself when *original* is unknown, is not an ``Exception``
-    (``SystemExit``, ``KeyboardInterrupt``), is a ``StopIteration`` or cannot be
-    subclassed (``bool``-like final types, layout conflicts).
-    """
-    if (
-        not isinstance(original, type)
-        or not issubclass(original, Exception)
-        or issubclass(original, _NOT_MIRRORED)
-    ):
-        return WorkerError
-    cls = _TYPED_CLASSES.get(original)
-    if cls is None:
-        namespace = {
-            "__init__": WorkerError.__init__,
-            "__str__": BaseException.__str__,  # KeyError's own would quote the message
-            "__repr__": BaseException.__repr__,
-            "__reduce__": _typed_reduce,
-            "__module__": "dataflow.parallel",
-            "__qualname__": f"WorkerError[{original.__qualname__}]",
-            "original_type": original,
-        }
-        try:
-            cls = type(f"WorkerError[{original.__name__}]", (WorkerError, original), namespace)
-        except TypeError:  # a final type, or instance layouts that cannot be combined
-            cls = WorkerError
-        _TYPED_CLASSES[original] = cls
-    return cls
-
-
-def _typed_reduce(self: WorkerError) -> Any:
-    kwargs = {
-        "worker_index": self.worker_index,
-        "pid": self.pid,
-        "exc_type": self.exc_type,
-        "remote_traceback": self.remote_traceback,
-    }
-    return (_rebuild_typed_error, (type(self).original_type, str(self), kwargs))  # type: ignore[attr-defined]
-
-
-def resolve_type(name: str) -> Optional[type]:
-    """The exception class a worker's error report names (``'ValueError'``,
-    ``'pkg.mod.Error'``), if the consumer has it already: a module the consumer
-    has not imported is not imported for this, and ``<locals>`` classes are not found."""
-    if "." not in name:
-        found = getattr(builtins, name, None)
-        return found if isinstance(found, type) else None
-    parts = name.split(".")
-    for split in range(len(parts) - 1, 0, -1):
-        module = sys.modules.get(".".join(parts[:split]))
-        if module is None:
-            continue
-        obj: Any = module
-        for attr in parts[split:]:
-            obj = getattr(obj, attr, None)
-        return obj if isinstance(obj, type) else None
-    return None
-
-
-# ---- errors as they travel -----------------------------------------------------
-
-
-def error_report(exc: BaseException) -> Tuple[str, str, str]:
-    """``(type name, message, formatted traceback)`` of *exc*, for sending to the consumer."""
-    kind = type(exc)
-    name = (
-        kind.__qualname__
-        if kind.__module__ == "builtins"
-        else f"{kind.__module__}.{kind.__qualname__}"
-    )
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return name, str(exc), text
-
-
-def worker_error(
-    owner: str,
-    index: Optional[int],
-    pid: Optional[int],
-    report: Sequence[str],
-    original: Optional[type] = None,
-) -> WorkerError:
-    """The consumer-side exception for an error *report* from a worker.
-
-    It is an instance of :class:`WorkerError` and, where possible, of the
-    worker's exception type too (*original*, or the type the report names).
-    """
-    name, message, text = report
-    where = f"{owner} worker {index}" if index is not None else f"{owner} worker"
-    if pid is not None:
-        where += f" (pid {pid})"
-    body = f"{where} raised {name}: {message}" if message else f"{where} raised {name}"
-    if text:
-        body += f"\n\nTraceback in the worker:\n{text.rstrip()}"
-    cls = typed_error_class(original if original is not None else resolve_type(name))
-    return cls(body, worker_index=index, pid=pid, exc_type=name, remote_traceback=text)  # type: ignore[no-any-return]
-
-
-def died_error(
-    owner: str, index: int, pid: Optional[int], exitcode: Optional[int]
-) -> WorkerDiedError:
-    """The consumer-side exception for a worker process that ended without a report."""
-    where = f"{owner} worker {index} (pid {pid})"
-    if exitcode is not None and exitcode < 0:
-        try:
-            name = signal.Signals(-exitcode).name
-        except ValueError:
-            name = f"signal {-exitcode}"
-        message = f"{where} was killed by {name} without reporting an error"
-        if -exitcode == signal.SIGKILL:
-            message += (
-                "; the out-of-memory killer is the usual cause: use fewer workers, smaller "
-                "buffers (hwm, buffer_size) or smaller datapoints"
-            )
-        elif -exitcode == signal.SIGSEGV:
-            message += "; a crash in native code (e.g. an extension module) is the usual cause"
-    else:
-        message = (
-            f"{where} exited with code {exitcode} without reporting an error; something in the "
-            "worker called os._exit() or sys.exit()"
-        )
-    return WorkerDiedError(message, worker_index=index, pid=pid, exitcode=exitcode)
 
 
 # ---- start-up inside a worker process ----------------------------------------------
@@ -269,6 +85,38 @@ def _block_sigint() -> Any:
 def _restore_sigmask(mask: Any) -> None:
     if mask is not None:
         signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+
+
+@contextlib.contextmanager
+def _sigint_held() -> Iterator[None]:
+    """Within the block, a Ctrl-C waits; it takes effect (``KeyboardInterrupt``) on exit.
+
+    SIGINT is blocked, so that processes started meanwhile inherit the block;
+    and in the main thread, a SIGINT that arrived just before (Python runs its
+    handler a little later, between two bytecodes) is noted instead of raised
+    in the middle of starting a process, which would leave that process
+    without its start-up data.
+    """
+    noted: List[int] = []
+    previous: Any = None
+    if threading.current_thread() is threading.main_thread():
+        try:
+            previous = signal.signal(signal.SIGINT, lambda signum, frame: noted.append(signum))
+        except (ValueError, OSError):  # pragma: no cover - no signals here
+            previous = None
+    mask = _block_sigint()
+    try:
+        yield
+    finally:
+        try:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+                if noted and callable(previous):
+                    previous(signal.SIGINT, None)  # default_int_handler: KeyboardInterrupt
+                elif noted and previous == signal.SIG_DFL:  # pragma: no cover
+                    signal.raise_signal(signal.SIGINT)
+        finally:
+            _restore_sigmask(mask)  # a SIGINT held by the block arrives now
 
 
 def worker_main(
@@ -416,18 +264,6 @@ def check_start_method(start_method: Optional[str]) -> str:
     return start_method
 
 
-def check_serializer(serializer: Any) -> Any:
-    """*serializer* if it is a Serializer or None, else the TypeError saying so."""
-    from ..serialize import Serializer
-
-    if serializer is not None and not isinstance(serializer, Serializer):
-        raise TypeError(
-            "serializer must be a Serializer (e.g. MsgpackSerializer()) or None, "
-            f"got {serializer!r}"
-        )
-    return serializer
-
-
 def check_worker_seed(seed: Any) -> Optional[int]:
     return check_seed(seed)
 
@@ -501,8 +337,11 @@ class ProcessGroup:
         SIGINT is blocked meanwhile in this thread, so the workers start with
         it blocked (see :func:`worker_main`).
         """
-        mask = _block_sigint()
-        try:
+        if self.start_method != "fork":
+            # Started on first use by spawn and forkserver, and unblocking SIGINT when it
+            # starts (multiprocessing does so), which would undo the block below.
+            resource_tracker.ensure_running()
+        with _sigint_held():
             for index, entry in enumerate(args):
                 reader, writer = self.context.Pipe(duplex=False)
                 p = self.context.Process(
@@ -520,8 +359,6 @@ class ProcessGroup:
                     writer.close()  # the worker has its own copy now
                 self.procs.append(p)  # recorded only once started
                 self.stack_readers.append(reader)
-        finally:
-            _restore_sigmask(mask)
 
     def stacks(self) -> List[Tuple[int, Optional[int], Optional[str]]]:
         """``(index, pid, stacks)`` of every worker; ``None`` for a worker that ended."""
@@ -533,11 +370,16 @@ class ProcessGroup:
                 out.append((index, p.pid, read_stacks(reader, p.pid)))
         return out
 
-    def dead(self) -> Optional[Tuple[int, Any]]:
-        """``(index, process)`` of the first worker that ended, or ``None``."""
+    def dead(self) -> Optional[int]:
+        """The index of the first worker that ended, or ``None``."""
         for index, p in enumerate(self.procs):
             if p.exitcode is not None:
-                return index, p
+                return index
+        return None
+
+    def pid(self, index: int) -> Optional[int]:
+        if 0 <= index < len(self.procs):
+            return int(self.procs[index].pid)
         return None
 
     def died_error(self, index: int) -> WorkerDiedError:
@@ -566,7 +408,7 @@ class ProcessGroup:
                 reader.close()
 
 
-def run_finalizer(group: ProcessGroup, closers: Sequence[Callable[[], None]]) -> None:
+def run_finalizer(group: Any, closers: Sequence[Callable[[], None]]) -> None:
     """Stop *group* and then run *closers* (e.g. closing sockets); for ``weakref.finalize``."""
     if os.getpid() != group.creator_pid:
         return
@@ -580,4 +422,65 @@ def run_finalizer(group: ProcessGroup, closers: Sequence[Callable[[], None]]) ->
                 pass
 
 
-WorkerError.__module__ = WorkerDiedError.__module__ = "dataflow.parallel"
+class ThreadGroup:
+    """The worker threads of one parallel dataflow, as :class:`ProcessGroup` for processes.
+
+    A thread cannot be killed: :meth:`stop` sets the stop event and waits for
+    each thread at most ``_THREAD_JOIN_S``.
+    """
+
+    def __init__(self, owner: str) -> None:
+        self.owner = owner
+        self.threads: List[threading.Thread] = []
+        self.stop_event = threading.Event()
+        self.creator_pid = os.getpid()
+
+    def start(self, target: Callable[..., None], args: List[tuple]) -> None:
+        """Start one thread per entry of *args*, running ``target(*entry)``."""
+        for index, entry in enumerate(args):
+            t = threading.Thread(
+                target=target, args=entry, name=f"{self.owner}-worker-{index}", daemon=True
+            )
+            t.start()
+            self.threads.append(t)
+
+    def dead(self) -> Optional[int]:
+        for index, t in enumerate(self.threads):
+            if not t.is_alive():
+                return index
+        return None
+
+    def died_error(self, index: int) -> WorkerError:
+        return WorkerError(
+            f"{self.owner} worker thread {index} ended without reporting an error",
+            worker_index=index,
+            pid=os.getpid(),
+        )
+
+    def pid(self, index: int) -> Optional[int]:
+        return os.getpid()
+
+    def stacks(self) -> List[Tuple[int, Optional[int], Optional[str]]]:
+        return thread_stacks(self.threads)
+
+    def stop(self) -> None:
+        stop_threads(self.threads, self.stop_event)
+
+
+def thread_stacks(
+    threads: Sequence[threading.Thread],
+) -> List[Tuple[int, Optional[int], Optional[str]]]:
+    """``(index, pid, stack)`` of worker threads, as :meth:`ProcessGroup.stacks` gives."""
+    frames = sys._current_frames()
+    out: List[Tuple[int, Optional[int], Optional[str]]] = []
+    for index, t in enumerate(threads):
+        frame = frames.get(t.ident) if t.ident is not None else None
+        if not t.is_alive() or frame is None:
+            out.append((index, os.getpid(), None))
+        else:
+            stack = "".join(traceback.format_stack(frame))
+            out.append((index, os.getpid(), f"Thread {t.name} (most recent call last):\n{stack}"))
+    return out
+
+
+WorkerGroup = Any  # a ProcessGroup or a ThreadGroup

@@ -1,0 +1,60 @@
+"""How messages move between workers and the consumer: the transport layer.
+
+It knows nothing of dataflows, runners, seeds or worker processes: a worker
+hands items to a :class:`Sender`, the consumer takes :class:`Message` objects
+from a :class:`Receiver`. This package's namespace is the one interface
+the layers above use (:mod:`dataflow.parallel`, :mod:`dataflow.remote`);
+they import from here, never from the modules inside.
+
+* :mod:`.message`: :class:`Message` (kind, worker, epoch, payload), the
+  kinds ``DATA``, ``END`` and ``ERROR``, :class:`Stopped`, and the
+  :class:`Sender` / :class:`Receiver` protocols.
+* :mod:`.wire`: the frames of a message, the packing of items with large
+  arrays as frames of their own, and the batching rule.
+* :mod:`.zmq`: ZeroMQ addresses, :class:`ZmqReceiver`, and the batching
+  senders :class:`BatchSender` and :class:`ZmqSender`.
+* :mod:`.queue`: :class:`QueueSender` and :class:`QueueReceiver` over thread
+  and multiprocessing queues.
+
+A new transport (shared memory, Ray) is one more module here that provides
+a sender and a receiver; the consumers hold a receiver and do not change.
+"""
+
+from .message import DATA, END, ERROR, Message, Receiver, Sender, Stopped
+from .queue import QueueReceiver, QueueSender
+from .wire import OUT_OF_BAND_BYTES, PREFIX, ItemPacker, decode, encode
+from .zmq import (
+    POLL_S,
+    RECONNECT_MS,
+    BatchSender,
+    ZmqReceiver,
+    ZmqSender,
+    new_address,
+    private_address,
+    send_frames,
+)
+
+__all__ = [
+    "DATA",
+    "END",
+    "ERROR",
+    "OUT_OF_BAND_BYTES",
+    "POLL_S",
+    "PREFIX",
+    "RECONNECT_MS",
+    "BatchSender",
+    "ItemPacker",
+    "Message",
+    "QueueReceiver",
+    "QueueSender",
+    "Receiver",
+    "Sender",
+    "Stopped",
+    "ZmqReceiver",
+    "ZmqSender",
+    "decode",
+    "encode",
+    "new_address",
+    "private_address",
+    "send_frames",
+]

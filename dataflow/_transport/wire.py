@@ -1,0 +1,196 @@
+"""The wire format of the transport: framing, packing, and the batching rule.
+
+**Messages.** A message is a list of frames. The first frame starts with a
+7-byte prefix (``kind``: uint8, ``worker``: uint16, ``epoch``: uint32,
+little-endian) followed by a msgpack body; the kinds are those of
+:mod:`.message`:
+
+* ``DATA``: a msgpack array of items (datapoints, or ``[epoch, seq, result]``
+  triples for mappers). Small datapoints are batched, several to a message,
+  which is what makes them fast. A numpy array of at least
+  ``OUT_OF_BAND_BYTES`` does not travel inside the msgpack body: the body
+  holds extension type 3 with the array's header (dtype and shape, see
+  :mod:`dataflow._arrays`), and the array's raw bytes follow as a frame of
+  their own, one per array in the order they appear. They are sent without
+  copying where the transport allows (ZeroMQ reads the array's memory) and
+  received as writable arrays that view the frame.
+* ``END``: ``[count]``.
+* ``ERROR``: ``[type name, message, traceback]``.
+
+**Batching** (the one rule, used by every sender that batches: see
+:class:`dataflow._transport.zmq.BatchSender`). A batch leaves when it holds
+``BATCH_BYTES`` or ``BATCH_ITEMS``, when its oldest item has waited
+``BATCH_DELAY_S``, or at once when the item took longer than ``EAGER_S`` to
+make (batching then gains nothing). The thread that makes the items sends
+most batches itself, as it adds to them; a batch that would otherwise wait
+for the next item (the source blocks, or computes for a long time) is sent
+by a flusher thread once its oldest item is ``BATCH_DELAY_S`` old.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, Callable, List, Optional
+
+import numpy as np
+from msgpack import ExtType
+
+from .._arrays import (
+    DECODE_HEADERS,
+    ENCODE_HEADERS,
+    Packer,
+    ext_hook_writable,
+    msgpack_default,
+    new_header,
+    pairs_hook,
+    parse_header,
+    remember,
+    unpackb,
+    unserializable,
+)
+from ..serialize import Serializer
+from .message import DATA, END, ERROR, Message
+
+assert DATA == 1  # remote.py tells these messages from tensorpack's by their first byte
+
+__all__ = [
+    "BATCH_BYTES",
+    "BATCH_DELAY_S",
+    "BATCH_ITEMS",
+    "EAGER_S",
+    "OUT_OF_BAND_BYTES",
+    "PREFIX",
+    "ItemPacker",
+    "decode",
+    "encode",
+    "encode_end",
+    "encode_report",
+]
+
+PREFIX = struct.Struct("<BHI")
+_EXT_OUT_OF_BAND = 3
+# Arrays at least this large travel as frames of their own, without copies.
+OUT_OF_BAND_BYTES = 1 << 16
+# A sender sends what it has batched once it holds this many bytes or items ...
+BATCH_BYTES = 1 << 16
+BATCH_ITEMS = 256
+# ... or once the oldest batched item has waited this long, or immediately when
+# producing an item took longer than EAGER_S (batching then gains nothing).
+BATCH_DELAY_S = 0.005
+EAGER_S = 0.001
+
+
+# ---- encoding -------------------------------------------------------------------
+
+
+class ItemPacker:
+    """msgpack packing of items, with large arrays split off as separate frames."""
+
+    def __init__(self, owner: str, serializer: Optional[Serializer]) -> None:
+        self.owner = owner
+        self.serializer = serializer
+        self.frames: List[Any] = []
+        self._packer = Packer(default=self._default, use_bin_type=True, strict_types=True)
+
+    def _default(self, obj: Any) -> Any:
+        if type(obj) is np.ndarray and obj.nbytes >= OUT_OF_BAND_BYTES:
+            key = (obj.dtype, obj.shape)
+            entry = ENCODE_HEADERS.get(key)
+            if entry is None:
+                entry = remember(ENCODE_HEADERS, key, new_header(*key))
+            header, exportable = entry
+            if exportable:
+                self.frames.append(obj if obj.flags.c_contiguous else np.ascontiguousarray(obj))
+                return ExtType(_EXT_OUT_OF_BAND, header)
+        return msgpack_default(obj)
+
+    def pack(self, item: Any) -> bytes:
+        """The msgpack bytes of *item*; its large arrays are appended to ``self.frames``."""
+        if self.serializer is not None:
+            return self._packer.pack(self.serializer.dumps(item))
+        n_frames = len(self.frames)
+        try:
+            return self._packer.pack(item)
+        except (TypeError, ValueError, OverflowError) as err:
+            del self.frames[n_frames:]
+            located = unserializable(self.owner, item, self._packer.pack)
+            del self.frames[n_frames:]
+            if located is None:
+                raise
+            raise located from err
+
+
+def _array_header(n: int) -> bytes:
+    if n < 16:
+        return bytes((0x90 | n,))
+    if n < 1 << 16:
+        return b"\xdc" + n.to_bytes(2, "big")
+    return b"\xdd" + n.to_bytes(4, "big")
+
+
+def encode(kind: int, index: int, epoch: int, chunks: List[bytes], frames: List[Any]) -> List[Any]:
+    """The frames of a message whose body is the msgpack array of the packed *chunks*."""
+    head = PREFIX.pack(kind, index, epoch) + _array_header(len(chunks))
+    return [head + b"".join(chunks), *frames]
+
+
+# ---- decoding -------------------------------------------------------------------
+
+
+def _out_of_band_hook(frames: List[Any]) -> Callable[[int, bytes], Any]:
+    pending = iter(frames)
+
+    def hook(code: int, data: bytes) -> Any:
+        if code != _EXT_OUT_OF_BAND:
+            return ext_hook_writable(code, data)
+        spec = DECODE_HEADERS.get(data)  # the header only: the bytes are the next frame
+        if spec is None:
+            spec = remember(DECODE_HEADERS, data, parse_header(data))
+        dtype, shape, expected = spec
+        frame = next(pending)
+        buf = frame.buffer
+        if len(buf) != expected:
+            raise ValueError(
+                f"corrupt message: an array frame of {len(buf)} bytes, but shape {shape} and "
+                f"dtype {dtype} need {expected}"
+            )
+        return np.ndarray(shape, dtype, buf)
+
+    return hook
+
+
+def _unpack(body: Any, ext_hook: Callable[[int, bytes], Any]) -> Any:
+    try:
+        return unpackb(body, ext_hook=ext_hook, raw=False, strict_map_key=False)
+    except TypeError:  # a tuple dict key (stored as a list): see MsgpackSerializer.loads
+        return unpackb(
+            body,
+            ext_hook=ext_hook,
+            object_pairs_hook=pairs_hook(lambda d: d),
+            raw=False,
+            strict_map_key=False,
+        )
+
+
+def decode(frames: List[Any], serializer: Optional[Serializer]) -> Message:
+    """The :class:`Message` of received frames (each with a ``.buffer``, as pyzmq's)."""
+    head = frames[0].buffer
+    kind, worker, epoch = PREFIX.unpack_from(head)
+    body = head[PREFIX.size :]
+    if len(frames) == 1:
+        payload = _unpack(body, ext_hook_writable)
+    else:
+        payload = _unpack(body, _out_of_band_hook(frames[1:]))
+    if kind == DATA and serializer is not None:
+        payload = [serializer.loads(b) for b in payload]
+    return Message(kind, worker, epoch, payload)
+
+
+def encode_report(index: int, epoch: int, report: List[Any]) -> List[Any]:
+    """The frames of an ``ERROR`` message carrying *report*."""
+    return [PREFIX.pack(ERROR, index, epoch) + Packer(use_bin_type=True).pack(list(report))]
+
+
+def encode_end(index: int, epoch: int, count: int) -> List[Any]:
+    """The frames of an ``END`` message: pass *epoch* ended after *count* items."""
+    return [PREFIX.pack(END, index, epoch) + Packer(use_bin_type=True).pack([count])]

@@ -1,0 +1,325 @@
+"""What a worker does: the work loops of runners and mappers, processes and threads.
+
+Every entry point is a module-level function with plain arguments, so that
+the spawn and forkserver start methods can find it. A worker process first
+runs :func:`~._workers.worker_main` and :func:`~._workers.start_worker_process`;
+then its loop feeds a :class:`dataflow._transport.Sender` until it is told
+to stop (:class:`~dataflow._transport.Stopped`), and reports an exception as
+an error report (:func:`~._errors.error_report`) through the same sender.
+
+Runners (:func:`produce`): the worker resets its copy of the dataflow and
+sends its datapoints, forever (clones) or one pass per command (exactly-once:
+the consumer sends each pass number through a pipe, and the worker begins
+that pass, abandoning the one it was in). Mappers: the worker takes tasks
+(``[seq, datapoint]``), applies the function, and sends ``[epoch, seq,
+result]`` back; a process worker asks for each task (credits, see
+:class:`~.map._TaskChannel`).
+"""
+
+from __future__ import annotations
+
+import functools
+import queue as queue_module
+import threading
+import time
+from typing import Any, Callable, Optional
+
+import zmq
+
+from .._transport import (
+    DATA,
+    ERROR,
+    RECONNECT_MS,
+    Message,
+    QueueSender,
+    Stopped,
+    ZmqSender,
+    decode,
+)
+from ..base import DataFlow
+from ..serialize import Serializer
+from ..worker import WorkerInfo, _begin_pass, _worker_context
+from ._errors import error_report
+from ._workers import _POLL_S, parent_alive, start_worker_process, watch_creator
+
+__all__ = [
+    "CREDIT",
+    "CREDITS",
+    "mapper_thread_worker",
+    "mapper_zmq_worker",
+    "routing_id",
+    "runner_queue_worker",
+    "runner_thread_worker",
+    "runner_zmq_worker",
+]
+
+# A worker of an exactly-once runner checks this often whether its pass was abandoned.
+_ABANDON_CHECK_S = 0.05
+# How many tasks a mapper's process worker asks for ahead: the one it works on, and
+# one waiting, so that it never idles while the next task travels to it.
+CREDITS = 2
+CREDIT = b""
+
+
+def routing_id(index: int) -> bytes:
+    """The ZeroMQ identity of mapper worker *index* (must not start with a NUL byte)."""
+    return b"w%d" % index
+
+
+def _stopped(stop_event: Any, parent_pid: int) -> bool:
+    """Whether a worker process should stop: asked to, or its parent is gone."""
+    return bool(stop_event.is_set()) or not parent_alive(parent_pid)
+
+
+# ---- runners ---------------------------------------------------------------------------
+
+
+def _empty_pass_error(ds: DataFlow) -> RuntimeError:
+    return RuntimeError(
+        f"{type(ds).__name__} yielded no datapoint in a whole pass; a runner repeats its "
+        "dataflow forever, so it would wait forever. Check the source, or use "
+        "exactly_once=True"
+    )
+
+
+def _latest_command(commands: Any) -> Optional[int]:
+    """The newest pass number waiting in *commands* (a pipe or queue), or ``None``."""
+    latest = None
+    if hasattr(commands, "poll"):
+        while commands.poll():
+            latest = commands.recv()
+    else:
+        while True:
+            try:
+                latest = commands.get_nowait()
+            except queue_module.Empty:
+                break
+    return latest
+
+
+def _wait_command(commands: Any, sender: Any) -> int:
+    while True:
+        if hasattr(commands, "poll"):
+            if commands.poll(_POLL_S):
+                latest = _latest_command(commands)
+                assert latest is not None
+                return int(latest)
+        else:
+            try:
+                first = commands.get(timeout=_POLL_S)
+            except queue_module.Empty:
+                pass
+            else:
+                latest = _latest_command(commands)
+                return int(first if latest is None else latest)
+        sender.check_stop()
+
+
+def _reset_in_worker(ds: DataFlow) -> Optional[BaseException]:
+    """Reset *ds* in a fresh worker process, then start watching the consumer.
+
+    The reset comes first, before this process starts any thread of its own (the
+    watcher, ZeroMQ's I/O thread), so that a dataflow which forks workers of its
+    own never forks a multi-threaded process. Returns the reset's exception, to
+    be reported once the worker can send.
+    """
+    try:
+        ds.reset_state()
+    except BaseException as exc:  # reported through the sender
+        return exc
+    finally:
+        watch_creator()
+    return None
+
+
+def _produce(ds: DataFlow, sender: Any, exactly_once: bool, commands: Any) -> None:
+    """The work loop of a runner's worker: feed *sender* from *ds* (reset) until told to stop."""
+    if not exactly_once:
+        while True:
+            count = 0
+            for dp in ds:
+                sender.put(dp)
+                count += 1
+            if count == 0:
+                raise _empty_pass_error(ds)
+    pending: Optional[int] = None
+    while True:
+        sender.epoch = pending if pending is not None else _wait_command(commands, sender)
+        # Every worker gets the same pass number from the consumer, so shuffled sources
+        # draw the same new partition of their items for the pass (shard_order).
+        _begin_pass(sender.epoch)
+        pending = None
+        count = 0
+        last_check = time.monotonic()
+        for count, dp in enumerate(ds, 1):  # noqa: B007 - count is used after the loop
+            sender.put(dp)
+            now = time.monotonic()
+            if now - last_check > _ABANDON_CHECK_S:
+                last_check = now
+                pending = _latest_command(commands)
+                if pending is not None:  # the consumer started a new pass
+                    sender.discard()
+                    break
+        else:
+            sender.send_end(count)
+
+
+def runner_zmq_worker(
+    owner: str,
+    ds: DataFlow,
+    info: WorkerInfo,
+    address: str,
+    hwm: int,
+    stop_event: Any,
+    commands: Any,
+    parent_pid: int,
+    pdeathsig: bool,
+    serializer: Optional[Serializer],
+) -> None:
+    """Entry point of a :class:`MultiProcessRunnerZMQ` worker process."""
+    parent_pid = start_worker_process(info, parent_pid, pdeathsig)
+    failure = _reset_in_worker(ds)
+    ctx = zmq.Context()
+    stopped = functools.partial(_stopped, stop_event, parent_pid)
+    sender = ZmqSender(ctx, address, hwm, info.index, owner, stopped, serializer)
+    try:
+        if failure is not None:
+            raise failure
+        _produce(ds, sender, info.sharded, commands)
+    except Stopped:
+        pass
+    except BaseException as exc:
+        sender.send_error(error_report(exc))
+    finally:
+        try:
+            ds.close()
+        finally:
+            sender.close()
+            ctx.term()
+
+
+def runner_queue_worker(
+    ds: DataFlow,
+    info: WorkerInfo,
+    queue: Any,
+    stop_event: Any,
+    commands: Any,
+    parent_pid: int,
+    pdeathsig: bool,
+    serializer: Serializer,
+) -> None:
+    """Entry point of a :class:`MultiProcessRunner` worker process."""
+    parent_pid = start_worker_process(info, parent_pid, pdeathsig)
+    stopped = functools.partial(_stopped, stop_event, parent_pid)
+    sender = QueueSender(queue, info.index, stopped, serializer)
+    failure = _reset_in_worker(ds)
+    try:
+        if failure is not None:
+            raise failure
+        _produce(ds, sender, info.sharded, commands)
+    except Stopped:
+        queue.cancel_join_thread()  # nobody reads any more: do not wait to flush
+    except BaseException as exc:
+        sender.send_error(error_report(exc))
+    finally:
+        try:
+            ds.close()
+        finally:
+            queue.close()
+
+
+def runner_thread_worker(
+    df: DataFlow,
+    info: WorkerInfo,
+    queue: Any,
+    stop_event: threading.Event,
+    commands: Any,
+) -> None:
+    sender = QueueSender(queue, info.index, stop_event.is_set, None)
+    with _worker_context(info):
+        try:
+            df.reset_state()
+            _produce(df, sender, info.sharded, commands)
+        except Stopped:
+            pass
+        except BaseException as exc:
+            sender.send_error(error_report(exc), exc)
+
+
+# ---- mappers ---------------------------------------------------------------------------
+
+
+def mapper_thread_worker(
+    map_func: Callable[[Any], Any],
+    info: WorkerInfo,
+    tasks: Any,
+    results: Any,
+    stop_event: threading.Event,
+) -> None:
+    with _worker_context(info):
+        while not stop_event.is_set():
+            try:
+                epoch, seq, dp = tasks.get(timeout=_POLL_S)
+            except queue_module.Empty:
+                continue
+            try:
+                result = map_func(dp)
+            except BaseException as exc:
+                results.put(Message(ERROR, info.index, epoch, [*error_report(exc), exc]))
+                return
+            results.put(Message(DATA, info.index, epoch, [(epoch, seq, result)]))
+
+
+def mapper_zmq_worker(
+    owner: str,
+    map_func: Callable[[Any], Any],
+    info: WorkerInfo,
+    task_address: str,
+    result_address: str,
+    stop_event: Any,
+    parent_pid: int,
+    pdeathsig: bool,
+    serializer: Optional[Serializer],
+) -> None:
+    """Entry point of a mapper's worker process."""
+    parent_pid = start_worker_process(info, parent_pid, pdeathsig)
+    watch_creator()
+    ctx = zmq.Context()
+    # The worker asks for CREDITS tasks at first and for one more with each result;
+    # the consumer sends tasks only to workers that asked, so a busy worker never has
+    # tasks queued behind a slow one.
+    tasks = ctx.socket(zmq.DEALER)
+    tasks.setsockopt(zmq.ROUTING_ID, routing_id(info.index))
+    tasks.setsockopt(zmq.LINGER, 0)
+    tasks.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)  # the consumer binds after the fork
+    tasks.connect(task_address)
+    for _ in range(CREDITS):
+        tasks.send(CREDIT)
+    stopped = functools.partial(_stopped, stop_event, parent_pid)
+    sender = ZmqSender(ctx, result_address, 0, info.index, owner, stopped, serializer)
+    tasks.setsockopt(zmq.RCVTIMEO, int(_POLL_S * 1000))
+    try:
+        while True:
+            try:
+                frames = tasks.recv_multipart(copy=False)
+            except zmq.Again:  # no task for a while: send what waits, and look around
+                sender.flush()
+                sender.check_stop()
+                continue
+            _, _, epoch, (seq, dp) = decode(frames, serializer)
+            result = map_func(dp)
+            try:
+                sender.put_now([epoch, seq, result])
+            except TypeError:
+                # Name the place inside the result, not inside [epoch, seq, result].
+                sender.packer.pack(result)
+                raise
+            sender.flush()  # each result also asks the consumer for the next task
+    except Stopped:
+        pass
+    except BaseException as exc:
+        sender.send_error(error_report(exc))
+    finally:
+        tasks.close()
+        sender.close()
+        ctx.term()
