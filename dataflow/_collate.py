@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import itertools
 from typing import (
+    TYPE_CHECKING,
     Any,
     Callable,
     Dict,
@@ -36,7 +37,8 @@ from typing import (
 
 import numpy as np
 
-from .base import Datapoint
+if TYPE_CHECKING:  # for the annotations only: the kernel does not depend on the dataflows
+    from .base import Datapoint
 
 __all__ = [
     "Filler",

@@ -47,10 +47,13 @@ from typing import Iterator, List, Optional, Protocol, Tuple
 
 import numpy as np
 
+from ._worker_state import current_state
+
 __all__ = [
     "child_seed",
     "partition",
     "seed_globals",
+    "seed_state",
     "shared_seed",
     "stream_state",
     "worker_seeds",
@@ -113,6 +116,22 @@ def stream_state(
     if own_seed is None:
         return np.random.SeedSequence().generate_state(4)
     return np.random.SeedSequence(own_seed, spawn_key=(next(counter),)).generate_state(4)
+
+
+def seed_state(seed: Optional[int]) -> np.ndarray:
+    """The 128-bit state that seeds a dataflow's or an augmentor's ``RandomState``.
+
+    :func:`stream_state` for the worker this code runs in (see
+    :mod:`dataflow._worker_state`), or outside workers. ``None`` draws fresh
+    entropy from the operating system, so every process and every
+    ``reset_state()`` gets its own stream. An int gives the same stream
+    every time. Inside a parallel worker every worker gets a stream of its
+    own.
+    """
+    state = current_state()
+    if state is None:
+        return stream_state(seed)
+    return stream_state(seed, (state.info.index, state.info.seed, state.counter))
 
 
 def partition(seed: int, pass_number: int, n: int) -> np.ndarray:

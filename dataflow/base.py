@@ -34,7 +34,7 @@ import numpy as np
 
 from ._checks import check_seed as _check_seed
 from ._repr import call_repr as _call_repr
-from .worker import _seed_state
+from ._rng import seed_state as _seed_state
 
 __all__ = [
     "DataFlow",
@@ -448,17 +448,6 @@ class ProxyDataFlow(DataFlow):
         self.ds.close()
 
 
-def _seed_to_state(seed: Optional[int]) -> np.ndarray:
-    """The 128-bit state that seeds a dataflow's ``RandomState``.
-
-    ``None`` draws fresh entropy from the operating system, so every process
-    and every ``reset_state()`` gets its own stream. An int gives the same
-    stream every time. Inside a parallel worker every worker gets a stream of
-    its own (see :mod:`dataflow._rng` for every seed derivation).
-    """
-    return _seed_state(seed)
-
-
 class RNGDataFlow(DataFlow):
     """A dataflow that draws random numbers from its own ``self.rng``.
 
@@ -508,4 +497,4 @@ class RNGDataFlow(DataFlow):
 
     def reset_state(self) -> None:
         super().reset_state()
-        self._rng = np.random.RandomState(_seed_to_state(self.seed))
+        self._rng = np.random.RandomState(_seed_state(self.seed))

@@ -12,16 +12,21 @@ shuffled, this worker's part of a random partition of all of them.
 
 from __future__ import annotations
 
-import contextlib
-import itertools
-import threading
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 
-from ._rng import partition, stream_state
-from ._rng import shared_seed as _shared_seed  # noqa: F401 (the runners and tests import it here)
+from ._rng import partition
+from ._rng import shared_seed as _shared_seed  # noqa: F401
+from ._worker_state import begin_pass as _begin_pass  # noqa: F401
+from ._worker_state import current_state
+from ._worker_state import set_process_worker as _set_process_worker  # noqa: F401
+from ._worker_state import worker_context as _worker_context  # noqa: F401
+
+# The underscore names imported above were importable from here before the state
+# of the worker moved to dataflow/_worker_state.py, and still are (the examples
+# below use _worker_context). The library imports them from their homes.
 
 __all__ = ["WorkerInfo", "get_worker_info", "shard_order"]
 
@@ -122,25 +127,6 @@ def _shard_array(info: WorkerInfo, n: int, seed: Optional[int], pass_number: int
     return partition(base, pass_number, n)[block.start : block.stop]
 
 
-class _State:
-    """The worker of a process or thread, how many seeds it has handed out, and
-    the number of the pass its runner announced last (``None``: none so far)."""
-
-    def __init__(self, info: WorkerInfo) -> None:
-        self.info = info
-        self.counter = itertools.count()
-        self.pass_number: Optional[int] = None
-
-
-_PROCESS_STATE: Optional[_State] = None
-_THREAD_STATE = threading.local()
-
-
-def _current_state() -> Optional[_State]:
-    state = getattr(_THREAD_STATE, "state", None)
-    return state if state is not None else _PROCESS_STATE
-
-
 def get_worker_info() -> Optional[WorkerInfo]:
     """The :class:`WorkerInfo` of the worker this code runs in, or ``None`` outside workers.
 
@@ -159,7 +145,7 @@ def get_worker_info() -> Optional[WorkerInfo]:
         >>> get_worker_info() is None
         True
     """
-    state = _current_state()
+    state = current_state()
     return state.info if state is not None else None
 
 
@@ -210,53 +196,10 @@ def shard_order(
     """
     if rng is None:
         return shard_range(n)
-    state = _current_state()
+    state = current_state()
     if state is None or not state.info.sharded or state.info.num_workers == 1:
         order: Sequence[int] = rng.permutation(n).tolist()
         return order
     part = _shard_array(state.info, n, seed, state.pass_number or 0)
     order = rng.permutation(part).tolist()
     return order
-
-
-def _set_process_worker(info: Optional[WorkerInfo]) -> None:
-    """Declare that this process is a worker (called first thing in a worker process)."""
-    global _PROCESS_STATE
-    _PROCESS_STATE = None if info is None else _State(info)
-
-
-@contextlib.contextmanager
-def _worker_context(info: WorkerInfo) -> Iterator[None]:
-    """Within the block, this thread counts as worker *info* (restored after)."""
-    previous = getattr(_THREAD_STATE, "state", None)
-    _THREAD_STATE.state = _State(info)
-    try:
-        yield
-    finally:
-        _THREAD_STATE.state = previous
-
-
-def _begin_pass(pass_number: int) -> None:
-    """Declare that the runner of this worker starts its pass *pass_number*.
-
-    A runner that calls this in every worker before each pass of an
-    exactly-once run, with the same number in all of them (the pass number
-    the consumer sent), makes :func:`shard_order` draw a new partition for
-    every pass. Without it the partition stays the same in every pass. A
-    worker's count of its own passes cannot stand in for the number: a
-    worker that reads its commands late takes only the newest, skipping
-    passes that were abandoned meanwhile, and its count then differs from
-    the other workers', so their parts would overlap.
-    """
-    state = _current_state()
-    if state is not None:
-        state.pass_number = pass_number
-
-
-def _seed_state(seed: Optional[int]) -> np.ndarray:
-    """The 128-bit state that seeds a random generator with *seed* here, in this
-    worker or outside workers (see :func:`dataflow._rng.stream_state`)."""
-    state = _current_state()
-    if state is None:
-        return stream_state(seed)
-    return stream_state(seed, (state.info.index, state.info.seed, state.counter))

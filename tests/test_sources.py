@@ -25,7 +25,7 @@ from dataflow import (
     WorkerInfo,
     check_dataflow,
 )
-from dataflow.worker import _begin_pass, _worker_context
+from dataflow._worker_state import begin_pass, worker_context
 
 
 def one_pass(df):
@@ -42,7 +42,7 @@ def passes_as_workers(make, num_workers, shared_seed=None, num_passes=1):
     as each worker of *num_workers* with ``sharded=True``."""
     out = []
     for i in range(num_workers):
-        with _worker_context(WorkerInfo(i, num_workers, sharded=True, shared_seed=shared_seed)):
+        with worker_context(WorkerInfo(i, num_workers, sharded=True, shared_seed=shared_seed)):
             df = make()
             before = len(df)
             df.reset_state()
@@ -180,7 +180,7 @@ class TestDataFromList:
         df = DataFromList([[i] for i in range(12)], seed=4)
         df.reset_state()
         assert [one_pass(df) for _ in range(3)] == expected
-        with _worker_context(WorkerInfo(0, 1, sharded=True, shared_seed=9)):
+        with worker_context(WorkerInfo(0, 1, sharded=True, shared_seed=9)):
             df.reset_state()
             assert [one_pass(df) for _ in range(3)] == expected
 
@@ -216,7 +216,7 @@ class TestDataFromList:
 
     def test_a_shuffled_part_is_the_same_each_pass_in_a_new_order(self):
         lst = [[i] for i in range(40)]
-        with _worker_context(WorkerInfo(1, 2, sharded=True, shared_seed=2)):
+        with worker_context(WorkerInfo(1, 2, sharded=True, shared_seed=2)):
             df = DataFromList(lst, seed=2)
             df.reset_state()
             passes = [one_pass(df) for _ in range(3)]
@@ -227,11 +227,11 @@ class TestDataFromList:
         lst = [[i] for i in range(40)]
         parts = {0: [], 1: []}
         for i in range(2):
-            with _worker_context(WorkerInfo(i, 2, sharded=True, shared_seed=5)):
+            with worker_context(WorkerInfo(i, 2, sharded=True, shared_seed=5)):
                 df = DataFromList(lst)
                 df.reset_state()
                 for pass_number in (1, 2, 3):
-                    _begin_pass(pass_number)
+                    begin_pass(pass_number)
                     parts[i].append(one_pass(df))
         for k in range(3):
             assert sorted(parts[0][k] + parts[1][k]) == list(range(40))
@@ -343,7 +343,7 @@ class TestDataFromIterable:
         items = Counted(10)
         [(_, _, got)] = passes_as_workers(lambda: DataFromIterable(items), 1)
         assert got == list(range(10)) and items.taken == 10
-        with _worker_context(WorkerInfo(0, 2, sharded=True)):
+        with worker_context(WorkerInfo(0, 2, sharded=True)):
             df = DataFromIterable(items)
             assert one_pass(df) == [0, 1, 2, 3, 4] and items.taken == 5
 
@@ -352,7 +352,7 @@ class TestDataFromIterable:
         # elements i, i + num_workers, ...; together still each element once.
         shards = []
         for i in range(2):
-            with _worker_context(WorkerInfo(i, 2, sharded=True)):
+            with worker_context(WorkerInfo(i, 2, sharded=True)):
                 shards.append(one_pass(DataFromIterable(NoLen())))
         assert shards == [[1, 3], [2]]
 

@@ -26,8 +26,10 @@ from dataflow import (
     check_dataflow,
     get_worker_info,
 )
+from dataflow._rng import shared_seed as _shared_seed
+from dataflow._worker_state import begin_pass, worker_context
 from dataflow.parallel._workers import worker_seeds
-from dataflow.worker import _begin_pass, _shared_seed, _worker_context, shard_order
+from dataflow.worker import shard_order
 
 TIMEOUT_S = 30
 
@@ -143,7 +145,7 @@ class TestWorkerInfo:
     @pytest.mark.timeout(TIMEOUT_S)
     def test_sharded_sources_read_only_their_shard(self):
         lst = [[i] for i in range(8)]
-        with _worker_context(WorkerInfo(1, 3, sharded=True)):
+        with worker_context(WorkerInfo(1, 3, sharded=True)):
             for df in (DataFromList(lst, shuffle=False), DataFromIterable(lst)):
                 df.reset_state()
                 assert (list(df), len(df)) == ([[2], [3], [4]], 3)
@@ -151,7 +153,7 @@ class TestWorkerInfo:
             shuffled.reset_state()
             assert len(list(shuffled)) == len(shuffled) == 3  # a part of a partition
             assert len(FakeData([[1]], size=8)) == 3
-        with _worker_context(WorkerInfo(0, 3, sharded=True)):
+        with worker_context(WorkerInfo(0, 3, sharded=True)):
             fake = FakeData([[1]], size=8)
             fake.reset_state()
             assert len(fake) == len(list(fake)) == 2
@@ -159,7 +161,7 @@ class TestWorkerInfo:
     @pytest.mark.timeout(TIMEOUT_S)
     def test_sources_read_everything_when_not_sharded(self):
         lst = [[i] for i in range(8)]
-        with _worker_context(WorkerInfo(1, 3, seed=5, sharded=False)):
+        with worker_context(WorkerInfo(1, 3, seed=5, sharded=False)):
             df = DataFromList(lst, shuffle=False)
             df.reset_state()
             assert list(df) == lst and len(FakeData([[1]], size=8)) == 8
@@ -169,7 +171,7 @@ class TestWorkerInfo:
     @pytest.mark.timeout(TIMEOUT_S)
     def test_worker_seed_seeds_each_generator_reset_in_the_worker(self):
         def in_worker(index, seed):
-            with _worker_context(WorkerInfo(index, 2, seed=seed)):
+            with worker_context(WorkerInfo(index, 2, seed=seed)):
                 return draws(), draws()  # two generators, reset one after the other
 
         first, second = in_worker(0, 123)
@@ -180,7 +182,7 @@ class TestWorkerInfo:
     @pytest.mark.timeout(TIMEOUT_S)
     def test_explicit_seed_gives_each_worker_its_own_reproducible_stream(self):
         def in_worker(index):
-            with _worker_context(WorkerInfo(index, 2, seed=None)):
+            with worker_context(WorkerInfo(index, 2, seed=None)):
                 return draws(seed=3)
 
         assert in_worker(1) == in_worker(1)
@@ -190,9 +192,9 @@ class TestWorkerInfo:
 
     @pytest.mark.timeout(TIMEOUT_S)
     def test_no_seed_anywhere_draws_fresh_entropy(self):
-        with _worker_context(WorkerInfo(0, 2)):
+        with worker_context(WorkerInfo(0, 2)):
             first, second = draws(), draws()
-        with _worker_context(WorkerInfo(0, 2)):
+        with worker_context(WorkerInfo(0, 2)):
             third = draws()
         assert len({tuple(map(tuple, d)) for d in (first, second, third)}) == 3
 
@@ -229,9 +231,9 @@ class TestGetWorkerInfo:
     @pytest.mark.timeout(TIMEOUT_S)
     def test_is_the_info_of_the_worker_context_and_restored_after(self):
         outer, inner = WorkerInfo(0, 2), WorkerInfo(1, 2, seed=4, sharded=True)
-        with _worker_context(outer):
+        with worker_context(outer):
             assert get_worker_info() is outer
-            with _worker_context(inner):
+            with worker_context(inner):
                 assert get_worker_info() is inner
             assert get_worker_info() is outer
         assert get_worker_info() is None
@@ -239,7 +241,7 @@ class TestGetWorkerInfo:
     @pytest.mark.timeout(TIMEOUT_S)
     def test_is_restored_after_an_exception(self):
         with pytest.raises(KeyError):
-            with _worker_context(WorkerInfo(0, 1)):
+            with worker_context(WorkerInfo(0, 1)):
                 raise KeyError("x")
         assert get_worker_info() is None
 
@@ -249,7 +251,7 @@ class TestGetWorkerInfo:
         entered, release = threading.Event(), threading.Event()
 
         def work():
-            with _worker_context(WorkerInfo(0, 1)):
+            with worker_context(WorkerInfo(0, 1)):
                 entered.set()
                 release.wait(5)
                 seen.append(get_worker_info())
@@ -338,7 +340,7 @@ class TestShardOrder:
     @pytest.mark.timeout(TIMEOUT_S)
     def test_without_rng_is_the_range_or_the_contiguous_block(self):
         assert shard_order(5, None) == range(5)
-        with _worker_context(WorkerInfo(1, 2, sharded=True, shared_seed=3)):
+        with worker_context(WorkerInfo(1, 2, sharded=True, shared_seed=3)):
             assert shard_order(5, None) == range(2, 5)
 
     @pytest.mark.timeout(TIMEOUT_S)
@@ -347,7 +349,7 @@ class TestShardOrder:
         for info in infos:
             with contextlib.ExitStack() as stack:
                 if info is not None:
-                    stack.enter_context(_worker_context(info))
+                    stack.enter_context(worker_context(info))
                 order = shard_order(9, np.random.RandomState(4))
             assert order == np.random.RandomState(4).permutation(9).tolist()
 
@@ -356,7 +358,7 @@ class TestShardOrder:
         orders = []
         for i in range(3):
             info = WorkerInfo(i, 3, sharded=True, shared_seed=8)
-            with _worker_context(info):
+            with worker_context(info):
                 orders.append(shard_order(20, np.random.RandomState(i)))
             assert sorted(orders[-1]) == sorted(info.shard_indices(20))
             assert orders[-1] != info.shard_indices(20)  # shuffled with the rng too
@@ -365,7 +367,7 @@ class TestShardOrder:
     @pytest.mark.timeout(TIMEOUT_S)
     def test_a_source_seed_partitions_instead_of_the_shared_seed(self):
         def part(shared_seed, seed):
-            with _worker_context(WorkerInfo(0, 2, sharded=True, shared_seed=shared_seed)):
+            with worker_context(WorkerInfo(0, 2, sharded=True, shared_seed=shared_seed)):
                 return sorted(shard_order(50, np.random.RandomState(0), seed=seed))
 
         assert part(1, 7) == part(2, 7) != part(1, None) != part(2, None)
@@ -374,12 +376,12 @@ class TestShardOrder:
     def test_announced_passes_draw_new_partitions_and_the_count_of_passes_does_not(self):
         info = WorkerInfo(0, 2, sharded=True, shared_seed=6)
         rng = np.random.RandomState(0)
-        with _worker_context(info):
+        with worker_context(info):
             unannounced = [frozenset(shard_order(50, rng)) for _ in range(3)]
-            _begin_pass(1)
+            begin_pass(1)
             first = frozenset(shard_order(50, rng))
             again = frozenset(shard_order(50, rng))  # e.g. RepeatedData inside the runner
-            _begin_pass(2)
+            begin_pass(2)
             second = frozenset(shard_order(50, rng))
         assert len(set(unannounced)) == 1
         assert first == again == frozenset(info.shard_indices(50, pass_number=1))
@@ -387,7 +389,7 @@ class TestShardOrder:
 
     @pytest.mark.timeout(TIMEOUT_S)
     def test_begin_pass_outside_workers_does_nothing(self):
-        _begin_pass(3)
+        begin_pass(3)
         assert get_worker_info() is None
         assert shard_order(4, np.random.RandomState(1)) == (
             np.random.RandomState(1).permutation(4).tolist()

@@ -26,8 +26,9 @@ from typing import Any, Iterator, List, Optional, Sequence
 
 import numpy as np
 
+from .._checks import check_seed as _check_seed
 from .._progress import ProgressBar as _ProgressBar
-from ..base import DataFlow, Datapoint, RNGDataFlow, UnknownLengthError, _check_seed
+from ..base import DataFlow, Datapoint, RNGDataFlow, UnknownLengthError
 from ..worker import shard_order as _worker_shard_order
 from ..worker import shard_range
 
@@ -171,15 +172,15 @@ def shard_order(n: int, rng: Optional[np.random.RandomState]) -> Sequence[int]:
     sample of all of the data, not of one block.
 
     Example:
-        >>> from dataflow.worker import WorkerInfo, _worker_context
+        >>> from dataflow._worker_state import worker_context
         >>> shard_order(5, None)
         range(0, 5)
-        >>> with _worker_context(WorkerInfo(1, 2, sharded=True)):
+        >>> with worker_context(WorkerInfo(1, 2, sharded=True)):
         ...     shard_order(5, None)
         range(2, 5)
         >>> parts = []
         >>> for i in range(2):
-        ...     with _worker_context(WorkerInfo(i, 2, sharded=True, shared_seed=3)):
+        ...     with worker_context(WorkerInfo(i, 2, sharded=True, shared_seed=3)):
         ...         parts += shard_order(5, np.random.RandomState(i))
         >>> sorted(parts)
         [0, 1, 2, 3, 4]

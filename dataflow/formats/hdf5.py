@@ -10,8 +10,9 @@ from typing import Any, Iterator, List, Optional, Tuple
 
 import numpy as np
 
+from .._checks import check_seed as _check_seed
 from .._optional import import_optional
-from ..base import Datapoint, RNGDataFlow, _check_seed
+from ..base import Datapoint, RNGDataFlow
 from ..worker import shard_range
 from ._files import atomic_output, check_path, output_path, reading, shard_order
 

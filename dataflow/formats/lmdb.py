@@ -46,8 +46,9 @@ import weakref
 import zlib
 from typing import Any, Callable, Dict, FrozenSet, Iterator, List, Optional, Tuple
 
+from .._checks import check_seed as _check_seed
 from .._optional import import_optional
-from ..base import DataFlow, Datapoint, ProxyDataFlow, RNGDataFlow, _check_seed
+from ..base import DataFlow, Datapoint, ProxyDataFlow, RNGDataFlow
 from ..serialize import MsgpackSerializer, PickleSerializer, Serializer
 from ..worker import shard_range
 from ._files import check_path, shard_order

@@ -10,7 +10,8 @@ from typing import Any, Iterable, List, Optional, Tuple
 
 import numpy as np
 
-from ..base import RNGDataFlow, _check_seed
+from .._checks import check_seed as _check_seed
+from ..base import RNGDataFlow
 from ._files import ColumnsData, atomic_output, check_path, output_path, reading
 
 __all__ = ["NumpySerializer"]

@@ -7,8 +7,8 @@ from typing import Any, Iterable, List, Optional, Union
 
 import numpy as np
 
+from .._checks import check_seed as _check_seed
 from .._checks import is_int
-from ..base import _check_seed
 from ._files import ColumnsData, check_path
 
 __all__ = ["SVMLightData"]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import os
 from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
 
+from .._checks import check_seed as _check_seed
 from .._optional import import_optional
-from ..base import Datapoint, RNGDataFlow, _check_seed
+from ..base import Datapoint, RNGDataFlow
 from ..imgaug._common import shape2d
 
 __all__ = ["ImageFromFile"]

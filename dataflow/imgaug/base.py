@@ -15,8 +15,9 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .._checks import check_seed as _check_seed
 from .._rng import child_seed
-from ..base import _check_seed, _seed_to_state
+from .._rng import seed_state as _seed_state
 from ._common import check_image, init_repr
 from .transform import (
     PhotometricTransform,
@@ -101,7 +102,7 @@ class ImageAugmentor:
 
     # ---- randomness ----------------------------------------------------------
     def _new_rng(self) -> np.random.RandomState:
-        rng = np.random.RandomState(_seed_to_state(self.seed))
+        rng = np.random.RandomState(_seed_state(self.seed))
         if self.seed is None:
             try:
                 _UNSEEDED[id(self)] = self

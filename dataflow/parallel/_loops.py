@@ -36,9 +36,10 @@ from .._transport import (
     ZmqSender,
     decode,
 )
+from .._worker_state import begin_pass, worker_context
 from ..base import DataFlow
 from ..serialize import Serializer
-from ..worker import WorkerInfo, _begin_pass, _worker_context
+from ..worker import WorkerInfo
 from ._errors import error_report
 from ._workers import _POLL_S, parent_alive, start_worker_process, watch_creator
 
@@ -147,7 +148,7 @@ def _produce(ds: DataFlow, sender: Any, exactly_once: bool, commands: Any) -> No
         sender.epoch = pending if pending is not None else _wait_command(commands, sender)
         # Every worker gets the same pass number from the consumer, so shuffled sources
         # draw the same new partition of their items for the pass (shard_order).
-        _begin_pass(sender.epoch)
+        begin_pass(sender.epoch)
         pending = None
         count = 0
         last_check = time.monotonic()
@@ -236,7 +237,7 @@ def runner_thread_worker(
     commands: Any,
 ) -> None:
     sender = QueueSender(queue, info.index, stop_event.is_set, None)
-    with _worker_context(info):
+    with worker_context(info):
         try:
             df.reset_state()
             _produce(df, sender, info.sharded, commands)
@@ -256,7 +257,7 @@ def mapper_thread_worker(
     results: Any,
     stop_event: threading.Event,
 ) -> None:
-    with _worker_context(info):
+    with worker_context(info):
         while not stop_event.is_set():
             try:
                 epoch, seq, dp = tasks.get(timeout=_POLL_S)

@@ -30,7 +30,8 @@ from .._checks import check_seed
 from .._checks import check_serializer as check_serializer
 from .._rng import seed_globals as seed_globals
 from .._rng import worker_seeds as worker_seeds
-from ..worker import WorkerInfo, _set_process_worker
+from .._worker_state import set_process_worker
+from ..worker import WorkerInfo
 from ._errors import WorkerDiedError, WorkerError, died_error
 
 # How long a consumer or worker waits at most before checking that its peers live.
@@ -232,7 +233,7 @@ def start_worker_process(info: WorkerInfo, parent_pid: int, pdeathsig: bool) -> 
         multiprocessing.current_process().daemon = False
     except AssertionError:  # pragma: no cover - not a multiprocessing child
         pass
-    _set_process_worker(info)
+    set_process_worker(info)
     seed_globals(info)
     return parent_pid
 

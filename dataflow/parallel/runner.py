@@ -25,9 +25,10 @@ import zmq
 from .._checks import check_bool, check_callable, check_int
 from .._clones import warn_if_clones_repeat
 from .._transport import END, QueueReceiver, ZmqReceiver, private_address
+from .._worker_state import worker_context
 from ..base import DataFlow, Datapoint, UnknownLengthError
 from ..serialize import PickleSerializer, Serializer
-from ..worker import WorkerInfo, _worker_context
+from ..worker import WorkerInfo
 from ._consumer import ParallelBase
 from ._loops import runner_queue_worker, runner_thread_worker, runner_zmq_worker
 from ._workers import ProcessGroup, ThreadGroup, check_start_method, run_finalizer
@@ -60,7 +61,7 @@ class _RunnerBase(ParallelBase):
     def _shard_lengths(self, ds: DataFlow) -> List[int]:
         lengths = []
         for info in self._infos():
-            with _worker_context(info):
+            with worker_context(info):
                 lengths.append(len(ds))
         return lengths
 
@@ -435,7 +436,7 @@ class MultiThreadRunner(_RunnerBase):
         return () if self._len_df is None else (self._len_df,)
 
     def _new_df(self, info: WorkerInfo) -> DataFlow:
-        with _worker_context(info):
+        with worker_context(info):
             df = self.get_df()
         if not isinstance(df, DataFlow):
             raise TypeError(f"get_df must return a DataFlow, got {type(df).__name__}")
@@ -497,7 +498,7 @@ class MultiThreadRunner(_RunnerBase):
         lengths = []
         for info in self._infos():
             df = self._dfs[info.index] if self._dfs else self._new_df(info)
-            with _worker_context(info):
+            with worker_context(info):
                 lengths.append(len(df))
         return lengths
 

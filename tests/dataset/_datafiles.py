@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from dataflow import DataFlow, MultiProcessRunnerZMQ
-from dataflow.worker import WorkerInfo, _worker_context
+from dataflow._worker_state import worker_context
+from dataflow.worker import WorkerInfo
 
 
 def write_image(path: str, bgr: Sequence[int], shape: Sequence[int] = (8, 8)) -> None:
@@ -71,7 +72,7 @@ def pass_as_worker(df: DataFlow, info: Optional[WorkerInfo]) -> Tuple[int, int, 
     if info is None:
         df.reset_state()
         return len(df), len(df), [datapoint_key(dp) for dp in df]
-    with _worker_context(info):
+    with worker_context(info):
         return pass_as_worker(df, None)
 
 

@@ -12,6 +12,7 @@ from _datafiles import assert_reads_its_shard
 from _loopback import QuietHandler, serve, serve_directory
 
 from dataflow import check_dataflow
+from dataflow._worker_state import worker_context
 from dataflow.dataset._common import (
     InMemorySplit,
     dataset_dir,
@@ -20,7 +21,7 @@ from dataflow.dataset._common import (
     find_files,
     missing_files_error,
 )
-from dataflow.worker import WorkerInfo, _worker_context
+from dataflow.worker import WorkerInfo
 
 
 @pytest.fixture(autouse=True)
@@ -210,7 +211,7 @@ class TestInMemorySplit:
 
     def test_a_shuffled_shard_is_shuffled_anew_every_pass(self):
         df = Pairs(True, 12, seed=3)
-        with _worker_context(WorkerInfo(1, 2, None, True)):
+        with worker_context(WorkerInfo(1, 2, None, True)):
             df.reset_state()
             passes = [[label for _, label in df] for _ in range(6)]
         assert all(sorted(p) == list(range(60, 120, 10)) for p in passes)  # k = 6 .. 11

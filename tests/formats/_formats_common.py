@@ -11,7 +11,8 @@ from typing import Any, Callable, Hashable, List, Optional, Tuple
 import numpy as np
 
 from dataflow import DataFlow, MultiProcessRunnerZMQ
-from dataflow.worker import WorkerInfo, _worker_context
+from dataflow._worker_state import worker_context
+from dataflow.worker import WorkerInfo
 
 #: Every numeric dtype a format should keep exactly.
 DTYPES = [
@@ -145,7 +146,7 @@ def pass_in_worker(
 ) -> Tuple[int, int, List[Hashable]]:
     """``len()`` before ``reset_state()``, ``len()`` after it and one pass of
     *df* (as keys), all as worker *info* sees them (``None``: outside workers)."""
-    with _worker_context(info) if info is not None else contextlib.nullcontext():
+    with worker_context(info) if info is not None else contextlib.nullcontext():
         before = len(df)
         df.reset_state()
         try:
@@ -198,7 +199,7 @@ def assert_shuffles_within_its_shard(make: Callable[[bool], DataFlow], passes: i
     in an order that changes from pass to pass."""
     _, _, full = pass_in_worker(make(False), None)
     df = make(True)
-    with _worker_context(WorkerInfo(0, 2, None, True)):
+    with worker_context(WorkerInfo(0, 2, None, True)):
         df.reset_state()
         try:
             orders = [tuple(datapoint_key(dp) for dp in df) for _ in range(passes)]

@@ -29,9 +29,10 @@ from typing import Dict, List, Tuple
 import numpy as np
 
 from dataflow import LMDBSerializer
+from dataflow._worker_state import worker_context
 from dataflow.base import DataFlow
 from dataflow.formats import _lmdb_env
-from dataflow.worker import WorkerInfo, _worker_context
+from dataflow.worker import WorkerInfo
 
 PAGE_BYTES = 4096
 _CHILD_TIMEOUT_S = 20.0
@@ -81,7 +82,7 @@ def _read_everything(path: str) -> None:
         finally:
             df.close()
     df = LMDBSerializer.load(path, shuffle=False)
-    with _worker_context(WorkerInfo(1, 3, None, True)):
+    with worker_context(WorkerInfo(1, 3, None, True)):
         df.reset_state()
         try:
             for _ in df:

@@ -30,7 +30,8 @@ from hypothesis.extra import numpy as hnp
 
 import dataflow.formats.hdf5 as hdf5_module
 from dataflow import DataFromList, HDF5Data, HDF5Serializer, check_dataflow
-from dataflow.worker import WorkerInfo, _worker_context
+from dataflow._worker_state import worker_context
+from dataflow.worker import WorkerInfo
 
 h5py = pytest.importorskip("h5py")
 
@@ -323,7 +324,7 @@ class TestHDF5Data:
         monkeypatch.setattr(h5py.Dataset, "__getitem__", recording)
         for i, rows in enumerate([range(0, 3), range(3, 7), range(7, 11)]):
             with HDF5Data(path, ["x", "y"], shuffle=False) as df:
-                with _worker_context(WorkerInfo(i, 3, None, True)):
+                with worker_context(WorkerInfo(i, 3, None, True)):
                     df.reset_state()
                     reads.clear()
                     assert [int(y) for _, y in df] == [3 * k for k in rows]
@@ -346,10 +347,10 @@ class TestHDF5Data:
         with open(path, "wb") as f:
             f.write(data)
         with HDF5Data(path, ["x"], shuffle=False) as df:
-            with _worker_context(WorkerInfo(1, 2, None, True)):
+            with worker_context(WorkerInfo(1, 2, None, True)):
                 df.reset_state()
                 assert [int(x) for (x,) in df] == [7 * i for i in range(512, 1024)]
-            with _worker_context(WorkerInfo(0, 2, None, True)):
+            with worker_context(WorkerInfo(0, 2, None, True)):
                 with pytest.raises(OSError, match=r"^HDF5Data: cannot read rows 0\.\.511 "):
                     list(df)
 
@@ -486,7 +487,7 @@ class TestHDF5Data:
                 ):
                     list(df)
         with HDF5Data(path, ["x"], shuffle=False) as df:
-            with _worker_context(WorkerInfo(1, 2, None, True)):  # its block: rows 500 .. 999
+            with worker_context(WorkerInfo(1, 2, None, True)):  # its block: rows 500 .. 999
                 df.reset_state()
                 with pytest.raises(
                     OSError,

@@ -37,9 +37,10 @@ from dataflow import (
     LMDBSerializer,
     check_dataflow,
 )
+from dataflow._worker_state import worker_context
 from dataflow.formats import _lmdb_env, _lmdb_write
 from dataflow.serialize import MsgpackSerializer, PickleSerializer
-from dataflow.worker import WorkerInfo, _worker_context
+from dataflow.worker import WorkerInfo
 
 lmdb = pytest.importorskip("lmdb")
 
@@ -197,7 +198,7 @@ def reads_as_worker(df, info):
     """One pass of *df* (reset here) as worker *info*: ``(datapoints, the keys
     its cursors visited, the keys whose values it read)``, in order."""
     visited, values_read = [], []
-    with _worker_context(info):
+    with worker_context(info):
         df.reset_state()
         iterate = df._iterate
 
