@@ -133,3 +133,13 @@ def call_repr(name: str, args: Iterable[Tuple[str, Any]]) -> str:
         'BatchData(batch_size=64, remainder=False)'
     """
     return f"{name}({', '.join(f'{key}={short_repr(value)}' for key, value in args)})"
+
+
+def is_default(value: Any, default: Any) -> bool:
+    """Whether *value* is the parameter's *default* (equal and of the same type)."""
+    if value is default:
+        return True
+    try:
+        return type(value) is type(default) and bool(value == default)
+    except Exception:  # arrays and other objects without a plain truth value
+        return False

@@ -34,6 +34,7 @@ import numpy as np
 
 from ._checks import check_seed as _check_seed
 from ._repr import call_repr as _call_repr
+from ._repr import is_default as _is_default
 from ._rng import seed_state as _seed_state
 
 __all__ = [
@@ -231,15 +232,6 @@ def _init_parameters(cls: type) -> Tuple[inspect.Parameter, ...]:
     except (TypeError, ValueError):
         return ()
     return tuple(p for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
-
-
-def _is_default(value: Any, default: Any) -> bool:
-    if value is default:
-        return True
-    try:
-        return type(value) is type(default) and bool(value == default)
-    except Exception:  # arrays and other objects without a plain truth value
-        return False
 
 
 def _is_input(value: Any) -> bool:

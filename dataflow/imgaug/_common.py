@@ -11,6 +11,7 @@ from typing import Any, Optional, Sequence, Tuple
 import numpy as np
 
 from .._optional import import_optional
+from .._repr import is_default as _is_default
 
 # OpenCV's flag values, fixed across OpenCV releases. Default arguments use
 # them so that constructing an augmentor does not import cv2.
@@ -190,15 +191,6 @@ _MAX_VALUE_REPR = 60
 def _short_repr(value: Any) -> str:
     text = " ".join(repr(value).split())
     return text if len(text) <= _MAX_VALUE_REPR else text[: _MAX_VALUE_REPR - 3] + "..."
-
-
-def _is_default(value: Any, default: Any) -> bool:
-    if value is default:
-        return True
-    try:
-        return type(value) is type(default) and bool(value == default)
-    except Exception:  # arrays and other objects without a plain truth value
-        return False
 
 
 def init_repr(obj: object) -> str:

@@ -184,19 +184,29 @@ def runner_zmq_worker(
     stopped = functools.partial(_stopped, stop_event, parent_pid)
     sender = ZmqSender(ctx, address, hwm, info.index, owner, stopped, serializer)
     try:
-        if failure is not None:
-            raise failure
-        _produce(ds, sender, info.sharded, commands)
-    except Stopped:
-        pass
-    except BaseException as exc:
-        sender.send_error(error_report(exc))
+        _serve(ds, sender, failure, info.sharded, commands)
     finally:
         try:
             ds.close()
         finally:
             sender.close()
             ctx.term()
+
+
+def _serve(
+    ds: DataFlow, sender: Any, failure: Optional[BaseException], exactly_once: bool, commands: Any
+) -> bool:
+    """Produce into *sender* until told to stop (then ``True``), or report the error
+    that ended it (the reset's *failure*, or one raised while producing)."""
+    try:
+        if failure is not None:
+            raise failure
+        _produce(ds, sender, exactly_once, commands)
+    except Stopped:
+        return True
+    except BaseException as exc:
+        sender.send_error(error_report(exc))
+    return False
 
 
 def runner_queue_worker(
@@ -215,13 +225,8 @@ def runner_queue_worker(
     sender = QueueSender(queue, info.index, stopped, serializer)
     failure = _reset_in_worker(ds)
     try:
-        if failure is not None:
-            raise failure
-        _produce(ds, sender, info.sharded, commands)
-    except Stopped:
-        queue.cancel_join_thread()  # nobody reads any more: do not wait to flush
-    except BaseException as exc:
-        sender.send_error(error_report(exc))
+        if _serve(ds, sender, failure, info.sharded, commands):
+            queue.cancel_join_thread()  # nobody reads any more: do not wait to flush
     finally:
         try:
             ds.close()

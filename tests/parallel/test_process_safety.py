@@ -22,6 +22,7 @@ import threading
 import time
 
 import pytest
+from _procs import survivors
 
 from dataflow import DataFlow, DataFlowTerminated, DataFromList
 from dataflow.parallel import (
@@ -95,22 +96,8 @@ def _run_script(body: str, *args: str, timeout: float = _SCRIPT_S) -> subprocess
     )
 
 
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
 def _survivors(pids, timeout: float = _GONE_S):
-    deadline = time.monotonic() + timeout
-    while True:
-        alive = [pid for pid in pids if _alive(pid)]
-        if not alive or time.monotonic() >= deadline:
-            return alive
-        time.sleep(0.05)
+    return survivors(pids, timeout)
 
 
 def _kill_all(pids) -> None:

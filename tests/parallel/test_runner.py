@@ -23,6 +23,7 @@ import time
 
 import numpy as np
 import pytest
+from _procs import process_alive
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -258,16 +259,6 @@ def per_worker(df, count, workers=2):
 
 def no_leftovers(threads_before, children_before, timeout=5.0):
     return wait_for_leftovers(threads_before, children_before, timeout) == []
-
-
-def process_exists(pid):
-    """Whether *pid* is a process that is not a zombie."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
 
 
 DTYPES = [
@@ -860,19 +851,19 @@ class _ProcessRunnerTests(_RunnerTests):
         pids = []
         try:
             pids = [int(p) for p in parent.stdout.readline().split()]
-            assert len(pids) == 2 and all(process_exists(p) for p in pids)
+            assert len(pids) == 2 and all(process_alive(p) for p in pids)
             parent.kill()
             parent.wait(10)
             deadline = time.monotonic() + 5.0
-            while any(process_exists(p) for p in pids) and time.monotonic() < deadline:
+            while any(process_alive(p) for p in pids) and time.monotonic() < deadline:
                 time.sleep(0.02)
-            assert not any(process_exists(p) for p in pids)
+            assert not any(process_alive(p) for p in pids)
         finally:
             parent.kill()
             parent.wait(10)
             parent.stdout.close()
             for pid in pids:  # do not leave orphans behind if the test failed
-                if process_exists(pid):
+                if process_alive(pid):
                     os.kill(pid, signal.SIGKILL)
 
     @pytest.mark.timeout(TIMEOUT_S)

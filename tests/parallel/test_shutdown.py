@@ -16,6 +16,7 @@ import textwrap
 import time
 
 import pytest
+from _procs import process_alive, survivors
 
 from dataflow import DataFromGenerator, DataFromList
 from dataflow.parallel import MultiProcessMapDataZMQ, MultiProcessRunnerZMQ
@@ -113,23 +114,11 @@ class _Script:
 
 
 def _alive(pid: int) -> bool:
-    """Whether *pid* is a live process (a zombie awaiting its reaper counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state not in ("Z", "X")
+    return process_alive(pid)
 
 
 def _survivors(pids, timeout: float = _GONE_S):
-    """The pids of *pids* still alive after waiting up to *timeout* seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        alive = [pid for pid in pids if _alive(pid)]
-        if not alive or time.monotonic() >= deadline:
-            return alive
-        time.sleep(0.05)
+    return survivors(pids, timeout)
 
 
 @pytest.fixture
