@@ -280,7 +280,8 @@ class TestCtrlCUnderSpawn:
     def test_workers_starting_up_print_no_traceback(self, tmp_path):
         script = tmp_path / "train.py"
         script.write_text(_CTRL_C_SCRIPT)
-        for delay in (0.02, 0.08, 0.15, 0.3, 0.5):
+        # A Ctrl-C just before the workers start, while the first start, and later.
+        for delay in (0.0, 0.0, 0.01, 0.01, 0.02, 0.02, 0.05, 0.1, 0.2, 0.4):
             proc = subprocess.Popen(
                 [sys.executable, "-u", str(script)],
                 stdout=subprocess.PIPE,
