@@ -85,6 +85,7 @@ from .parallel import (
 )
 from .remote import RemoteDataZMQ, send_dataflow_zmq
 from .graph import describe
+from .profiling import profile
 from .testing import check_dataflow
 from .worker import WorkerInfo, get_worker_info
 
@@ -131,6 +132,8 @@ __all__ = [
     "throughput_table",
     # graph
     "describe",
+    # profiling
+    "profile",
     # formats
     "CaffeLMDB",
     "HDF5Data",

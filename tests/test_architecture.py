@@ -21,8 +21,9 @@ The rules:
 4. The layers: ``_transport/`` uses only itself, ``_arrays``,
    ``serialize``, ``_checks`` and ``_optional``; ``remote.py`` and
    ``_remote_parts.py`` do not reach ``parallel/``; outside ``parallel/``
-   only ``dataflow/__init__.py`` and ``graph.py`` (which draws what runs in
-   workers) reach it; ``_transport/``, ``_arrays``, ``_rng``, ``_collate``
+   only ``dataflow/__init__.py``, ``graph.py`` (which draws what runs in
+   workers) and ``profiling.py`` (which times only what does not, through
+   ``graph.py``) reach it; ``_transport/``, ``_arrays``, ``_rng``, ``_collate``
    and ``_worker_state`` do not reach ``base`` (every module of dataflows
    imports ``base``, so these import no module of dataflows). "Reach"
    follows imports at any depth and inside functions too.
@@ -57,7 +58,9 @@ TRANSPORT_MAY_USE = (
 )
 REMOTE = ("dataflow.remote", "dataflow._remote_parts")
 PARALLEL = "dataflow.parallel"
-ABOVE_PARALLEL = ("dataflow", "dataflow.graph")
+# profiling.py reaches parallel/ through graph.py: it tells the stages that run in
+# workers from those it can time, with graph.py's test for parallel dataflows.
+ABOVE_PARALLEL = ("dataflow", "dataflow.graph", "dataflow.profiling")
 FOUNDATION = (
     TRANSPORT,
     "dataflow._arrays",
@@ -376,7 +379,7 @@ LAYERS = (
         any_of(PARALLEL),
     ),
     Layer(
-        "outside parallel/, only dataflow/__init__.py and graph.py use parallel/",
+        "outside parallel/, only dataflow/__init__.py, graph.py and profiling.py use parallel/",
         "parallel/ is above the sources and wrappers: move the code into parallel/, or "
         "what parallel/ and this module share into a lower module",
         lambda name: not any_of(PARALLEL)(name) and name not in ABOVE_PARALLEL,

@@ -1,0 +1,272 @@
+"""Tests of :func:`dataflow.profile`: the numbers per stage, the verdict on
+pipelines with one deliberately slow stage, and a pipeline left as it was."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from dataflow import (
+    BatchData,
+    DataFlow,
+    DataFromList,
+    MapData,
+    MapDataComponent,
+    MultiProcessMapDataZMQ,
+    MultiProcessRunnerZMQ,
+    ProxyDataFlow,
+    profile,
+)
+from dataflow.base import was_reset
+from dataflow.profiling import ProfileReport
+
+TIMEOUT_S = 60
+SLOW_S = 0.002  # the slow stage's time per datapoint; every other stage takes microseconds
+
+
+def busy(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def slow(x):
+    busy(SLOW_S)
+    return x
+
+
+def keep(dp):
+    return dp
+
+
+def numbers(n=100_000):
+    return DataFromList([[i, np.zeros(4, dtype="float32")] for i in range(n)], shuffle=False)
+
+
+class SlowSource(DataFlow):
+    def __init__(self, n):
+        self.n = n
+
+    def __iter__(self):
+        for i in range(self.n):
+            busy(SLOW_S)
+            yield [i]
+
+
+class Scale(ProxyDataFlow):
+    def __init__(self, ds, factor):
+        super().__init__(ds)
+        self.factor = factor
+
+    def __iter__(self):
+        return ([x * self.factor for x in dp[:1]] for dp in self.ds)
+
+
+class CountResets(ProxyDataFlow):
+    def __init__(self, ds):
+        super().__init__(ds)
+        self.resets = 0
+
+    def reset_state(self):
+        super().reset_state()
+        self.resets += 1
+
+
+def stage(report: ProfileReport, prefix: str):
+    (found,) = [s for s in report.stages if s.name.startswith(prefix)]
+    return found
+
+
+class TestVerdict:
+    def test_names_a_slow_map_in_the_consumer(self):
+        df = BatchData(MapDataComponent(numbers(), slow, index=0), 4)
+        report = profile(df, num=50)
+        assert report.bottleneck.stage.df is df.ds
+        assert report.bottleneck.stage.name == "MapDataComponent(func=slow, index=0)"
+        assert report.bottleneck.stage.share > 0.8
+        assert "MultiProcessMapDataZMQ(num_proc=" in report.bottleneck.suggestion
+        assert "expected about" in report.bottleneck.suggestion
+
+    def test_names_a_slow_source(self):
+        df = BatchData(MapData(SlowSource(10_000), keep), 4)
+        report = profile(df, num=50)
+        assert report.bottleneck.stage.name == "SlowSource(n=10000)"
+        assert "it is a source" in report.bottleneck.suggestion
+        assert "MultiProcessRunnerZMQ(SlowSource(...)" in report.bottleneck.suggestion
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_names_a_slow_stage_after_a_fast_runner(self):
+        runner = MultiProcessRunnerZMQ(numbers(), num_proc=1)
+        df = MapData(runner, slow)
+        try:
+            report = profile(df, num=200)
+        finally:
+            df.close()
+        assert report.bottleneck.stage.df is df
+        runner_stage = stage(report, "MultiProcessRunnerZMQ")
+        assert runner_stage.where == "parallel"
+        assert runner_stage.datapoints == 200
+        assert runner_stage.share < report.bottleneck.stage.share
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_names_a_slow_source_read_by_a_mapper(self):
+        df = MultiProcessMapDataZMQ(SlowSource(10_000), 1, keep)
+        try:
+            report = profile(df, num=100)
+        finally:
+            df.close()
+        assert report.bottleneck.stage.name == "SlowSource(n=10000)"
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_a_slow_runner_is_the_wait_for_its_workers(self):
+        runner = MultiProcessRunnerZMQ(MapDataComponent(numbers(), slow, index=0), num_proc=1)
+        df = BatchData(runner, 4)
+        try:
+            report = profile(df, num=20)
+        finally:
+            df.close()
+        assert report.bottleneck.stage.df is runner
+        assert "waits for the workers" in report.bottleneck.explanation
+        inner = stage(report, "MapDataComponent")
+        assert inner.where == "worker" and not inner.measured
+        assert "later step" in inner.note
+
+
+class TestStages:
+    def test_counts_times_and_bytes_of_every_stage(self):
+        df = BatchData(MapData(numbers(), keep), 10)
+        report = profile(df, num=5)
+        assert report.datapoints == 5
+        assert [s.datapoints for s in report.stages] == [5, 50, 50]
+        assert [s.depth for s in report.stages] == [0, 1, 2]
+        batch = next(iter(df))
+        per_batch = batch[0].nbytes + batch[1].nbytes  # labels stacked as ints, 10 arrays of 16 B
+        assert [s.bytes_out for s in report.stages] == [5 * per_batch, 50 * 16, 50 * 16]
+        for s in report.stages:
+            assert s.where == "consumer"
+            assert 0 <= s.share <= 1 and s.seconds >= 0
+        assert sum(s.share for s in report.stages) <= 1.0 + 1e-6
+
+    def test_own_time_excludes_the_wait_for_the_input(self):
+        df = MapData(MapDataComponent(numbers(), slow, index=0), keep)
+        report = profile(df, num=50)
+        outer, inner, _ = report.stages
+        assert inner.seconds_per_datapoint >= SLOW_S
+        assert outer.seconds_per_datapoint < SLOW_S / 4
+
+    def test_a_class_of_ones_own_is_a_stage_under_its_name(self):
+        df = Scale(numbers(), 3)
+        report = profile(df, num=10)
+        assert report.stages[0].name == "Scale(factor=3)"
+        assert report.stages[0].datapoints == 10
+
+    def test_a_shared_dataflow_is_one_stage(self):
+        from dataflow import JoinData
+
+        src = numbers(100)
+        report = profile(JoinData([MapData(src, keep), src]), num=10)
+        assert [s.name for s in report.stages].count("DataFromList(n=100, shuffle=False)") == 1
+        assert stage(report, "DataFromList").datapoints == 20
+
+    def test_print_draws_the_tree_with_a_bar_per_stage(self):
+        df = BatchData(MapDataComponent(numbers(), slow, index=0), 4)
+        text = str(profile(df, num=20))
+        lines = text.splitlines()
+        assert lines[1].startswith("BatchData(batch_size=4")
+        assert lines[2].startswith("  MapDataComponent(func=slow, index=0)")
+        assert lines[3].startswith("    DataFromList(n=100000")
+        assert all("|" in line and "%" in line for line in lines[1:4])
+        assert "bottleneck: MapDataComponent(func=slow, index=0)" in text
+
+    def test_to_dict_holds_the_same_numbers_as_json(self):
+        report = profile(BatchData(MapData(numbers(), keep), 10), num=5)
+        data = json.loads(json.dumps(report.to_dict()))
+        assert data["datapoints"] == 5
+        assert [s["datapoints"] for s in data["stages"]] == [5, 50, 50]
+        assert [s["class"] for s in data["stages"]] == ["BatchData", "MapData", "DataFromList"]
+        assert data["stages"][1]["share"] == report.stages[1].share
+        assert data["bottleneck"]["stage"] == report.bottleneck.stage.name
+
+
+class TestLimits:
+    def test_num_stops_after_num_datapoints(self):
+        assert profile(numbers(), num=7).datapoints == 7
+
+    def test_seconds_stops_after_that_time(self):
+        report = profile(SlowSource(10**9), seconds=0.2)
+        assert 0.2 <= report.wall_seconds < 2.0
+        assert 0 < report.datapoints < 0.2 / SLOW_S + 2
+
+    def test_without_limits_it_runs_one_pass(self):
+        assert profile(numbers(30), seconds=None).datapoints == 30
+
+    def test_the_end_of_the_pass_stops_it(self):
+        assert profile(numbers(30), seconds=5.0, num=100).datapoints == 30
+
+    @pytest.mark.parametrize(
+        "kwargs, error, message",
+        [
+            ({"seconds": 0}, ValueError, "seconds must be a positive number or None, got 0"),
+            ({"seconds": "1"}, ValueError, "seconds must be a positive number or None, got '1'"),
+            ({"num": 0}, ValueError, "num must be a positive int or None, got 0"),
+            ({"num": 1.5}, TypeError, "num must be a positive int or None, got 1.5"),
+        ],
+    )
+    def test_rejects_bad_limits(self, kwargs, error, message):
+        with pytest.raises(error, match=f"^{message}$"):
+            profile(numbers(3), **kwargs)
+
+    def test_rejects_what_is_not_a_dataflow(self):
+        with pytest.raises(TypeError, match="^df must be a DataFlow, got list$"):
+            profile([1, 2])  # type: ignore[arg-type]
+
+
+class TestPipelineUnchanged:
+    def test_classes_and_outputs_are_the_same_after_profile(self):
+        def build():
+            return BatchData(MapDataComponent(numbers(100), lambda x: x + 1, index=0), 8)
+
+        df, fresh = build(), build()
+        nodes = [df, df.ds, df.ds.ds]
+        classes = [type(n) for n in nodes]
+        profile(df, num=3)
+        assert [type(n) for n in nodes] == classes
+        assert [type(n).__iter__ for n in nodes] == [c.__iter__ for c in classes]
+        fresh.reset_state()
+        got, want = list(df), list(fresh)
+        assert len(got) == len(want) == 12
+        assert all(np.array_equal(a, b) for g, w in zip(got, want) for a, b in zip(g, w))
+
+    @pytest.mark.parametrize("error", [ValueError, KeyboardInterrupt])
+    def test_classes_are_restored_when_a_stage_raises(self, error):
+        def fail(dp):
+            if dp[0] == 5:
+                raise error("stop")
+            return dp
+
+        df = MapData(numbers(100), fail)
+        with pytest.raises(error):
+            profile(df)
+        assert type(df) is MapData and type(df.ds) is DataFromList
+        assert len(list(MapData(df.ds, keep))) == 100
+
+    def test_a_dataflow_already_reset_is_not_reset_again(self):
+        df = CountResets(numbers(10))
+        df.reset_state()
+        profile(df, num=3)
+        assert df.resets == 1
+
+    def test_a_dataflow_not_reset_is_reset_once(self):
+        df = CountResets(numbers(10))
+        assert not was_reset(df)
+        profile(df, num=3)
+        assert df.resets == 1 and was_reset(df)
+
+    def test_an_iterator_kept_past_the_run_runs_untimed(self):
+        df = MapData(numbers(10), keep)
+        df.reset_state()
+        report = profile(df, num=3)
+        assert list(df) and report.stages[0].datapoints == 3
