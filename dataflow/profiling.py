@@ -366,28 +366,30 @@ def _walk(root: DataFlow) -> List[Stage]:
     return stages
 
 
-def _instrument(stages: List[Stage], run: _Run) -> List[Tuple[DataFlow, type]]:
-    """Give every timed stage its timed class; return what to put back."""
-    swapped: List[Tuple[DataFlow, type]] = []
+def _instrument(stages: List[Stage], run: _Run, swapped: List[Tuple[DataFlow, type]]) -> None:
+    """Give every stage of this process its timed class, noting in *swapped*
+    (at once, so an interruption leaves nothing behind) what to put back."""
     for stage in stages:
         if stage.where == "worker":
             continue
         df, cls = stage.df, type(stage.df)
         try:
             timed = _timed_class(cls)
+            setattr(timed, _RUN_ATTR, run)
+            run.counters[id(df)] = _Counter()
             df.__class__ = timed
-        except TypeError:
+        except Exception:  # e.g. a class whose layout forbids it: leave it as it is
+            run.counters.pop(id(df), None)
             stage.note = "could not be timed"
             continue
-        setattr(timed, _RUN_ATTR, run)
-        run.counters[id(df)] = _Counter()
         swapped.append((df, cls))
-    return swapped
 
 
 def _restore(swapped: List[Tuple[DataFlow, type]]) -> None:
     for df, cls in reversed(swapped):
+        timed = type(df)
         df.__class__ = cls
+        setattr(timed, _RUN_ATTR, None)
 
 
 # ---- the verdict -----------------------------------------------------------------
@@ -563,8 +565,9 @@ def profile(
         df.reset_state()
     stages = _walk(df)
     run = _Run()
-    swapped = _instrument(stages, run)
+    swapped: List[Tuple[DataFlow, type]] = []
     try:
+        _instrument(stages, run, swapped)
         count, wall, timed_wall = _drive(df, run, seconds, num)
     finally:
         _restore(swapped)
