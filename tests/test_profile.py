@@ -150,6 +150,12 @@ class TestStages:
             assert 0 <= s.share <= 1 and s.seconds >= 0
         assert sum(s.share for s in report.stages) <= 1.0 + 1e-6
 
+    def test_counts_are_exact_when_only_a_sample_is_timed(self):
+        df = BatchData(MapData(numbers(20_000), keep), 10)
+        report = profile(df, seconds=None)
+        assert [s.datapoints for s in report.stages] == [2000, 20_000, 20_000]
+        assert report.stages[1].bytes_out == pytest.approx(20_000 * 16, rel=0.01)
+
     def test_own_time_excludes_the_wait_for_the_input(self):
         df = MapData(MapDataComponent(numbers(), slow, index=0), keep)
         report = profile(df, num=50)
