@@ -36,6 +36,9 @@ from ._checks import check_seed as _check_seed
 from ._repr import call_repr as _call_repr
 from ._repr import is_default as _is_default
 from ._rng import seed_state as _seed_state
+from ._state import abandon_by_iterating as _abandon_by_iterating
+from ._state import load_state as _load_state
+from ._state import save_state as _save_state
 
 __all__ = [
     "DataFlow",
@@ -375,6 +378,71 @@ class DataFlow(metaclass=ABCMeta):
         Subclasses whose parameters are not stored under their own name override it."""
         return init_args(self)
 
+    # ---- checkpointing (torch's Stateful protocol) -------------------------
+    def state_dict(self) -> Dict[str, Any]:
+        """The position of this pipeline, as JSON-compatible data.
+
+        Call it after ``reset_state()``, between passes or between two
+        datapoints of a pass (from the thread that iterates). The state
+        describes the position just after the last datapoint the caller
+        received: each dataflow's own part (:meth:`own_state_dict`) nested
+        with its parents' states. It holds positions, counters and random
+        states, never datapoints. See ``docs/checkpointing.md``.
+
+        Raises:
+            NotImplementedError: a dataflow of the pipeline cannot save its
+                position; the message names it.
+
+        Example:
+            >>> def make():
+            ...     df = DataFromList([[i] for i in range(5)], seed=1)
+            ...     df.reset_state()
+            ...     return df
+            >>> df = make()
+            >>> it = iter(df)
+            >>> first_two = [next(it), next(it)]
+            >>> state = df.state_dict()
+            >>> rest = list(it)
+            >>> resumed = make()
+            >>> resumed.load_state_dict(state)
+            >>> list(resumed) == rest
+            True
+        """
+        return _save_state(self)
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Continue from *state*, made by :meth:`state_dict` of the same pipeline.
+
+        Call it on a freshly built pipeline after ``reset_state()`` and before
+        the next ``iter(df)``: that pass continues exactly where the saved
+        one stood, and later passes are those the uninterrupted run would
+        have yielded.
+
+        Raises:
+            ValueError: *state* comes from another pipeline (another
+                structure, class or key parameter); the message says what differs.
+        """
+        _load_state(self, state)
+
+    def own_state_dict(self) -> Any:
+        """This dataflow's own part of :meth:`state_dict`, without its parents'.
+
+        Define it, with :meth:`load_own_state_dict`, to make a dataflow of
+        your own resumable. Return JSON-compatible data: positions, counters,
+        random states (``dataflow._state.rng_state``), never datapoints.
+        """
+        raise NotImplementedError(f"{type(self).__name__} must define own_state_dict()")
+
+    def load_own_state_dict(self, state: Any) -> None:
+        """Load what :meth:`own_state_dict` returned; the parents are loaded already."""
+        raise NotImplementedError(f"{type(self).__name__} must define load_own_state_dict()")
+
+    def _abandon_pass(self) -> None:
+        # See dataflow._state.abandon: by default iter() consumes a loaded position.
+        stored = self.__dict__
+        if stored.get("_pending") is not None or "_pending_skip" in stored:
+            _abandon_by_iterating(self)
+
     # ---- tensorpack names ------------------------------------------------
     def get_data(self) -> Iterator[Datapoint]:
         """Alias of ``iter(df)``, kept for code written for tensorpack."""
@@ -438,6 +506,18 @@ class ProxyDataFlow(DataFlow):
 
     def close(self) -> None:
         self.ds.close()
+
+    def own_state_dict(self) -> Any:
+        """``None``: a wrapper that yields its input as it comes has no position of
+        its own; its input's state is all there is."""
+        return None
+
+    def load_own_state_dict(self, state: Any) -> None:
+        """Nothing to load (see :meth:`own_state_dict`)."""
+
+    def _abandon_pass(self) -> None:
+        for parent in self.parents:
+            parent._abandon_pass()
 
 
 class RNGDataFlow(DataFlow):

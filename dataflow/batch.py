@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict, Hashable, Iterator, List
+import itertools
+from typing import Any, Dict, Hashable, Iterator, List, Optional
 
 from ._checks import check_bool as _check_bool
 from ._checks import check_int as _check_int
 from ._checks import check_key as _check_key
 from ._collate import UseList, batches, check_use_list, collate, not_a_datapoint
+from ._state import EndMarker, load_replay_state, replay_state, replaying
 from .base import DataFlow, Datapoint, ProxyDataFlow, UnknownLengthError
 
 __all__ = ["BatchData", "BatchDataByShape", "unbatch"]
@@ -101,10 +103,36 @@ class BatchData(ProxyDataFlow):
         n, rest = divmod(len(self.ds), self.batch_size)
         return n + (1 if self.remainder and rest else 0)
 
+    _end: Optional[EndMarker] = None  # reached when the pass of ds has ended
+    _pending_tail = False  # a loaded state was taken after the last batch of a pass
+
     def __iter__(self) -> Iterator[Datapoint]:
-        yield from batches(
-            type(self).__name__, self.ds, self.batch_size, self.use_list, self.remainder
+        if self._pending_tail:
+            self._pending_tail = False
+            return iter(())
+        end = self._end = EndMarker()
+        return batches(
+            type(self).__name__,
+            itertools.chain(self.ds, end),
+            self.batch_size,
+            self.use_list,
+            self.remainder,
         )
+
+    def own_state_dict(self) -> Dict[str, Any]:
+        """``{"tail": bool}``: whether *ds* had ended when the last batch was yielded
+        (the shorter last batch of *remainder*), so that only the end of the pass
+        is left. Otherwise a batch is yielded as soon as its last datapoint was
+        read and nothing is read ahead, so the state of *ds* is the position."""
+        end = self._end
+        return {"tail": self._pending_tail or (end is not None and end.done)}
+
+    def load_own_state_dict(self, state: Dict[str, Any]) -> None:
+        self._end, self._pending_tail = None, bool(state["tail"])
+
+    def _abandon_pass(self) -> None:
+        self._pending_tail = False
+        super()._abandon_pass()
 
     @staticmethod
     def aggregate_batch(data_holder: List[Datapoint], use_list: UseList = False) -> Datapoint:
@@ -149,6 +177,20 @@ class BatchDataByShape(BatchData):
         )
 
     def __iter__(self) -> Iterator[Datapoint]:
+        return replaying(self, self._one_pass)
+
+    def own_state_dict(self) -> Dict[str, Any]:
+        """The state of *ds* when the pass began and how many batches it yielded:
+        the datapoints waiting in groups are not saved, so a resumed pass reads
+        *ds* again from the start of the pass (a replay)."""
+        return replay_state(self)
+
+    def load_own_state_dict(self, state: Dict[str, Any]) -> None:
+        load_replay_state(self, state)
+
+    _abandon_pass = DataFlow._abandon_pass  # iter() replays at once
+
+    def _one_pass(self) -> Iterator[Datapoint]:
         batch_size, idx = self.batch_size, self.idx
         groups: Dict[Any, List[Datapoint]] = {}
         for dp in self.ds:

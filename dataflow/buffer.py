@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import itertools
-from typing import Iterator, List, Optional
+import operator
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 
 from ._checks import check_bool as _check_bool
 from ._checks import check_int as _check_int
+from ._state import (
+    EndMarker,
+    PassRecord,
+    abandon,
+    load_replay_state,
+    load_state,
+    replay_state,
+    replaying,
+    rng_from_state,
+    rng_state,
+    skip_items,
+)
 from .base import DataFlow, DataFlowReentrantGuard, Datapoint, ProxyDataFlow, RNGDataFlow
 
 __all__ = ["CacheData", "LocallyShuffleData"]
@@ -109,6 +122,21 @@ class LocallyShuffleData(_RandomProxyDataFlow):
         return len(self.ds) * self.num_reuse
 
     def __iter__(self) -> Iterator[Datapoint]:
+        return replaying(self, self._one_pass)
+
+    def own_state_dict(self) -> Dict[str, Any]:
+        """The state of *ds* and the random state when the pass began, and how many
+        datapoints it yielded (a few kilobytes, whatever the buffer size): the
+        buffer is not saved, so a resumed pass reads *ds* again from the start
+        of the pass and replays the shuffle to the position."""
+        return replay_state(self)
+
+    def load_own_state_dict(self, state: Dict[str, Any]) -> None:
+        load_replay_state(self, state)
+
+    _abandon_pass = DataFlow._abandon_pass  # iter() replays at once
+
+    def _one_pass(self) -> Iterator[Datapoint]:
         if self.num_reuse == 1:
             stream = iter(self.ds)
         else:
@@ -170,18 +198,72 @@ class CacheData(_RandomProxyDataFlow):
             return len(self._cache)
         return len(self.ds)
 
+    _filled_from: Optional[List[Dict[str, Any]]] = None  # states of ds when the fill began
+    # The current pass from the cache, as in DataFromList: (random state before
+    # its order was drawn, its length, the iterator giving the position, its end).
+    _live: Optional[Tuple[Any, int, Iterator[Any], EndMarker]] = None
+    _pending: Optional[int] = None  # a loaded position in a pass from the cache
+
     def __iter__(self) -> Iterator[Datapoint]:
         cache = self._cache
         if cache is None:
-            return self._read_and_cache()
+            return replaying(self, self._read_and_cache)
+        pending, self._pending = self._pending, None
+        pass_rng = None
         if self.shuffle:
-            return map(cache.__getitem__, self.rng.permutation(len(cache)).tolist())
-        return iter(cache)
+            pass_rng = self.rng.get_state()
+            inner: Iterator[Any] = iter(self.rng.permutation(len(cache)).tolist())
+        else:
+            inner = iter(cache)
+        skip_items(inner, pending or 0)
+        marker = EndMarker()
+        self._live = (pass_rng, len(cache), inner, marker)
+        return itertools.chain(map(cache.__getitem__, inner) if self.shuffle else inner, marker)
+
+    def own_state_dict(self) -> Dict[str, Any]:
+        """While the cache fills: replayed as ``LocallyShuffleData`` is. Once it
+        is full: the states of *ds* when the fill began (a resumed pipeline
+        reads *ds* once more from there to fill its cache), and the position in
+        the current pass, as ``DataFromList`` saves it."""
+        if self._cache is None:
+            return {"fill": replay_state(self), "filled_from": None, "rng": None, "pos": None}
+        live, rng = self._live, None
+        if self._pending is not None:
+            pos, rng = self._pending, self.rng.get_state()
+        elif live is None or live[3].done:
+            pos, rng = None, self.rng.get_state()
+        else:
+            pos, rng = live[1] - operator.length_hint(live[2]), live[0]
+        return {
+            "fill": None,
+            "filled_from": self._filled_from,
+            "rng": rng_state(rng) if self.shuffle else None,
+            "pos": pos,
+        }
+
+    def load_own_state_dict(self, state: Dict[str, Any]) -> None:
+        self._live, self._pending, self._cache = None, None, None
+        if state["fill"] is not None:
+            load_replay_state(self, state["fill"])
+            return
+        for parent, sub in zip(self.parents, state["filled_from"]):
+            load_state(parent, sub)
+            abandon(parent)
+        self._pass_record = PassRecord(state["filled_from"], None)
+        for _ in self._read_and_cache():
+            pass
+        if self.shuffle:
+            rng_from_state(self.rng, state["rng"])
+        self._pending = state["pos"]
+
+    _abandon_pass = DataFlow._abandon_pass  # iter() seeks or replays at once
 
     def _read_and_cache(self) -> Iterator[Datapoint]:
         with self._guard:
+            filled_from = self._pass_record.parents
             cache = []
             for dp in self.ds:
                 cache.append(dp)
                 yield dp
             self._cache = cache
+            self._filled_from = filled_from

@@ -11,6 +11,7 @@ from typing import Any, Dict, Generator, Iterable, Iterator, List, Optional, Seq
 import numpy as np
 
 from ._checks import check_bool as _check_bool
+from ._state import abandon, load_replay_state, replay_state, replaying
 from .base import DataFlow, Datapoint, RNGDataFlow, UnknownLengthError, init_args
 
 __all__ = ["ConcatData", "JoinData", "RandomChooseData", "RandomMixData"]
@@ -81,8 +82,35 @@ class ConcatData(_Combined):
     def __len__(self) -> int:
         return sum(len(df) for df in self.df_lists)
 
+    _k: Optional[int] = None  # the dataflow being read; None between passes
+    _pending: Optional[int] = None  # the dataflow to continue, from a loaded state
+
     def __iter__(self) -> Iterator[Datapoint]:
-        return itertools.chain.from_iterable(self.df_lists)
+        start, self._pending = self._pending, None
+        self._k = None
+        return self._concat(start or 0)
+
+    def _concat(self, start: int) -> Iterator[Datapoint]:
+        for k in range(start, len(self.df_lists)):
+            self._k = k
+            yield from self.df_lists[k]
+        self._k = None
+
+    def own_state_dict(self) -> Dict[str, Any]:
+        """``{"k": k}``: ``df_lists[k]`` is being read (``None`` between passes);
+        where in it, its state says."""
+        return {"k": self._pending if self._pending is not None else self._k}
+
+    def load_own_state_dict(self, state: Dict[str, Any]) -> None:
+        self._k, self._pending = None, state["k"]
+        for k, df in enumerate(self.df_lists):
+            if k != self._pending:  # read again from a new pass, or already done
+                abandon(df)
+
+    def _abandon_pass(self) -> None:
+        self._pending = None
+        for df in self.df_lists:
+            abandon(df)
 
 
 class _Ended(Exception):
@@ -182,7 +210,31 @@ class JoinData(_Combined):
             )
         return min(known)
 
+    _in_pass = False
+    _pending = False  # a loaded state was in a pass: continue the inputs
+
+    def own_state_dict(self) -> Dict[str, Any]:
+        """``{"in_pass": bool}``: whether a pass is in progress; where each input
+        stands, its state says (each gave one datapoint per output)."""
+        return {"in_pass": self._pending or self._in_pass}
+
+    def load_own_state_dict(self, state: Dict[str, Any]) -> None:
+        self._in_pass, self._pending = False, bool(state["in_pass"])
+        if not self._pending:  # with strict=False, some inputs were left mid-pass
+            self._abandon_pass()
+
+    def _abandon_pass(self) -> None:
+        self._pending = False
+        for df in self.df_lists:
+            abandon(df)
+
     def __iter__(self) -> Iterator[Datapoint]:
+        self._in_pass = self._pending
+        self._pending = False
+        return self._join()
+
+    def _join(self) -> Iterator[Datapoint]:
+        self._in_pass = True
         iters: List[Iterator[Any]] = [
             itertools.chain(df, _raise_at_end(k)) for k, df in enumerate(self.df_lists)
         ]
@@ -197,6 +249,7 @@ class JoinData(_Combined):
         except _Ended as end:
             if self.strict:
                 self._check_all_ended(iters, end.index, count + 1)
+        self._in_pass = False
 
     def _merge(self, dps: Tuple[Any, ...]) -> Dict[Any, Any]:
         merged: Dict[Any, Any] = {}
@@ -333,6 +386,17 @@ class RandomChooseData(_Combined, RNGDataFlow):
         )
 
     def __iter__(self) -> Iterator[Datapoint]:
+        return replaying(self, self._one_pass)
+
+    def own_state_dict(self) -> Dict[str, Any]:
+        """The inputs' states and the random state when the pass began, and how
+        many datapoints it yielded: a resumed pass replays from there."""
+        return replay_state(self)
+
+    def load_own_state_dict(self, state: Dict[str, Any]) -> None:
+        load_replay_state(self, state)
+
+    def _one_pass(self) -> Iterator[Datapoint]:
         n, probs, rng = len(self.df_lists), self.probs, self.rng
 
         def draw() -> List[int]:
@@ -396,6 +460,17 @@ class RandomMixData(_Combined, RNGDataFlow):
         return sum(self._sizes())
 
     def __iter__(self) -> Iterator[Datapoint]:
+        return replaying(self, self._one_pass)
+
+    def own_state_dict(self) -> Dict[str, Any]:
+        """The inputs' states and the random state when the pass began, and how
+        many datapoints it yielded: a resumed pass replays from there."""
+        return replay_state(self)
+
+    def load_own_state_dict(self, state: Dict[str, Any]) -> None:
+        load_replay_state(self, state)
+
+    def _one_pass(self) -> Iterator[Datapoint]:
         sizes = self._sizes()
         order = np.repeat(np.arange(len(sizes), dtype=np.min_scalar_type(len(sizes) - 1)), sizes)
         self.rng.shuffle(order)

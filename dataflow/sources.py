@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import itertools
 import numbers
+import operator
 from collections.abc import Iterator as _IteratorABC
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -13,6 +14,16 @@ import numpy as np
 from ._checks import check_bool as _check_bool
 from ._checks import check_int as _check_int
 from ._checks import is_int as _is_int
+from ._state import (
+    EndMarker,
+    PassRecord,
+    load_replay_state,
+    replay_state,
+    replaying,
+    rng_from_state,
+    rng_state,
+    skip_items,
+)
 from .base import (
     DataFlow,
     DataFlowReentrantGuard,
@@ -116,12 +127,45 @@ class DataFromList(RNGDataFlow):
     def __len__(self) -> int:
         return len(shard_range(len(self.lst)))
 
+    # The current pass: (RNG state before its order was drawn, its length, the
+    # iterator whose remaining length gives the position, its end marker).
+    _live: Optional[Tuple[Any, int, Iterator[Any], EndMarker]] = None
+    _pending: Optional[Dict[str, Any]] = None  # a loaded mid-pass state
+
     def __iter__(self) -> Iterator[Datapoint]:
         lst = self.lst
+        pending, self._pending = self._pending, None
+        pass_rng = None
         if self.shuffle:
-            return map(lst.__getitem__, shard_order(len(lst), self.rng, seed=self.seed))
-        indices = shard_range(len(lst))
-        return iter(lst) if len(indices) == len(lst) else map(lst.__getitem__, indices)
+            pass_rng = self.rng.get_state()
+            indices: Sequence[int] = shard_order(len(lst), self.rng, seed=self.seed)
+        else:
+            indices = shard_range(len(lst))
+        whole = not self.shuffle and len(indices) == len(lst)
+        inner: Iterator[Any] = iter(lst) if whole else iter(indices)
+        if pending is not None:
+            skip_items(inner, pending["pos"])
+        marker = EndMarker()
+        self._live = (pass_rng, len(indices), inner, marker)
+        return itertools.chain(inner if whole else map(lst.__getitem__, inner), marker)
+
+    def own_state_dict(self) -> Dict[str, Any]:
+        """``{"rng": ..., "pos": k}``: *k* datapoints of the pass were yielded, whose
+        order *rng* (the random state before the pass) draws again; ``pos`` is
+        ``None`` between passes, and *rng* then the current random state."""
+        if self._pending is not None:
+            return self._pending
+        live = self._live
+        if live is None or live[3].done:
+            return {"rng": rng_state(self._rng) if self.shuffle else None, "pos": None}
+        pass_rng, n, inner, _ = live
+        return {"rng": rng_state(pass_rng), "pos": n - operator.length_hint(inner)}
+
+    def load_own_state_dict(self, state: Dict[str, Any]) -> None:
+        self._live = None
+        if self.shuffle:
+            rng_from_state(self.rng, state["rng"])
+        self._pending = None if state["pos"] is None else state
 
 
 class DataFromGenerator(DataFlow):
@@ -190,6 +234,18 @@ class DataFromGenerator(DataFlow):
         return self._size
 
     def __iter__(self) -> Iterator[Datapoint]:
+        return replaying(self, self._one_pass)
+
+    def own_state_dict(self) -> Dict[str, Any]:
+        """How many datapoints the current pass yielded: a resumed pass calls
+        *gen* again and skips that many, so resuming costs as much as
+        producing them again."""
+        return replay_state(self)
+
+    def load_own_state_dict(self, state: Dict[str, Any]) -> None:
+        load_replay_state(self, state)
+
+    def _one_pass(self) -> Iterator[Datapoint]:
         iterable = self._make_iterable()
         try:
             return iter(iterable)
@@ -251,16 +307,48 @@ class DataFromIterable(DataFlow):
             ) from None
         return len(shard_range(n))
 
+    _record: Optional[PassRecord] = None
+    _pending: Optional[int] = None  # datapoints of the pass to skip, from a loaded state
+
     def __iter__(self) -> Iterator[Datapoint]:
         info = get_worker_info()
         if info is None or not info.sharded:
-            return self._make_iterator()
+            done, self._pending = self._pending or 0, None
+            itr = self._itr
+            if done and isinstance(itr, (list, tuple, range)):
+                it: Iterator[Any] = itertools.islice(iter(itr), done, None)  # seeks
+            else:
+                it = self._make_iterator()
+                skip_items(it, done)
+            record = self._record = PassRecord([], None)
+            record.count = done
+            return _counted(it, record)
         try:
             n = len(self._itr)  # type: ignore[arg-type]
         except TypeError:  # no length, so no contiguous block: every num_workers-th element
             return itertools.islice(self._make_iterator(), info.index, None, info.num_workers)
         shard = info.shard(n)
         return itertools.islice(self._make_iterator(), shard.start, shard.stop)
+
+    def own_state_dict(self) -> Dict[str, Any]:
+        """``{"pos": k}``: *k* datapoints of the current pass were yielded (``None``
+        between passes). A list, tuple or range resumes by seeking to *k*; any
+        other iterable is iterated again and its first *k* elements skipped."""
+        if self._pending is not None:
+            return {"pos": self._pending}
+        record = self._record
+        return {"pos": None if record is None or record.done else record.count}
+
+    def load_own_state_dict(self, state: Dict[str, Any]) -> None:
+        self._record = None
+        self._pending = state["pos"]
+
+
+def _counted(it: Iterator[Any], record: PassRecord) -> Iterator[Any]:
+    for dp in it:
+        record.count += 1
+        yield dp
+    record.done = True
 
 
 class DataFromQueue(DataFlow):
@@ -454,9 +542,15 @@ class FakeData(RNGDataFlow):
         domain = self.domain[0] if len(set(self.domain)) == 1 else self.domain
         return init_args(self, dtype=dtype, domain=domain)
 
+    _live: Optional[Tuple[int, Iterator[int], EndMarker]] = None
+    _pending: Optional[int] = None  # datapoints of the pass to skip, from a loaded state
+    _fixed_rng: Any = None  # the random state the fixed datapoint was drawn from
+
     def reset_state(self) -> None:
         super().reset_state()
+        self._live = self._pending = None
         if not self.random:
+            self._fixed_rng = self.rng.get_state()
             self._fixed = [draw() for draw in self._samplers()]
 
     def _samplers(self) -> List[Callable[[], np.ndarray]]:
@@ -469,7 +563,31 @@ class FakeData(RNGDataFlow):
     def __iter__(self) -> Iterator[Datapoint]:
         samplers = self._samplers()  # raises the clear error if not reset yet
         n = len(self)
+        positions = iter(range(n))
+        skip_items(positions, self._pending or 0)
+        self._pending = None
+        marker = EndMarker()
+        self._live = (n, positions, marker)
         if self._fixed is not None:
             fixed = self._fixed
-            return (fixed[:] for _ in range(n))
-        return ([draw() for draw in samplers] for _ in range(n))
+            return itertools.chain((fixed[:] for _ in positions), marker)
+        return itertools.chain(([draw() for draw in samplers] for _ in positions), marker)
+
+    def own_state_dict(self) -> Dict[str, Any]:
+        """``{"rng": ..., "pos": k, "fixed": ...}``: the current random state (the
+        next arrays), *k* datapoints of the pass yielded (``None`` between
+        passes) and, with ``random=False``, the random state of the fixed datapoint."""
+        pos = self._pending
+        live = self._live
+        if pos is None and live is not None and not live[2].done:
+            pos = live[0] - operator.length_hint(live[1])
+        return {"rng": rng_state(self._rng), "pos": pos, "fixed": rng_state(self._fixed_rng)}
+
+    def load_own_state_dict(self, state: Dict[str, Any]) -> None:
+        if state["fixed"] is not None:
+            rng_from_state(self.rng, state["fixed"])
+            self._fixed_rng = self.rng.get_state()
+            self._fixed = [draw() for draw in self._samplers()]
+        rng_from_state(self.rng, state["rng"])
+        self._live = None
+        self._pending = state["pos"]

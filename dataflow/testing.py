@@ -7,15 +7,19 @@ dataflow; it fails with an ``AssertionError`` that says which rule was broken.
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import threading
 import time
 from typing import Any, Callable, FrozenSet, List, Optional, Set
 
+import numpy as np
+
 from ._checks import check_int as _check_int
+from ._state import ResumeNotSupportedError
 from .base import DataFlow, UnknownLengthError
 
-__all__ = ["check_dataflow", "live_child_pids", "live_threads"]
+__all__ = ["check_dataflow", "check_resume", "live_child_pids", "live_threads"]
 
 _SETTLE_TIMEOUT_S = 5.0
 _SETTLE_POLL_S = 0.02
@@ -94,6 +98,7 @@ def check_dataflow(
     infinite: bool = False,
     max_datapoints: int = 1000,
     num_passes: int = 2,
+    resume: Optional[bool] = None,
 ) -> List[Any]:
     """Check that the dataflow *make_df()* builds keeps the DataFlow contract.
 
@@ -102,8 +107,9 @@ def check_dataflow(
     or dict; all passes have the same length; ``len()`` equals that length or
     raises :class:`UnknownLengthError`; ``get_data()`` and ``size()`` agree
     with ``iter()`` and ``len()``; a pass abandoned early does not spoil the
-    next one; ``close()`` twice is harmless; and no thread or child process
-    started by the dataflow survives ``close()``.
+    next one; ``close()`` twice is harmless; no thread or child process
+    started by the dataflow survives ``close()``; and, when the dataflow
+    can save its position, :func:`check_resume`.
 
     Args:
         make_df: builds a new, not yet reset, dataflow each time it is called.
@@ -112,6 +118,9 @@ def check_dataflow(
             takes; for a finite one, more than this fails the check (a finite
             dataflow under test should be small).
         num_passes: how many full passes to compare (at least 2).
+        resume: run :func:`check_resume` (``True``), skip it (``False``), or
+            run it unless ``state_dict()`` says the pipeline cannot be
+            resumed (``None``, the default).
 
     Returns:
         The datapoints of the first pass, for further assertions.
@@ -178,10 +187,102 @@ def check_dataflow(
                 _fail(what, df, f"len() is {n} but one pass yielded {lengths[0]} datapoints")
             if df.size() != n:
                 _fail(what, df, f"size() is {df.size()} but len() is {n}")
+        if resume is None:
+            resume = _saves_state(df)
     finally:
         df.close()
     df.close()
     leftovers = wait_for_leftovers(threads_before, children_before)
     if leftovers:
         _fail(what, df, "still alive after close(): " + ", ".join(leftovers))
+    if resume:
+        check_resume(make_df, infinite=infinite, max_datapoints=max_datapoints)
     return passes[0]
+
+
+def _saves_state(df: DataFlow) -> bool:
+    try:
+        df.state_dict()
+    except ResumeNotSupportedError:
+        return False
+    return True
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Whether datapoints (or lists of them) *a* and *b* are equal, arrays by
+    dtype, shape and value."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        a, b = np.asarray(a), np.asarray(b)
+        return a.dtype == b.dtype and a.shape == b.shape and bool(np.array_equal(a, b))
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(map(_same, a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return type(a) is type(b) and bool(a == b)
+
+
+def _take(df: DataFlow, it: Any, limit: Optional[int]) -> List[Any]:
+    return list(itertools.islice(it, limit)) if limit is not None else list(it)
+
+
+def check_resume(
+    make_df: Callable[[], DataFlow], *, infinite: bool = False, max_datapoints: int = 1000
+) -> None:
+    """Check that ``state_dict()`` / ``load_state_dict()`` of *make_df()* resume exactly.
+
+    For a pipeline stopped after 0, 1, half, all but one and all datapoints of
+    its first pass, after a whole pass, and halfway through its second pass:
+    the state, made JSON and back, is loaded into a new pipeline from
+    *make_df()*, whose rest of the pass and next pass must equal those of the
+    pipeline that went on uninterrupted (arrays by dtype, shape and value).
+    Unseeded pipelines qualify too: the state holds the random states.
+
+    Args:
+        make_df: builds a new, not yet reset, dataflow each time it is called.
+        infinite: the dataflow never ends; a "pass" is *max_datapoints*.
+        max_datapoints: the most datapoints to read per pass.
+
+    Example:
+        >>> check_resume(lambda: BatchData(DataFromList([[i] for i in range(9)], seed=0), 2))
+    """
+    limit = max_datapoints if infinite else None
+    with make_df() as probe:
+        probe.reset_state()
+        n = len(_take(probe, iter(probe), limit))
+    # An infinite pipeline's "pass" is cut short: stopping after all of it would
+    # leave an iterator that the resumed run abandons before asking it for anything.
+    stops = sorted({0, min(1, n), n // 2, max(n - 1, 0)} | (set() if infinite else {n}))
+    # After an infinite pipeline's cut-short pass, only a position inside the next
+    # one is well defined: the state in between describes the abandoned pass.
+    cases = [(0, k) for k in stops] + ([(1, n // 2)] if infinite else [(1, 0), (1, n // 2)])
+    for passes_before, k in cases:
+        where = f"stopped after {passes_before} whole pass(es) and {k} datapoint(s)"
+        with make_df() as original:
+            original.reset_state()
+            for _ in range(passes_before):
+                _take(original, iter(original), limit)
+            it = iter(original)
+            # A pass of random length may end before k: the state is then between passes.
+            ended = len(_take(original, it, k)) < k
+            state = json.loads(json.dumps(original.state_dict()))
+            rest = [] if ended else _take(original, it, None if limit is None else limit - k)
+            del it
+            following = _take(original, iter(original), limit)
+        with make_df() as resumed:
+            resumed.reset_state()
+            resumed.load_state_dict(state)
+            rest_again = [] if ended else _take(resumed, iter(resumed), limit and limit - k)
+            following_again = _take(resumed, iter(resumed), limit)
+        if not _same(rest, rest_again):
+            _fail(
+                "check_resume",
+                original,
+                f"{where}: the resumed pass yielded {len(rest_again)} datapoint(s) that "
+                f"differ from the {len(rest)} the uninterrupted pass yielded",
+            )
+        if not _same(following, following_again):
+            _fail(
+                "check_resume",
+                original,
+                f"{where}: the pass after the resumed one differs from the uninterrupted run's",
+            )

@@ -22,6 +22,7 @@ from ._checks import check_callable as _check_callable
 from ._checks import check_int as _check_int
 from ._checks import check_key as _check_key
 from ._checks import is_int as _is_int
+from ._state import abandon, load_replay_state, replay_state, replaying
 from .base import (
     DataFlow,
     DataFlowReentrantGuard,
@@ -69,11 +70,16 @@ def _assignable_copy(owner: str, dp: Any) -> Any:
 _END = object()
 
 
-def _cycle(ds: DataFlow, owner: str) -> Generator[Datapoint, None, None]:
-    """The datapoints of *ds*, pass after pass, forever; an empty pass is an error."""
+def _cycle(ds: DataFlow, owner: str, resumed: bool = False) -> Generator[Datapoint, None, None]:
+    """The datapoints of *ds*, pass after pass, forever; an empty pass is an error
+    (except the first one when *resumed*: the rest of a pass that was at its end)."""
     while True:
         it = iter(ds)
         first = next(it, _END)
+        if first is _END and resumed:
+            resumed = False
+            continue
+        resumed = False
         if first is _END:
             raise RuntimeError(
                 f"{owner}: a whole pass of {type(ds).__name__} yielded no datapoints, so "
@@ -119,6 +125,10 @@ class MapData(ProxyDataFlow):
     def __init__(self, ds: DataFlow, func: Callable[[Datapoint], Optional[Datapoint]]) -> None:
         super().__init__(ds)
         self.func = _check_callable("func", func)
+
+    # Yields as it reads, one output per input at most: the input's state is the position.
+    own_state_dict = ProxyDataFlow.own_state_dict
+    load_own_state_dict = ProxyDataFlow.load_own_state_dict
 
     def __iter__(self) -> Iterator[Datapoint]:
         func, copy_ = self.func, copy.copy
@@ -166,6 +176,10 @@ class MapDataComponent(MapData):
     ) -> None:
         super().__init__(ds, func)
         self.index: Any = _check_key("index", index)
+
+    # Yields as it reads, one output per input at most: the input's state is the position.
+    own_state_dict = ProxyDataFlow.own_state_dict
+    load_own_state_dict = ProxyDataFlow.load_own_state_dict
 
     def __iter__(self) -> Iterator[Datapoint]:
         func, index = self.func, self.index
@@ -217,6 +231,10 @@ class SelectComponent(ProxyDataFlow):
                 f"idxs must be a non-empty list of component indices or keys, got {idxs!r}"
             )
         self.idxs: List[Any] = [_check_key(f"idxs[{k}]", i) for k, i in enumerate(idxs)]
+
+    # Yields as it reads, one output per input at most: the input's state is the position.
+    own_state_dict = ProxyDataFlow.own_state_dict
+    load_own_state_dict = ProxyDataFlow.load_own_state_dict
 
     def __iter__(self) -> Iterator[Datapoint]:
         idxs = self.idxs
@@ -270,10 +288,40 @@ class RepeatedData(ProxyDataFlow):
             raise UnknownLengthError("RepeatedData with num=-1 repeats forever and has no length")
         return len(self.ds) * self.num
 
+    _rep: Optional[int] = None  # the repetition in progress; None between passes
+    _pending: Optional[int] = None  # the repetition to continue, from a loaded state
+
     def __iter__(self) -> Iterator[Datapoint]:
+        start, self._pending = self._pending, None
+        self._rep = None
         if self.num == -1:
-            return _cycle(self.ds, "RepeatedData")
-        return itertools.chain.from_iterable(itertools.repeat(self.ds, self.num))
+            return self._forever(start is not None)
+        return self._repeat(start or 0)
+
+    def _forever(self, resumed: bool) -> Iterator[Datapoint]:
+        self._rep = 0
+        yield from _cycle(self.ds, "RepeatedData", resumed)
+
+    def _repeat(self, start: int) -> Iterator[Datapoint]:
+        for rep in range(start, self.num):
+            self._rep = rep
+            yield from self.ds
+        self._rep = None
+
+    def own_state_dict(self) -> Dict[str, Any]:
+        """``{"rep": r}``: repetition *r* (from 0) is in progress, ``None`` between
+        passes; where in it, the state of *ds* says."""
+        return {"rep": self._pending if self._pending is not None else self._rep}
+
+    def load_own_state_dict(self, state: Dict[str, Any]) -> None:
+        self._rep = None
+        self._pending = state["rep"]
+        if self._pending is None:  # the next pass starts ds afresh
+            abandon(self.ds)
+
+    def _abandon_pass(self) -> None:
+        self._pending = None
+        abandon(self.ds)
 
 
 class RepeatedDataPoint(ProxyDataFlow):
@@ -301,10 +349,23 @@ class RepeatedDataPoint(ProxyDataFlow):
         return len(self.ds) * self.num
 
     def __iter__(self) -> Iterator[Datapoint]:
+        return replaying(self, self._one_pass)
+
+    def _one_pass(self) -> Iterator[Datapoint]:
         # map(repeat, ds, [num, num, ...]) gives repeat(dp, num) for each dp.
         return itertools.chain.from_iterable(
             map(itertools.repeat, self.ds, itertools.repeat(self.num))
         )
+
+    def own_state_dict(self) -> Dict[str, Any]:
+        """The state of *ds* when the pass began and how many datapoints it yielded:
+        a resumed pass reads *ds* again from there (a replay)."""
+        return replay_state(self)
+
+    def load_own_state_dict(self, state: Dict[str, Any]) -> None:
+        load_replay_state(self, state)
+
+    _abandon_pass = DataFlow._abandon_pass  # iter() replays at once
 
 
 class FixedSizeData(ProxyDataFlow):
@@ -343,6 +404,7 @@ class FixedSizeData(ProxyDataFlow):
         self._keep = _check_bool("keep_state", keep_state)
         self._itr: Optional[Generator[Datapoint, None, None]] = None
         self._guard = DataFlowReentrantGuard("FixedSizeData")
+        self._resumed = False
 
     def _repr_args(self) -> Dict[str, Any]:
         return init_args(self, keep_state=self._keep)
@@ -354,19 +416,56 @@ class FixedSizeData(ProxyDataFlow):
     def __len__(self) -> int:
         return self._size
 
+    _left: Optional[int] = None  # datapoints left in the pass in progress; None between passes
+    _pending: Optional[int] = None  # datapoints left, from a loaded state
+
+    def own_state_dict(self) -> Dict[str, Any]:
+        """``{"left": k}``: *k* datapoints are left in the pass in progress
+        (``None`` between passes); where *ds* stands, its state says."""
+        return {"left": self._pending if self._pending is not None else self._left}
+
+    def load_own_state_dict(self, state: Dict[str, Any]) -> None:
+        self._drop_kept_iterator()
+        self._left, self._pending = None, state["left"]
+        self._resumed = True
+        if not self._keep and self._pending is None:
+            abandon(self.ds)  # the next pass starts ds afresh
+
+    def _abandon_pass(self) -> None:
+        self._pending = None
+        if not self._keep:
+            abandon(self.ds)
+
+    def _counted(self, itr: Iterator[Datapoint]) -> Iterator[Datapoint]:
+        left, self._pending = self._pending, None
+        self._left = self._size if left is None else left
+        for dp in itertools.islice(itr, self._left):
+            self._left -= 1
+            yield dp
+        self._left = None
+
     def __iter__(self) -> Iterator[Datapoint]:
+        if self._pending is None:
+            self._left = None  # until the new pass yields
+        return self._one_pass()
+
+    def _one_pass(self) -> Iterator[Datapoint]:
+        resumed, self._resumed = self._resumed, False
         with self._guard:
             if not self._keep:
-                itr = _cycle(self.ds, "FixedSizeData")
+                if self._pending is None:
+                    resumed = False
+                itr = _cycle(self.ds, "FixedSizeData", resumed)
                 try:
-                    yield from itertools.islice(itr, self._size)
+                    yield from self._counted(itr)
                 finally:
                     itr.close()
+                    abandon(self.ds)  # a loaded position the pass did not reach
                 return
             if self._itr is None:
-                self._itr = _cycle(self.ds, "FixedSizeData")
+                self._itr = _cycle(self.ds, "FixedSizeData", resumed)
             try:
-                yield from itertools.islice(self._itr, self._size)
+                yield from self._counted(self._itr)
             except GeneratorExit:  # the consumer stopped early: keep the position
                 raise
             except BaseException:  # the kept iterator died with the error: start over
