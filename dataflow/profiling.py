@@ -267,8 +267,11 @@ def _timed_class(cls: type) -> type:
     original_iter = cls.__iter__  # type: ignore[attr-defined]
 
     def __iter__(self: Any) -> Iterator[Any]:
-        run: _Run = getattr(type(self), _RUN_ATTR)
-        return _timed_iter(run, run.counters[id(self)], iter(original_iter(self)))
+        run: Optional[_Run] = getattr(type(self), _RUN_ATTR)
+        counter = run.counters.get(id(self)) if run is not None else None
+        if run is None or counter is None:  # a copy made while profiling: not timed
+            return original_iter(self)
+        return _timed_iter(run, counter, iter(original_iter(self)))
 
     namespace = {
         "__slots__": (),

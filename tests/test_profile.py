@@ -3,6 +3,7 @@ pipelines with one deliberately slow stage, and a pipeline left as it was."""
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 
@@ -270,6 +271,15 @@ class TestPipelineUnchanged:
         assert not was_reset(df)
         profile(df, num=3)
         assert df.resets == 1 and was_reset(df)
+
+    def test_a_copy_made_while_profiling_runs_untimed(self):
+        class Copying(ProxyDataFlow):
+            def __iter__(self):
+                yield from copy.copy(self.ds)
+
+        df = Copying(MapData(numbers(10), keep))
+        report = profile(df, seconds=None)
+        assert report.datapoints == 10 and report.stages[1].datapoints == 0
 
     def test_an_iterator_kept_past_the_run_runs_untimed(self):
         df = MapData(numbers(10), keep)
