@@ -26,6 +26,12 @@ EXTRAS = {
     "hdf5": ["h5py>=3.0"],
     "mat": ["scipy>=1.5"],  # the .mat files of SVHN, BSDS500, Caltech101Silhouettes
     "test": ["pytest>=7", "pytest-timeout>=2.1", "hypothesis>=6.50"],
+    # Frameworks fed by dataflow.to_torch / to_jax / to_tf; imported only when used.
+    "torch": ["torch>=2.1"],
+    "jax": ["jax>=0.4.26"],
+    "tf": ["tensorflow>=2.15"],
+    # The documentation site (sphinx-build -W docs docs/_build).
+    "docs": ["sphinx>=7.2", "myst-parser>=2.0", "furo>=2024.1.29"],
 }
 EXTRAS["all"] = sorted({req for name in ("lmdb", "image", "hdf5", "mat") for req in EXTRAS[name]})
 
