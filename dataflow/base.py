@@ -53,7 +53,7 @@ __all__ = [
     "was_reset",
 ]
 
-#: A datapoint: a list of components or a dict of named components.
+#: One datapoint, a list of components or a dict of named components.
 Datapoint = Union[List[Any], Dict[Any, Any]]
 
 
