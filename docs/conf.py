@@ -9,6 +9,7 @@ their Google style through napoleon.
 from __future__ import annotations
 
 import os
+import re
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -51,3 +52,22 @@ napoleon_use_rtype = False
 
 html_theme = "furo"
 html_title = f"dataflow {release}"
+
+# A docstring does not know on which page it is shown, so its :doc: targets
+# name pages from the top of docs/ (:doc:`checkpointing`), and are made
+# absolute here for the reference pages in docs/api/.
+_DOC_ROLE = re.compile(r":doc:`([^`]*?)`")
+
+
+def _absolute(match):
+    text, target = re.fullmatch(r"(?:(.*?)\s*<)?([^<>]*)>?", match[1]).groups()
+    target = target if target.startswith("/") else "/" + target
+    return f":doc:`{text} <{target}>`" if text else f":doc:`{target}`"
+
+
+def _absolute_doc_targets(app, what, name, obj, options, lines):
+    lines[:] = [_DOC_ROLE.sub(_absolute, line) for line in lines]
+
+
+def setup(app):
+    app.connect("autodoc-process-docstring", _absolute_doc_targets)
