@@ -42,16 +42,56 @@ def interleaved_rates(
     return {name: statistics.median(r) for name, r in rates.items()}
 
 
+def interleaved_runs(
+    candidates: Dict[str, Callable[[], float]], repeats: int
+) -> Dict[str, List[float]]:
+    """Every figure each candidate returns (one a repeat), over interleaved repeats."""
+    figures: Dict[str, List[float]] = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, fn in candidates.items():
+            figures[name].append(fn())
+    return figures
+
+
 def interleaved_medians(
     candidates: Dict[str, Callable[[], float]], repeats: int
 ) -> Dict[str, float]:
     """Median of what each candidate returns (a figure it measured itself, e.g. a
     steady-state rate that leaves out start-up), over interleaved repeats."""
-    figures: Dict[str, List[float]] = {name: [] for name in candidates}
-    for _ in range(repeats):
-        for name, fn in candidates.items():
-            figures[name].append(fn())
-    return {name: statistics.median(f) for name, f in figures.items()}
+    runs = interleaved_runs(candidates, repeats)
+    return {name: statistics.median(f) for name, f in runs.items()}
+
+
+class PeerTable:
+    """One row per loader and benchmark: median, range over the repeats, and the
+    ratio of the reference loader's median (dataflow's) to this one's."""
+
+    HEADERS = ["benchmark", "loader", "median", "min - max", "dataflow / this"]
+
+    def __init__(self) -> None:
+        self.rows: List[List[str]] = []
+
+    def add(self, benchmark: str, unit: str, runs: Dict[str, List[float]], reference: str) -> None:
+        """*runs*: each loader's figures (higher is better), *reference* among them."""
+        ref = statistics.median(runs[reference])
+        for name, values in runs.items():
+            median = statistics.median(values)
+            ratio = "(reference)" if name == reference else f"{ref / median:.2f}x"
+            self.rows.append(
+                [
+                    benchmark,
+                    name,
+                    f"{median:,.0f} {unit}",
+                    f"{min(values):,.0f} - {max(values):,.0f}",
+                    ratio,
+                ]
+            )
+            benchmark = ""  # once per group
+
+    def print(self, title: str) -> None:
+        if self.rows:
+            print(f"\n## {title}\n")
+            print(tabulate(self.rows, headers=self.HEADERS, tablefmt="github"))
 
 
 def print_table(title: str, rows: Sequence[Sequence[object]], headers: Sequence[str]) -> None:

@@ -14,6 +14,16 @@ and the consumer receives the batches. Figures are steady-state images/s
 (start-up and a warm-up left out), medians of interleaved trials on new
 runners; the target is at least 1.4x tensorpack.
 
+The PyTorch DataLoader and grain, when importable, run the same work in
+the same trials: a map-style ``Dataset`` whose item is one file decoded with
+``cv2.imread``, cut to a random 224x224 window and mirrored with probability
+0.5, in a ``DataLoader(batch_size=32, shuffle=True, num_workers=2)`` with the
+default collate; and ``grain.MapDataset.source(files).shuffle().random_map(...)
+.batch(32)`` read by ``mp_prefetch`` with 2 workers (``benchmarks/_peers.py``),
+with grain's default ``ReadOptions`` (16 threads in each worker) and with 2.
+A second table gives every loader's median, the range over the repeats and
+dataflow's median divided by its own.
+
 Two more tables show where the time goes (``--no-breakdown`` skips them):
 per library, the pipeline's cost in one process (a worker's work), the CPU
 time the consumer, its workers and the whole machine spent per batch during
@@ -40,7 +50,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from benchmarks._common import interleaved_medians, print_table
+from benchmarks import _peers
+from benchmarks._common import PeerTable, interleaved_medians, interleaved_runs, print_table
 from benchmarks.bench_parallel import (
     CpuWatch,
     Library,
@@ -335,6 +346,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
     watch = CpuWatch()
     tp = import_tensorpack()
     libs = libraries(tp)
+    torch, grain = _peers.import_torch(), _peers.import_grain()
     usage = Usage()
     with tempfile.TemporaryDirectory(prefix="bench_images-") as workdir:
         files = write_jpegs(workdir, NUM_FILES)
@@ -345,10 +357,27 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
             )
             for lib in libs
         }
-        rates = {
-            name: batches * BATCH
-            for name, batches in interleaved_medians(candidates, args.repeats).items()
+        peers: Dict[str, Callable[[], Any]] = {}
+        if torch is not None:
+            peers[_peers.TORCH_NAME] = lambda: _peers.torch_images(torch, files, CROP, BATCH)
+        if grain is not None:
+            # grain's default ReadOptions run 16 threads in each worker, which
+            # oversubscribe 2 CPUs with OpenCV work: show it with 2 threads too.
+            peers[f"{_peers.GRAIN_NAME} mp_prefetch"] = lambda: _peers.grain_images(
+                grain, files, CROP, BATCH
+            )
+            peers[f"{_peers.GRAIN_NAME} mp_prefetch, ReadOptions(num_threads=2)"] = lambda: (
+                _peers.grain_images(grain, files, CROP, BATCH, read_threads=2)
+            )
+        for name, build in peers.items():
+            candidates[name] = measured_trial(
+                Library(name, None), build, 4, args.batches, usage, name
+            )
+        runs = {
+            name: [batches * BATCH for batches in r]
+            for name, r in interleaved_runs(candidates, args.repeats).items()
         }
+        rates = {name: statistics.median(r) for name, r in runs.items()}
         if not args.no_breakdown:
             transport_only(libs, args.repeats, usage)
             in_process(libs, files, args.repeats, usage)
@@ -367,6 +396,16 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
         f"a trial, {os.cpu_count()} CPUs, median of {args.repeats}",
         [row],
         headers,
+    )
+    peer_table = PeerTable()
+    peer_table.add(
+        f"imread, RandomCrop({CROP}), Flip, batch {BATCH}, {NUM_PROC} worker processes",
+        "images/s",
+        runs,
+        "dataflow",
+    )
+    peer_table.print(
+        f"Against other loaders, {os.cpu_count()} CPUs, {args.repeats} interleaved repeats"
     )
     if not args.no_breakdown:
         print_table(

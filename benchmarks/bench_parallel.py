@@ -7,8 +7,14 @@ medians. Rates are steady-state: start-up and a warm-up are left out.
 
 * **small**: ``[float32 (28, 28), int]`` through ``MultiProcessRunnerZMQ(num_proc=2)``,
   datapoints/s; target at least 3x tensorpack.
+* **map-batch**: a map that makes ``[float32 (28, 28), int]`` from an index (one
+  numpy op), batches of 32, 2 worker processes, datapoints/s:
+  ``MultiProcessMapAndBatchDataZMQ`` and ``MultiProcessRunnerZMQ(BatchData(MapData))``
+  of both libraries, the PyTorch DataLoader (map-style ``Dataset``, default
+  collate) and grain (``MapDataset ... .batch(32)`` with ``mp_prefetch``).
 * **large**: one ``uint8 (32, 224, 224, 3)`` array per datapoint, same runner, MB/s;
-  target at least 2x tensorpack.
+  target at least 2x tensorpack. The PyTorch DataLoader runs too
+  (``batch_size=None``: its workers move each array to shared memory).
 * **start-up / close**: seconds from ``reset_state()`` to the first datapoint
   (target < 0.2 s) and of ``close()`` with its workers blocked on a full
   queue (target < 1 s). tensorpack has no ``close()``; its clean-up in
@@ -23,11 +29,15 @@ medians. Rates are steady-state: start-up and a warm-up are left out.
   note gives what ``time.sleep`` really allows here: it oversleeps a little).
 
 The mappers are skipped, with a note, when ``dataflow`` does not export them;
-tensorpack's figures are left out when it cannot be imported. The last note
+tensorpack's, PyTorch's and grain's figures are left out, with a note, when
+the package cannot be imported (none is a dependency; see
+``benchmarks/_peers.py`` for how each peer is set up). A second table lists
+every loader of the map-batch and large benchmarks with its median, the
+range over the repeats, and dataflow's median divided by its own. The last note
 says how much CPU other processes took during the run: on a shared 2-CPU
 machine they make the figures noisy.
 
-Run: ``python -m benchmarks.bench_parallel [--repeats R] [--only NAME ...]``
+Run: ``python -m benchmarks.bench_parallel [--repeats R] [--only NAME ...] [--seconds S]``
 """
 
 from __future__ import annotations
@@ -45,7 +55,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 import numpy as np
 
 import dataflow
-from benchmarks._common import interleaved_medians, print_table
+from benchmarks import _peers
+from benchmarks._common import PeerTable, interleaved_runs, print_table
 
 NUM_PROC = 2
 NUM_THREAD = 16
@@ -60,7 +71,11 @@ CLOSE_TARGET_S = 1.0
 CPU_MAP_TARGET = 1.85  # x serial MapData
 SLEEP_MAP_TARGET = 0.98  # of NUM_THREAD / SLEEP_S
 
-BENCHMARKS = ("small", "large", "startup", "cpu-map", "sleep-map")
+MAP_BATCH = 32
+MAP_BATCH_SOURCE = 10_000
+MAP_BATCH_SECONDS = 2.0
+
+BENCHMARKS = ("small", "map-batch", "large", "startup", "cpu-map", "sleep-map")
 
 
 # ---- the two libraries ---------------------------------------------------------------
@@ -91,7 +106,7 @@ class Library:
         return repeating_source(self.module.DataFlow, dp, length)
 
     def close(self, df: Any) -> None:
-        if self.name == "dataflow":
+        if self.name != "tensorpack":  # ours, or a peer's loader in a LoaderAdapter
             df.close()
             return
         # tensorpack stops its workers only in __del__ (and prints that it did);
@@ -159,6 +174,26 @@ def steady_rate(
         it.close()
 
 
+def rate_over(df: Any, warmup: int, seconds: float) -> float:
+    """Datapoints/s of a reset *df* over about *seconds* after *warmup* untimed ones (for
+    candidates whose speeds differ too much for one count to suit them all)."""
+    it = stream(df)
+    try:
+        for _ in range(warmup):
+            next(it)
+        count, start = 0, time.perf_counter()
+        end = now = start + seconds
+        while True:
+            next(it)
+            count += 1
+            if count % 8 == 0:
+                now = time.perf_counter()
+                if now >= end:
+                    return count / (now - start)
+    finally:
+        it.close()
+
+
 def trial(
     lib: Library,
     build: Callable[[], Any],
@@ -194,11 +229,79 @@ def runner_builder(lib: Library, dp: Any) -> Callable[[], Any]:
     return lambda: lib.module.MultiProcessRunnerZMQ(lib.source(dp, 1000), num_proc=NUM_PROC)
 
 
-def runner_rates(
-    libs: List[Library], dp: Any, warmup: int, count: int, repeats: int
-) -> Dict[str, float]:
+def runner_runs(
+    libs: List[Library],
+    dp: Any,
+    warmup: int,
+    count: int,
+    repeats: int,
+    peers: Optional[Dict[str, Callable[[], Any]]] = None,
+) -> Dict[str, List[float]]:
+    """Each library's rates (datapoints/s) of ``MultiProcessRunnerZMQ`` over a source
+    repeating *dp*, and of the *peers* (name -> builder of a loader doing the same)."""
     candidates = {lib.name: trial(lib, runner_builder(lib, dp), warmup, count) for lib in libs}
-    return interleaved_medians(candidates, repeats)
+    for name, build in (peers or {}).items():
+        candidates[name] = trial(Library(name, None), build, warmup, count)
+    return interleaved_runs(candidates, repeats)
+
+
+def medians(runs: Dict[str, List[float]]) -> Dict[str, float]:
+    return {name: statistics.median(r) for name, r in runs.items()}
+
+
+def map_batch_runs(
+    libs: List[Library],
+    torch: Optional[Any],
+    grain: Optional[Any],
+    repeats: int,
+    seconds: float = MAP_BATCH_SECONDS,
+) -> Dict[str, List[float]]:
+    """Datapoints/s of a map and batch in 2 worker processes, each loader *seconds* a trial."""
+
+    def timed(lib: Library, build: Callable[[], Any]) -> Callable[[], float]:
+        def run() -> float:
+            df = build()
+            df.reset_state()
+            try:
+                return rate_over(df, 50, seconds) * MAP_BATCH
+            finally:
+                lib.close(df)
+
+        return run
+
+    def map_and_batch(lib: Library) -> Callable[[], Any]:
+        # tensorpack 0.11 fails on its own default buffer_size=None: pass the
+        # batch_size * 10 its docstring gives as the default.
+        extra = {"buffer_size": MAP_BATCH * 10} if lib.name == "tensorpack" else {}
+        return lambda: lib.module.MultiProcessMapAndBatchDataZMQ(
+            index_source(lib, MAP_BATCH_SOURCE), NUM_PROC, _peers.small_map, MAP_BATCH, **extra
+        )
+
+    def runner(lib: Library) -> Callable[[], Any]:
+        def build() -> Any:
+            m = lib.module
+            df = m.MapData(index_source(lib, MAP_BATCH_SOURCE), _peers.small_map)
+            return m.MultiProcessRunnerZMQ(m.BatchData(df, MAP_BATCH), num_proc=NUM_PROC)
+
+        return build
+
+    candidates: Dict[str, Callable[[], float]] = {}
+    for lib in libs:
+        candidates[f"{lib.name} MultiProcessMapAndBatchDataZMQ"] = timed(lib, map_and_batch(lib))
+        candidates[f"{lib.name} MultiProcessRunnerZMQ(BatchData(MapData))"] = timed(
+            lib, runner(lib)
+        )
+    if torch is not None:
+        peer = Library(_peers.TORCH_NAME, None)
+        candidates[peer.name] = timed(
+            peer, lambda: _peers.torch_small_batches(torch, MAP_BATCH_SOURCE, MAP_BATCH)
+        )
+    if grain is not None:
+        peer = Library(_peers.GRAIN_NAME, None)
+        candidates[f"{peer.name} mp_prefetch"] = timed(
+            peer, lambda: _peers.grain_small_batches(grain, MAP_BATCH_SOURCE, MAP_BATCH)
+        )
+    return interleaved_runs(candidates, repeats)
 
 
 def startup_times(libs: List[Library], repeats: int) -> Dict[str, Dict[str, float]]:
@@ -317,7 +420,7 @@ def cpu_map_rates(
             2000,
             consumer_cpu.setdefault(lib.name, []),
         )
-    return interleaved_medians(candidates, repeats)
+    return medians(interleaved_runs(candidates, repeats))
 
 
 def sleep_map_rates(libs: List[Library], repeats: int) -> Dict[str, float]:
@@ -327,7 +430,7 @@ def sleep_map_rates(libs: List[Library], repeats: int) -> Dict[str, float]:
         lib.name: trial(lib, thread_map_builder(lib, sleep_task), int(limit / 10), int(limit * 2))
         for lib in libs
     }
-    return interleaved_medians(candidates, repeats)
+    return medians(interleaved_runs(candidates, repeats))
 
 
 def measured_sleep() -> float:
@@ -446,17 +549,30 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         default=list(BENCHMARKS),
         help="run only these benchmarks (default: all)",
     )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=MAP_BATCH_SECONDS,
+        help="timed seconds of each map-batch trial",
+    )
     args = parser.parse_args(argv)
 
     watch = CpuWatch()
     tp = import_tensorpack()
     libs = libraries(tp)
+    torch = grain = None
+    if {"map-batch", "large"} & set(args.only):
+        torch = _peers.import_torch()
+    if "map-batch" in args.only:
+        grain = _peers.import_grain()
+    peer_table = PeerTable()
     table = Table()
     notes: List[str] = []
     results: Dict[str, Any] = {}
 
     if "small" in args.only:
-        fig = results["small"] = runner_rates(libs, small_datapoint(), 5_000, 100_000, args.repeats)
+        runs = runner_runs(libs, small_datapoint(), 5_000, 100_000, args.repeats)
+        fig = results["small"] = medians(runs)
         table.add(
             f"small dp [f32 (28,28), int], MultiProcessRunnerZMQ num_proc={NUM_PROC}",
             "dp/s",
@@ -466,11 +582,32 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
             versus_tensorpack(fig, SMALL_TARGET),
         )
 
+    if "map-batch" in args.only:
+        runs = map_batch_runs(libs, torch, grain, args.repeats, args.seconds)
+        results["map-batch"] = medians(runs)
+        peer_table.add(
+            f"map to [f32 (28,28), int] + batch {MAP_BATCH}, {NUM_PROC} worker processes",
+            "dp/s",
+            runs,
+            "dataflow MultiProcessMapAndBatchDataZMQ",
+        )
+
     if "large" in args.only:
         dp = large_datapoint()
         size_mb = dp[0].nbytes / MB
-        rates = runner_rates(libs, dp, 10, 150, args.repeats)
-        fig = results["large"] = {name: rate * size_mb for name, rate in rates.items()}
+        peers = {}
+        if torch is not None:
+            peers[_peers.TORCH_NAME] = lambda: _peers.torch_large_arrays(torch, dp[0], 1000)
+        runs = runner_runs(libs, dp, 10, 150, args.repeats, peers)
+        runs = {name: [rate * size_mb for rate in r] for name, r in runs.items()}
+        fig = results["large"] = medians(runs)
+        peer_table.add(
+            f"uint8 (32,224,224,3) arrays from {NUM_PROC} worker processes "
+            "(MultiProcessRunnerZMQ; DataLoader batch_size=None)",
+            "MB/s",
+            runs,
+            "dataflow",
+        )
         table.add(
             f"large dp uint8 (32,224,224,3), MultiProcessRunnerZMQ num_proc={NUM_PROC}",
             "MB/s",
@@ -585,6 +722,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         + ("" if tp is not None else " (tensorpack not importable: ours only)"),
         table.rows,
         Table.HEADERS,
+    )
+    peer_table.print(
+        f"Against other loaders, {os.cpu_count()} CPUs, {args.repeats} interleaved repeats"
     )
     notes.append(noise_note(watch) or "")
     for note in filter(None, notes):
