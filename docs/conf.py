@@ -12,6 +12,8 @@ import os
 import re
 import sys
 
+from sphinx.util.nodes import make_refnode
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
@@ -69,5 +71,34 @@ def _absolute_doc_targets(app, what, name, obj, options, lines):
     lines[:] = [_DOC_ROLE.sub(_absolute, line) for line in lines]
 
 
+# A docstring names objects as its own module sees them (:class:`WorkerInfo`
+# in dataflow/worker.py), while the reference shows each object once, under
+# the name users import it by (dataflow.WorkerInfo). A Python reference that
+# finds no object of its own name links to the one documented object whose
+# name ends the same way, when there is exactly one; otherwise it stays text.
+def _link_by_last_names(app, env, node, contnode):
+    if node.get("refdomain") != "py":
+        return None
+    domain = env.get_domain("py")
+    objtypes = set(domain.objtypes_for_role(node["reftype"]) or ())
+    parts = node["reftarget"].lstrip(".~").split(".")
+    for depth in (2, 1):
+        if len(parts) < depth:
+            continue
+        suffix = "." + ".".join(parts[-depth:])
+        found = [
+            (name, entry)
+            for name, entry in domain.objects.items()
+            if name.endswith(suffix) and entry.objtype in objtypes
+        ]
+        if len(found) == 1:
+            name, entry = found[0]
+            return make_refnode(
+                app.builder, node["refdoc"], entry.docname, entry.node_id, contnode, name
+            )
+    return None
+
+
 def setup(app):
     app.connect("autodoc-process-docstring", _absolute_doc_targets)
+    app.connect("missing-reference", _link_by_last_names)
