@@ -87,6 +87,7 @@ from .remote import RemoteDataZMQ, send_dataflow_zmq
 from .graph import describe
 from .profiling import profile
 from .testing import check_dataflow
+from .integrations import to_jax, to_tf, to_torch
 from .worker import WorkerInfo, get_worker_info
 
 __all__ = [
@@ -166,6 +167,10 @@ __all__ = [
     "get_worker_info",
     # testing
     "check_dataflow",
+    # integrations
+    "to_jax",
+    "to_tf",
+    "to_torch",
 ]
 
 _LAZY_SUBMODULES = ("dataset", "image", "imgaug")

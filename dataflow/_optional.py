@@ -11,6 +11,9 @@ _PACKAGES = {
     "cv2": ("opencv-python-headless", "image"),
     "h5py": ("h5py", "hdf5"),
     "scipy.io": ("scipy", "mat"),
+    "torch": ("torch", "torch"),
+    "jax": ("jax", "jax"),
+    "tensorflow": ("tensorflow", "tf"),
 }
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import threading
-from typing import TYPE_CHECKING, Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional, Union
 
 if TYPE_CHECKING:
     from .worker import WorkerInfo
@@ -48,13 +48,22 @@ def set_process_worker(info: Optional[WorkerInfo]) -> None:
     """Declare that this process is a worker (called first thing in a worker process)."""
     global _PROCESS_STATE
     _PROCESS_STATE = None if info is None else WorkerState(info)
+    # A forked process inherits the forking thread's thread-local state, which
+    # would take precedence over the process's: the parent may have been inside
+    # a worker_context (a runner started by code that reads one shard).
+    _THREAD_STATE.state = None
 
 
 @contextlib.contextmanager
-def worker_context(info: WorkerInfo) -> Iterator[None]:
-    """Within the block, this thread counts as worker *info* (restored after)."""
+def worker_context(info: Union[WorkerInfo, WorkerState]) -> Iterator[None]:
+    """Within the block, this thread counts as worker *info* (restored after).
+
+    Given a :class:`WorkerState`, the block enters that state itself, so its
+    counter of seeds and its pass number carry over from one block to the
+    next (for code that enters the same worker around every step).
+    """
     previous = getattr(_THREAD_STATE, "state", None)
-    _THREAD_STATE.state = WorkerState(info)
+    _THREAD_STATE.state = info if isinstance(info, WorkerState) else WorkerState(info)
     try:
         yield
     finally:

@@ -326,7 +326,8 @@ class DataFromIterable(DataFlow):
         try:
             n = len(self._itr)  # type: ignore[arg-type]
         except TypeError:  # no length, so no contiguous block: every num_workers-th element
-            return itertools.islice(self._make_iterator(), info.index, None, info.num_workers)
+            index, count = info.part
+            return itertools.islice(self._make_iterator(), index, None, count)
         shard = info.shard(n)
         return itertools.islice(self._make_iterator(), shard.start, shard.stop)
 

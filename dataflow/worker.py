@@ -13,7 +13,7 @@ shuffled, this worker's part of a random partition of all of them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -49,6 +49,13 @@ class WorkerInfo:
             per runner), for what the workers must agree on: how
             :meth:`shard_indices` partitions the indices. ``None``: no
             shared seed (a :class:`WorkerInfo` made by hand).
+        shard_index, num_shards: which shard this worker reads, when that
+            is not simply shard *index* of *num_workers* (``None``, the
+            default): a runner started by code that itself reads one shard
+            of many (one rank of a distributed job, one worker of a
+            framework's loader) splits that shard among its workers, and
+            worker *i* of *n* under shard *j* of *m* reads shard
+            ``j * n + i`` of ``m * n``.
 
     Example:
         >>> info = WorkerInfo(index=0, num_workers=2, seed=None, sharded=True)
@@ -61,6 +68,15 @@ class WorkerInfo:
     seed: Optional[int] = None
     sharded: bool = False
     shared_seed: Optional[int] = None
+    shard_index: Optional[int] = None
+    num_shards: Optional[int] = None
+
+    @property
+    def part(self) -> Tuple[int, int]:
+        """``(shard, number of shards)`` that :meth:`shard` divides by."""
+        if self.shard_index is None or self.num_shards is None:
+            return self.index, self.num_workers
+        return self.shard_index, self.num_shards
 
     def shard(self, n: int) -> range:
         """The indices out of ``range(n)`` that this worker reads.
@@ -81,7 +97,7 @@ class WorkerInfo:
             range(0, 8)
         """
         if self.sharded:
-            index, num_workers = self.index, self.num_workers
+            index, num_workers = self.part
             return range(index * n // num_workers, (index + 1) * n // num_workers)
         return range(n)
 
@@ -197,7 +213,7 @@ def shard_order(
     if rng is None:
         return shard_range(n)
     state = current_state()
-    if state is None or not state.info.sharded or state.info.num_workers == 1:
+    if state is None or not state.info.sharded or state.info.part[1] == 1:
         order: Sequence[int] = rng.permutation(n).tolist()
         return order
     part = _shard_array(state.info, n, seed, state.pass_number or 0)

@@ -21,8 +21,10 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 import cloudpickle
 
 from .._checks import check_timeout
+from .._rng import child_seed
 from .._rng import shared_seed as _shared_seed
 from .._transport import ERROR, Message
+from .._worker_state import current_state
 from ..base import DataFlowReentrantGuard, DataFlowTerminated, Datapoint, ProxyDataFlow
 from ..worker import WorkerInfo
 from ._errors import WorkerError, worker_error
@@ -74,14 +76,20 @@ class ParallelBase(ProxyDataFlow):
     def _name(self) -> str:
         return type(self).__name__
 
+    @property
+    def exactly_once(self) -> bool:
+        """Whether the workers each read their own shard (one pass = every datapoint once)."""
+        return self._sharded
+
     def _infos(self) -> List[WorkerInfo]:
-        seeds = worker_seeds(self._seed, self._num_workers)
+        n = self._num_workers
         if getattr(self, "_shared_seed", None) is None:  # once per runner: all workers agree
             self._shared_seed = _shared_seed(self._seed)
-        return [
-            WorkerInfo(i, self._num_workers, seeds[i], self._sharded, self._shared_seed)
-            for i in range(self._num_workers)
-        ]
+        outer = current_state()
+        if self._sharded and outer is not None and outer.info.sharded:
+            return _nested_infos(outer.info, self._seed, self._shared_seed, n)
+        seeds = worker_seeds(self._seed, n)
+        return [WorkerInfo(i, n, seeds[i], self._sharded, self._shared_seed) for i in range(n)]
 
     # -- the contract -----------------------------------------------------------------
 
@@ -320,6 +328,25 @@ class ParallelBase(ProxyDataFlow):
             if start_method != "fork" and "pickl" in f"{type(err).__name__} {err}".lower():
                 raise self._pickling_error(start_method, err) from err
             raise
+
+
+def _nested_infos(
+    outer: WorkerInfo, seed: Optional[int], own_shared: int, n: int
+) -> List[WorkerInfo]:
+    """The infos of *n* exactly-once workers started by code that itself reads
+    only shard *outer* (e.g. one rank of a distributed job): worker *i* reads
+    part *i* of that shard, i.e. shard ``j * n + i`` of ``m * n`` when the outer
+    shard is *j* of *m*, with the shared seed every shard agrees on.
+    Worker seeds come from the runner's *seed* and the outer shard, so no two
+    shards repeat each other's random streams."""
+    shard, shards = outer.part
+    base = child_seed(seed, shard) if seed is not None else outer.seed
+    seeds = worker_seeds(base, n)
+    shared = outer.shared_seed if outer.shared_seed is not None else own_shared
+    return [
+        WorkerInfo(i, n, seeds[i], True, shared, shard_index=shard * n + i, num_shards=shards * n)
+        for i in range(n)
+    ]
 
 
 class _Pickled:
