@@ -6,6 +6,7 @@ public name of ``dataflow`` without importing it.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 
@@ -40,3 +41,23 @@ def _doctest_names(doctest_namespace):
     doctest_namespace["np"] = np
     for name in dataflow.__all__:
         doctest_namespace[name] = getattr(dataflow, name)
+
+
+# The doctests of a framework's adapter need that framework; without it they are skipped.
+_FRAMEWORK_OF_MODULE = {
+    "dataflow.integrations._torch.": "torch",
+    "dataflow.integrations._jax.": "jax",
+    "dataflow.integrations._tf.": "tensorflow",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+    missing = {
+        prefix: module
+        for prefix, module in _FRAMEWORK_OF_MODULE.items()
+        if importlib.util.find_spec(module) is None
+    }
+    for item in items:
+        for prefix, module in missing.items():
+            if isinstance(item, pytest.DoctestItem) and item.name.startswith(prefix):
+                item.add_marker(pytest.mark.skip(reason=f"needs {module}"))

@@ -24,8 +24,9 @@ The rules:
    only ``dataflow/__init__.py``, ``graph.py`` (which draws what runs in
    workers), ``profiling.py`` (which times only what does not, through
    ``graph.py``) and ``integrations/`` (which feeds whole pipelines to the
-   frameworks, and looks at their workers through ``graph.py``) reach it; ``_transport/``, ``_arrays``, ``_rng``, ``_collate``
-   and ``_worker_state`` do not reach ``base`` (every module of dataflows
+   frameworks, and looks at their workers through ``graph.py``) reach it;
+   ``_transport/``, ``_arrays``, ``_rng``, ``_collate`` and
+   ``_worker_state`` do not reach ``base`` (every module of dataflows
    imports ``base``, so these import no module of dataflows). "Reach"
    follows imports at any depth and inside functions too.
 

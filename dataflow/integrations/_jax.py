@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -31,6 +31,10 @@ def to_jax(df: DataFlow, *, sharding: Any = None, prefetch: int = 2) -> JaxItera
     datapoints per pass, and the global batch is the hosts' parts together.
 
     Strings and other arrays JAX has no type for are left as numpy arrays.
+    A pipeline that starts worker processes starts them here, before this
+    function asks JAX anything on one host: call it before JAX starts (before
+    the first array), since forking a process in which JAX runs is unsafe,
+    or give the pipeline's runners ``start_method="forkserver"``.
     It resets *df* (do not call ``reset_state()`` first). Each ``iter()``
     of it starts a pass; :meth:`JaxIterator.close` (or leaving a ``with``
     block, or the end of the pass) stops the thread.
@@ -64,8 +68,19 @@ def to_jax(df: DataFlow, *, sharding: Any = None, prefetch: int = 2) -> JaxItera
         def place(x: np.ndarray) -> Any:
             return jax.make_array_from_process_local_data(sharding, x)
 
-    share = Share(jax.process_index(), jax.process_count(), None, "to_jax")
+    share = Share(*_process(jax), None, "to_jax")
     return JaxIterator(df, share, place, prefetch)
+
+
+def _process(jax: Any) -> Tuple[int, int]:
+    """This process's index and the number of processes of the job. Asking JAX
+    starts its backends (and threads), and a pipeline with worker processes must
+    fork before that: on one host, whose job was never initialized as
+    distributed, the answer is known without asking."""
+    initialized = getattr(jax.distributed, "is_initialized", None)
+    if initialized is not None and not initialized():
+        return 0, 1
+    return jax.process_index(), jax.process_count()
 
 
 class JaxIterator:

@@ -37,10 +37,11 @@ def to_tf(df: DataFlow, *, output_signature: Any = None) -> Any:
             ``from_generator`` takes it, or ``None`` to infer it.
 
     Example:
-        >>> import tensorflow as tf  # doctest: +SKIP
-        >>> ds = to_tf(BatchData(DataFromList([[i, 0.5] for i in range(4)]), 2))  # doctest: +SKIP
-        >>> [spec.dtype.name for spec in ds.element_spec]  # doctest: +SKIP
-        ['int32', 'float32']
+        >>> ds = to_tf(BatchData(DataFromList([[i, 0.5] for i in range(4)]), 2))
+        >>> [(spec.shape.as_list(), spec.dtype.name) for spec in ds.element_spec]
+        [([None], 'int32'), ([None], 'float32')]
+        >>> [len(x) for x, y in ds]
+        [2, 2]
     """
     tf = import_optional("tensorflow", "dataflow.to_tf")
     if not isinstance(df, DataFlow):
