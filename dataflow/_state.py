@@ -17,6 +17,8 @@ pass may load its parents again with the states it recorded then.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import itertools
 from typing import Any, Dict, Iterable, Iterator, List, Optional
 
@@ -127,25 +129,58 @@ def load_state(df: Any, state: Any, where: str = "") -> None:
     df.load_own_state_dict(state["state"])
 
 
+_MT_WORDS = 624  # the words of an MT19937 key
+
+
 def rng_state(rng: Any) -> Optional[Dict[str, Any]]:
     """The state of a ``numpy.random.RandomState`` (or the tuple ``get_state()``
-    returned) as JSON-compatible data; ``None`` for ``None``."""
+    returned) as JSON-compatible data; ``None`` for ``None``.
+
+    The 624 words of the MT19937 key are stored as the base64 text of their
+    little-endian bytes (3,328 characters; as a JSON list of numbers they
+    took about twice as much).
+    """
     if rng is None:
         return None
     name, keys, pos, has_gauss, gauss = rng if isinstance(rng, tuple) else rng.get_state()
+    words = np.asarray(keys, dtype="<u4")
     return {
-        "keys": np.asarray(keys).tolist(),
+        "mt19937": base64.b64encode(words.tobytes()).decode("ascii"),
         "pos": int(pos),
         "has_gauss": int(has_gauss),
         "gauss": float(gauss),
     }
 
 
+def _mt_key(state: Any) -> np.ndarray:
+    """The MT19937 key of a state made by :func:`rng_state` (or by the first
+    release, which stored the key as a list of numbers under ``"keys"``)."""
+    try:
+        if "mt19937" in state:
+            raw = base64.b64decode(state["mt19937"].encode("ascii"), validate=True)
+            if len(raw) != _MT_WORDS * 4:
+                raise ValueError(f"{len(raw)} bytes of key, not {_MT_WORDS * 4}")
+            keys = np.frombuffer(raw, dtype="<u4").astype(np.uint32)
+        else:
+            keys = np.asarray(state["keys"], dtype=np.uint32)
+            if keys.shape != (_MT_WORDS,):
+                raise ValueError(f"a key of shape {keys.shape}, not ({_MT_WORDS},)")
+        pos = state["pos"]
+        if type(pos) is not int or not 0 <= pos <= _MT_WORDS:
+            raise ValueError(f"position {pos!r}")
+    except (KeyError, TypeError, ValueError, AttributeError, binascii.Error) as err:
+        raise ValueError(
+            f"load_state_dict(): a random-generator state is damaged or was not made by "
+            f"state_dict() ({type(err).__name__}: {err})"
+        ) from None
+    return keys
+
+
 def rng_from_state(rng: Any, state: Optional[Dict[str, Any]]) -> None:
     """Set the ``RandomState`` *rng* to *state*, made by :func:`rng_state`."""
     if state is None:
         return
-    keys = np.asarray(state["keys"], dtype=np.uint32)
+    keys = _mt_key(state)
     rng.set_state(("MT19937", keys, state["pos"], state["has_gauss"], state["gauss"]))
 
 

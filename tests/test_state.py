@@ -36,6 +36,7 @@ from dataflow import (
     RepeatedDataPoint,
     SelectComponent,
 )
+from dataflow._state import rng_from_state, rng_state
 from dataflow.testing import check_resume
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -248,6 +249,56 @@ class TestStateDict:
         uninterrupted = run("save")
         assert len(uninterrupted) == 7 + 10
         assert run("load") == uninterrupted
+
+
+class TestRandomState:
+    def rng(self):
+        rng = np.random.RandomState(5)
+        rng.standard_normal()  # a cached Gaussian draw is part of the state
+        return rng
+
+    def test_is_the_key_as_base64_and_restores_the_stream(self):
+        rng = self.rng()
+        state = json.loads(json.dumps(rng_state(rng)))
+        assert set(state) == {"mt19937", "pos", "has_gauss", "gauss"}
+        assert len(state["mt19937"]) == 3328  # 624 words of 4 bytes, as base64
+        assert len(json.dumps(state)) < 3450  # the list of numbers took about 6,600
+        again = np.random.RandomState()
+        rng_from_state(again, state)
+        assert again.standard_normal(5).tolist() == rng.standard_normal(5).tolist()
+
+    def test_loads_the_list_of_numbers_of_the_first_release(self):
+        rng = self.rng()
+        _, keys, pos, has_gauss, gauss = rng.get_state()
+        old = {"keys": keys.tolist(), "pos": pos, "has_gauss": has_gauss, "gauss": gauss}
+        again = np.random.RandomState()
+        rng_from_state(again, json.loads(json.dumps(old)))
+        assert again.randint(1000, size=5).tolist() == rng.randint(1000, size=5).tolist()
+
+    @pytest.mark.parametrize(
+        "change",
+        [
+            {"mt19937": "AAAA"},
+            {"mt19937": "not base64!"},
+            {"mt19937": None},
+            {"pos": 625},
+            {"pos": "3"},
+        ],
+    )
+    def test_refuses_a_damaged_state(self, change):
+        state = {**rng_state(self.rng()), **change}
+        with pytest.raises(ValueError, match="a random-generator state is damaged"):
+            rng_from_state(np.random.RandomState(), state)
+
+    def test_a_damaged_state_in_a_pipeline_is_refused_on_load(self):
+        df = ints(5)
+        df.reset_state()
+        state = df.state_dict()
+        state["state"]["rng"]["mt19937"] = state["state"]["rng"]["mt19937"][:-8]
+        resumed = ints(5)
+        resumed.reset_state()
+        with pytest.raises(ValueError, match="a random-generator state is damaged"):
+            resumed.load_state_dict(state)
 
 
 def add_one_dp(dp):
