@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import pickle
+import signal
+import subprocess
 import sys
+import textwrap
 
 import numpy as np
 import pytest
@@ -322,3 +327,71 @@ def test_state_is_refused_in_torch_workers_and_checked_on_load():
     loader = DataLoader(ds, batch_size=None, num_workers=1, worker_init_fn=save_in_worker)
     with pytest.raises(RuntimeError, match="num_workers=0"):
         drain(loader)
+
+
+DISTRIBUTED = textwrap.dedent(
+    """
+    import os, sys
+    import torch, torch.distributed as dist
+    import dataflow as D
+
+    def run(rank, path):
+        dist.init_process_group("gloo", init_method="file://" + path, rank=rank, world_size=2)
+        source = D.DataFromList([[i] for i in range(101)], shuffle=True, seed=rank)
+        ds = D.to_torch(D.BatchData(source, 4), seed=7)  # rank and world from torch.distributed
+        loader = torch.utils.data.DataLoader(ds, batch_size=None, num_workers=2)
+        seen = []
+        for epoch in range(2):
+            ds.set_epoch(epoch)
+            for (batch,) in loader:
+                total = torch.tensor([1])
+                dist.all_reduce(total)  # hangs if one rank ran out of batches first
+                seen.extend(batch.tolist())
+        counts = [None, None]
+        dist.all_gather_object(counts, (len(ds), len(seen), sorted(seen)))
+        if rank == 0:
+            print(counts[0][0], counts[1][0], counts[0][1], counts[1][1],
+                  len(set(counts[0][2][:0] + seen)))
+        dist.destroy_process_group()
+
+    if __name__ == "__main__":
+        torch.multiprocessing.spawn(run, args=(sys.argv[1],), nprocs=2)
+    """
+)
+
+
+def test_ranks_of_a_real_process_group_never_wait_for_each_other(tmp_path):
+    script = tmp_path / "ranks.py"
+    script.write_text(DISTRIBUTED)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "rendezvous")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # so that a hang kills the ranks too
+    )
+    try:
+        out, err = proc.communicate(timeout=100)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("the ranks hung: one ran out of batches while the other waited")
+    assert proc.returncode == 0, err
+    len0, len1, seen0, seen1, _ = map(int, out.split())
+    # 101 datapoints over 2 ranks x 2 torch workers: shards of 25-26 make 6 batches each
+    assert len0 == len1 and seen0 == seen1 == 2 * 4 * 12
+
+
+def test_the_dataset_pickles_for_spawned_workers():
+    ds = D.to_torch(source(), seed=3)
+    ds.set_epoch(2)
+    copy = pickle.loads(pickle.dumps(ds))
+    assert type(copy) is type(ds) and copy._epoch == 2
+    assert firsts(copy) == firsts(ds)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_pinned_transfer_to_cuda():
+    ds = D.to_torch(source(), pin_memory=True, device="cuda")
+    for _, label in ds:
+        assert label.device.type == "cuda"

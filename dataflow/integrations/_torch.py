@@ -361,8 +361,20 @@ class _DatasetMixin:
         with reader.context():
             return {"count": reader.count, "df": self.df.state_dict()}
 
+    def __reduce__(self) -> Any:
+        # The class is made at run time (torch is imported only when used), so pickle
+        # (spawn and forkserver workers) rebuilds it by this module's function.
+        args = (self.df, self.share, self.pin, self.device, self.prefetch, self.int64)
+        return _rebuild, (args, self._epoch)
+
     def __repr__(self) -> str:
         return f"DataFlowDataset({self.df!r})"
+
+
+def _rebuild(args: Any, epoch: Optional[int]) -> Any:
+    dataset = _dataset_class(_torch())(*args)
+    dataset._epoch = epoch
+    return dataset
 
 
 def _can_pin(torch: Any) -> bool:
