@@ -1,4 +1,4 @@
-"""An image-loading pipeline, side by side with tensorpack 0.11 in the same run.
+"""An image pipeline against tensorpack 0.11, the PyTorch DataLoader and grain, in one run.
 
 256 random-content 256x256 JPEGs (smooth colour blobs plus noise, about 30 KB
 each, written with OpenCV to a temporary directory) go through the same

@@ -1,4 +1,4 @@
-"""Parallel dataflows (runners and mappers), side by side with tensorpack 0.11 in the same run.
+"""Parallel dataflows against tensorpack 0.11, the PyTorch DataLoader and grain, in one run.
 
 Each library runs the same work on a cheap source of its own ``DataFlow``
 class that yields the same pre-built datapoint again and again; trials

@@ -69,3 +69,16 @@ def test_missing_peers_are_skipped_with_a_note(tmp_path):
     assert "grain is not importable (ImportError: grain hidden)" in run.stdout
     assert "| torch DataLoader" not in run.stdout
     assert "dataflow MultiProcessMapAndBatchDataZMQ" in run.stdout
+
+
+def test_help_lists_every_benchmark():
+    run = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--help"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    for name in ("chain", "formats", "images", "parallel", "remote", "shuffle"):
+        assert f"  {name} " in run.stdout, run.stdout
