@@ -423,6 +423,15 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, float]:
             f"time of ours ({their_cpu:.1f} ms against {ours_cpu:.1f} ms); with every CPU busy, "
             "that ratio bounds the images/s ratio"
         )
+    cpu = {name: usage.median(name, "own_ms") for name in runs}
+    if ours_cpu and all(cpu.values()):
+        print(
+            "\nnote: CPU time per batch of the loop and its workers together (ms, median; "
+            "steadier than images/s on a busy machine): "
+            + ", ".join(
+                f"{name} {ms:.1f} ({ms / ours_cpu:.2f}x dataflow's)" for name, ms in cpu.items()
+            )
+        )
     note = noise_note(watch)
     if note:
         print(f"\nnote: {note}")
