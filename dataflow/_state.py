@@ -52,17 +52,26 @@ def _defining_index(mro: tuple, names: Iterable[str]) -> int:
     return len(mro)
 
 
-# The modules whose dataflows save their position (or say why not).
+# The modules (and packages) whose dataflows save their position (or say why not).
 _COVERED = frozenset(
     [
         "dataflow.base",
         "dataflow.sources",
+        "dataflow._random_access",
         "dataflow.transforms",
         "dataflow.batch",
         "dataflow.combine",
         "dataflow.buffer",
+        "dataflow.debug",
+        "dataflow.formats",
+        "dataflow.dataset",
+        "dataflow.image",
     ]
 )
+
+
+def _covered(module: str) -> bool:
+    return module in _COVERED or module.rpartition(".")[0] in _COVERED
 
 
 def _check_supported(df: Any) -> None:
@@ -74,12 +83,10 @@ def _check_supported(df: Any) -> None:
             "the consuming process can save their position for now"
         )
     module = cls.__module__
-    if module.startswith("dataflow.") and module not in _COVERED:
+    if module.startswith("dataflow.") and not _covered(module):
         raise ResumeNotSupportedError(
             f"{cls.__name__} ({module}) does not support state_dict() yet: for now only the "
-            "sources, transforms, batching, combining and buffering dataflows of "
-            + ", ".join(sorted(_COVERED))
-            + " can save their position"
+            "dataflows of " + ", ".join(sorted(_COVERED)) + " can save their position"
         )
     mro = cls.__mro__
     # The class that defines how to iterate must also say how to save the position.

@@ -184,6 +184,10 @@ class PrintData(ProxyDataFlow):
         self._print_next_pass = False
         return self._print_first(iter(self.ds))
 
+    # The position is the input's: printing changes no datapoint.
+    own_state_dict = ProxyDataFlow.own_state_dict
+    load_own_state_dict = ProxyDataFlow.load_own_state_dict
+
     def _print_first(self, it: Iterator[Datapoint]) -> Iterator[Datapoint]:
         title = "PrintData" if self.name is None else f"PrintData ({self.name})"
         for k, dp in enumerate(itertools.islice(it, self.num)):

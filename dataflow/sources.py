@@ -14,6 +14,7 @@ import numpy as np
 from ._checks import check_bool as _check_bool
 from ._checks import check_int as _check_int
 from ._checks import is_int as _is_int
+from ._random_access import RandomAccessDataFlow
 from ._state import (
     EndMarker,
     PassRecord,
@@ -35,6 +36,7 @@ from .base import (
 from .worker import get_worker_info, shard_order, shard_range
 
 __all__ = ["DataFromGenerator", "DataFromIterable", "DataFromList", "DataFromQueue", "FakeData"]
+__all__ += ["RandomAccessDataFlow"]  # defined in _random_access.py
 
 
 class _IterateOnce:

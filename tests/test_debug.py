@@ -20,6 +20,7 @@ from dataflow import (
 )
 from dataflow.base import was_reset
 from dataflow.debug import Throughput
+from dataflow.testing import check_resume
 
 TIMEOUT_S = 30
 
@@ -187,6 +188,13 @@ class TestPrintData:
         out = check_dataflow(lambda: PrintData(Counting(5), num=2))
         assert [dp[0] for dp in out] == list(range(5))
         assert capsys.readouterr().err.count("PrintData: datapoint") == 2
+
+    def test_resumes_as_its_input_does(self):
+        check_resume(lambda: PrintData(DataFromList([[i] for i in range(7)], seed=0), num=2))
+        df = PrintData(Counting(3))
+        df.reset_state()
+        with pytest.raises(NotImplementedError, match="^Counting does not support state_dict"):
+            df.state_dict()
 
     def test_passes_datapoints_through_unchanged(self):
         lst = [[np.zeros(2)], [np.ones(2)]]
@@ -410,6 +418,10 @@ class TestTestDataSpeed:
         out = check_dataflow(lambda: TestDataSpeed(Counting(5), size=2))
         assert [dp[0] for dp in out] == list(range(5))
         assert capsys.readouterr().err == ""
+
+    def test_resumes_as_its_input_does(self):
+        source = [[i] for i in range(7)]
+        check_resume(lambda: TestDataSpeed(BatchData(DataFromList(source), 2), size=2))
 
     @pytest.mark.parametrize(
         "kwargs, error, message",

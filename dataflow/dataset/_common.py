@@ -33,9 +33,8 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence
 
 import numpy as np
 
-from ..base import Datapoint, RNGDataFlow
-from ..formats._files import shard_order
-from ..worker import shard_range
+from ..base import Datapoint
+from ..sources import RandomAccessDataFlow
 
 __all__ = [
     "DATASETS_ENV",
@@ -216,7 +215,7 @@ def check_train_or_test(train_or_test: Any) -> str:
     return str(train_or_test)
 
 
-class InMemorySplit(RNGDataFlow):
+class InMemorySplit(RandomAccessDataFlow):
     """Base of readers that yield ``[image, label]`` from one split held in memory.
 
     The subclass's ``__init__`` checks its arguments, sets ``self.shuffle``
@@ -248,10 +247,12 @@ class InMemorySplit(RNGDataFlow):
         self._images = images
         self._labels = labels.tolist()
 
-    def __len__(self) -> int:
-        return len(shard_range(len(self._labels)))
+    def num_datapoints(self) -> int:
+        return len(self._labels)
 
-    def __iter__(self) -> Iterator[Datapoint]:
+    def get(self, index: int) -> Datapoint:
+        return [self._convert(self._images[index]), self._labels[index]]
+
+    def read(self, indices: Sequence[int]) -> Iterator[Datapoint]:
         images, labels, convert = self._images, self._labels, self._convert
-        for k in shard_order(len(labels), self.rng if self.shuffle else None):
-            yield [convert(images[k]), labels[k]]
+        return ([convert(images[k]), labels[k]] for k in indices)

@@ -2,7 +2,7 @@
 
 * :class:`FileListReader` -- a reader that holds a list of image files and
   labels and reads the files while iterating (ILSVRC12, Tiny ImageNet,
-  Places365); :func:`iter_images` decodes them.
+  Places365); :func:`read_image` decodes one.
 * :func:`list_files` -- the files of a folder, sorted.
 * :func:`read_list_file` and :func:`check_listed_files` -- parse the
   ``relative/path label`` list files these datasets ship with, and check that
@@ -18,15 +18,14 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 
 from .._checks import check_seed
 from .._optional import import_optional
-from ..base import Datapoint, RNGDataFlow
-from ..formats._files import shard_order
-from ..worker import shard_range
+from ..base import Datapoint
+from ..sources import RandomAccessDataFlow
 from ._common import dataset_dir, download_file, find_files
 
 __all__ = [
@@ -38,7 +37,7 @@ __all__ = [
     "check_shuffle",
     "find_downloadable",
     "init_split",
-    "iter_images",
+    "read_image",
     "list_files",
     "load_mat",
     "mat_labels",
@@ -273,7 +272,7 @@ def init_split(
     df.seed = check_seed(seed)
 
 
-class FileListReader(RNGDataFlow):
+class FileListReader(RandomAccessDataFlow):
     """Yield ``[path, label]`` for the files of one split, in order or shuffled.
 
     ``__init__`` checks the split name, *shuffle* and *seed*, and that the
@@ -313,33 +312,26 @@ class FileListReader(RNGDataFlow):
         self.imglist = imglist
         self._prefix = os.path.join(full_dir, "")
 
-    def __len__(self) -> int:
-        return len(shard_range(len(self.imglist)))
+    def num_datapoints(self) -> int:
+        return len(self.imglist)
 
-    def _order(self) -> Sequence[int]:
-        """The indices into ``imglist`` of one pass: this worker's shard, in order or shuffled."""
-        return shard_order(len(self.imglist), self.rng if self.shuffle else None)
-
-    def __iter__(self) -> Iterator[Datapoint]:
-        prefix, imglist = self._prefix, self.imglist
-        for k in self._order():
-            name, label = imglist[k]
-            yield [prefix + name, label]
+    def get(self, index: int) -> Datapoint:
+        name, label = self.imglist[index]
+        return [self._prefix + name, label]
 
 
-def iter_images(df: FileListReader) -> Iterator[Datapoint]:
-    """Yield ``[image, label]`` for the files of *df*, decoded by OpenCV as
-    BGR ``uint8`` arrays of shape ``(h, w, 3)``.
+def read_image(df: FileListReader, index: int) -> Datapoint:
+    """``[image, label]`` for file *index* of *df*, decoded by OpenCV as a
+    BGR ``uint8`` array of shape ``(h, w, 3)``: the ``get`` of the readers
+    that decode their images.
 
     Raises:
-        OSError: a file cannot be read or decoded; the message names it.
+        OSError: the file cannot be read or decoded; the message names it.
     """
     cv2 = import_optional("cv2", type(df).__name__)
-    imread, flag = cv2.imread, cv2.IMREAD_COLOR
-    prefix, imglist = df._prefix, df.imglist
-    for k in df._order():
-        name, label = imglist[k]
-        image = imread(prefix + name, flag)
-        if image is None:
-            raise OSError(f"{type(df).__name__} could not read {prefix + name!r} as an image")
-        yield [image, label]
+    name, label = df.imglist[index]
+    path = df._prefix + name
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        raise OSError(f"{type(df).__name__} could not read {path!r} as an image")
+    return [image, label]

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, Iterator, Optional
+from typing import Any, Dict, Optional
 
 import numpy as np
 
 from .._optional import import_optional
-from ..base import Datapoint, RNGDataFlow, init_args
-from ..formats._files import shard_order
-from ..worker import shard_range
+from ..base import Datapoint, init_args
+from ..sources import RandomAccessDataFlow
 from ._common import download_file, extract_tar, find_files, missing_files_error
 from ._readers import PathLike, check_dir, init_split, list_files, load_mat
 
@@ -20,7 +19,7 @@ __all__ = ["BSDS500"]
 _HEIGHT, _WIDTH = 321, 481
 
 
-class BSDS500(RNGDataFlow):
+class BSDS500(RandomAccessDataFlow):
     """Yield ``[image, boundaries]`` from the Berkeley Segmentation Data Set 500.
 
     *image* is a new BGR uint8 array of shape (321, 481, 3); *boundaries* is
@@ -126,13 +125,11 @@ class BSDS500(RNGDataFlow):
     def _repr_args(self) -> Dict[str, Any]:
         return init_args(self, data_dir=self.dir)
 
-    def __len__(self) -> int:
-        return len(shard_range(len(self._images)))
+    def num_datapoints(self) -> int:
+        return len(self._images)
 
-    def __iter__(self) -> Iterator[Datapoint]:
-        images, maps = self._images, self._boundaries
-        for k in shard_order(len(images), self.rng if self.shuffle else None):
-            yield [images[k].copy(), maps[k].copy()]
+    def get(self, index: int) -> Datapoint:
+        return [self._images[index].copy(), self._boundaries[index].copy()]
 
 
 def _landscape(array: np.ndarray, path: str) -> np.ndarray:

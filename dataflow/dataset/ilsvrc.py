@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import re
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from ..base import Datapoint
 from ._common import dataset_dir, download_file, extract_tar, find_files
@@ -15,7 +15,7 @@ from ._readers import (
     check_dir,
     check_listed_files,
     check_name,
-    iter_images,
+    read_image,
     read_list_file,
 )
 
@@ -276,5 +276,5 @@ class ILSVRC12(ILSVRC12Files):
 
     _requires = ("cv2",)
 
-    def __iter__(self) -> Iterator[Datapoint]:
-        return iter_images(self)
+    def get(self, index: int) -> Datapoint:
+        return read_image(self, index)

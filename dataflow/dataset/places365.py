@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator, List, Optional
+from typing import List, Optional
 
 from ..base import Datapoint
 from ._common import find_files
@@ -11,7 +11,7 @@ from ._readers import (
     PathLike,
     check_dir,
     check_listed_files,
-    iter_images,
+    read_image,
     read_list_file,
 )
 
@@ -113,5 +113,5 @@ class Places365Standard(FileListReader):
         """The class names, sorted: the name of label *i* is element *i*."""
         return list(self._label_names)
 
-    def __iter__(self) -> Iterator[Datapoint]:
-        return iter_images(self)
+    def get(self, index: int) -> Datapoint:
+        return read_image(self, index)

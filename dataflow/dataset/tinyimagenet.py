@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import zipfile
-from typing import Iterator, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 from ..base import Datapoint
 from ._common import download_file, find_files, missing_files_error
@@ -14,8 +14,8 @@ from ._readers import (
     PathLike,
     check_dir,
     check_listed_files,
-    iter_images,
     list_files,
+    read_image,
 )
 
 __all__ = ["TinyImageNet"]
@@ -152,8 +152,8 @@ class TinyImageNet(FileListReader):
                 imglist.append((f"images/{fields[0]}", label_of[fields[1]]))
         return imglist
 
-    def __iter__(self) -> Iterator[Datapoint]:
-        return iter_images(self)
+    def get(self, index: int) -> Datapoint:
+        return read_image(self, index)
 
 
 def _extract_zip_folder(path: str, folder: str, directory: str) -> None:

@@ -28,9 +28,9 @@ import numpy as np
 
 from .._checks import check_seed as _check_seed
 from .._progress import ProgressBar as _ProgressBar
-from ..base import DataFlow, Datapoint, RNGDataFlow, UnknownLengthError
+from ..base import DataFlow, Datapoint, UnknownLengthError
+from ..sources import RandomAccessDataFlow
 from ..worker import shard_order as _worker_shard_order
-from ..worker import shard_range
 
 __all__ = [
     "ColumnsData",
@@ -206,7 +206,7 @@ def reading(df: Any, user: str, progress: bool) -> Iterator[Iterator[Datapoint]]
         df.close()
 
 
-class ColumnsData(RNGDataFlow):
+class ColumnsData(RandomAccessDataFlow):
     """Yield datapoints made of row *i* of every column, for *i* in order or
     in a new random order every pass.
 
@@ -239,16 +239,17 @@ class ColumnsData(RNGDataFlow):
         self.shuffle = shuffle
         self.seed = _check_seed(seed)
 
-    def __len__(self) -> int:
-        return len(shard_range(self._size))
+    def num_datapoints(self) -> int:
+        return self._size
 
-    def __iter__(self) -> Iterator[Datapoint]:
-        order = shard_order(self._size, self.rng if self.shuffle else None)
+    def get(self, index: int) -> Datapoint:
+        if self._keys is None:
+            return [column[index] for column in self._columns]
+        return {key: column[index] for key, column in zip(self._keys, self._columns)}
+
+    def read(self, indices: Sequence[int]) -> Iterator[Datapoint]:
         columns = self._columns
         if self._keys is None:
-            for i in order:
-                yield [column[i] for column in columns]
-        else:
-            keys = self._keys
-            for i in order:
-                yield {key: column[i] for key, column in zip(keys, columns)}
+            return ([column[i] for column in columns] for i in indices)
+        keys = self._keys
+        return ({key: column[i] for key, column in zip(keys, columns)} for i in indices)

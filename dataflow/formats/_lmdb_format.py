@@ -18,7 +18,7 @@ See the module notes of :mod:`dataflow.formats.lmdb` for the whole layout.
 from __future__ import annotations
 
 import os
-from typing import Any, Callable, Dict, FrozenSet, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Iterator, List, Optional, Sequence, Tuple
 
 from ..serialize import MsgpackSerializer, PickleSerializer, Serializer
 
@@ -160,3 +160,88 @@ def first_value(txn: Any, reserved: FrozenSet[bytes]) -> Optional[bytes]:
         if key not in reserved:
             return value
     return None
+
+
+def check_keys(keys: Any) -> Any:
+    """*keys* as ``None``, a format string, or a list of bytes."""
+    if keys is None:
+        return None
+    if isinstance(keys, str):
+        try:
+            keys.format(0)
+        except (IndexError, KeyError, ValueError):
+            valid = False
+        else:
+            valid = "{" in keys
+        if not valid:
+            raise ValueError(
+                f"keys must be a format string of one index such as '{{:08d}}' when it is a "
+                f"str, got {keys!r}"
+            )
+        return keys
+    if not isinstance(keys, (list, tuple)):
+        raise TypeError(
+            f"keys must be None, a format string or a list of bytes or str keys, got {keys!r}"
+        )
+    for i, key in enumerate(keys):
+        if not isinstance(key, (bytes, str)):
+            raise TypeError(f"keys must hold bytes or str keys, got {key!r} at index {i}")
+    return [key.encode() if isinstance(key, str) else key for key in keys]
+
+
+def records_after(
+    cursor: Any, reserved: FrozenSet[bytes], after: bytes, count: int
+) -> Iterator[Tuple[Any, Any]]:
+    """The ``(key, value)`` pairs of the (at most *count*) data records whose
+    keys follow the key *after* in key order: the cursor goes straight there."""
+    if count <= 0 or not cursor.set_range(after):
+        return
+    if cursor.key() == after and not cursor.next():
+        return
+    for key, value in cursor.iternext():
+        if key in reserved:
+            continue
+        yield key, value
+        count -= 1
+        if not count:
+            return
+
+
+def records_at(
+    txn: Any,
+    keys: Optional[List[bytes]],
+    indices: Sequence[int],
+    size: int,
+    reserved: FrozenSet[bytes],
+    numbered: bool,
+    after: Optional[bytes],
+) -> Tuple[Iterator[Tuple[Any, Any]], FrozenSet[bytes]]:
+    """The ``(key, value)`` pairs of the data records at the positions *indices*
+    (in the list *keys*, or without it in key order, of *size* data records),
+    and the keys among them to skip. In key order, *indices* is a ``range``;
+    *after*, the key of the record before it, lets the cursor go straight
+    there when the keys are not *numbered*."""
+    if keys is not None:
+        if isinstance(indices, range) and indices.step == 1:
+            keys = keys[indices.start : indices.stop]
+        else:
+            keys = [keys[i] for i in indices]
+        return zip(keys, map(txn.get, keys)), frozenset()
+    assert isinstance(indices, range), "in key order, the positions are consecutive"
+    if len(indices) == size:  # all records, in key order
+        return txn.cursor().iternext(), reserved
+    if after is not None and not numbered:
+        return records_after(txn.cursor(), reserved, after, len(indices)), frozenset()
+    return shard_of_records(txn.cursor(), reserved, indices, numbered), frozenset()
+
+
+def key_of_hex(text: Any, user: str) -> Optional[bytes]:
+    """The key whose hex text is *text* (``None`` for ``None``), as saved in a state."""
+    if text is None:
+        return None
+    try:
+        return bytes.fromhex(text)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"load_state_dict() of {user}: 'after' must be the hex text of a key, got {text!r}"
+        ) from None

@@ -6,15 +6,15 @@ created, so ``import dataflow`` does not import it.
 
 from __future__ import annotations
 
-from typing import Any, Iterator, List, Optional, Tuple
+from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .._checks import check_seed as _check_seed
 from .._optional import import_optional
-from ..base import Datapoint, RNGDataFlow
-from ..worker import shard_range
-from ._files import atomic_output, check_path, output_path, reading, shard_order
+from ..base import Datapoint
+from ..sources import RandomAccessDataFlow
+from ._files import atomic_output, check_path, output_path, reading
 
 __all__ = ["HDF5Data", "HDF5Serializer"]
 
@@ -77,7 +77,7 @@ def _datasets(
     return datasets, lengths[0]
 
 
-class HDF5Data(RNGDataFlow):
+class HDF5Data(RandomAccessDataFlow):
     """Yield ``[row i of each dataset]`` of an HDF5 file, read from disk as needed.
 
     Each datapoint is a list with one component per data path: row *i* of
@@ -147,8 +147,9 @@ class HDF5Data(RNGDataFlow):
         self._datasets: Optional[List[Any]] = None
         self._block_rows = 1
 
-    def __len__(self) -> int:
-        return len(shard_range(self._size))
+    def num_datapoints(self) -> int:
+        """The number of rows of each dataset."""
+        return self._size
 
     def reset_state(self) -> None:
         super().reset_state()
@@ -174,26 +175,34 @@ class HDF5Data(RNGDataFlow):
             self._file.close()
             self._file = self._datasets = None
 
-    def __iter__(self) -> Iterator[Datapoint]:
+    def get(self, index: int) -> Datapoint:
+        """Row *index* of each dataset."""
+        return next(iter(self.read([index])))
+
+    def read(self, indices: Sequence[int]) -> Iterator[Datapoint]:
+        """The rows *indices*: consecutive ones (a ``range``) a block at a time."""
         datasets = self._datasets
         if datasets is None:
             raise RuntimeError(
                 "HDF5Data has no open file: call reset_state() before iterating "
                 "(and again after close())"
             )
+        return self._read(datasets, indices)
+
+    def _read(self, datasets: List[Any], indices: Sequence[int]) -> Iterator[Datapoint]:
         # A block: up to _block_rows consecutive rows of this worker's shard (a
         # contiguous range of rows, all of them outside exactly-once runners),
         # read with one slice, so a worker reads only the chunks of its shard.
         block = range(0)
         try:
-            if self.shuffle:
-                for i in shard_order(self._size, self.rng):
+            if not isinstance(indices, range) or indices.step != 1:
+                for i in indices:
                     block = range(i, i + 1)
                     yield [d[i] for d in datasets]
             else:
-                rows, step = shard_range(self._size), self._block_rows
-                for start in range(rows.start, rows.stop, step):
-                    block = range(start, min(start + step, rows.stop))
+                step = self._block_rows
+                for start in range(indices.start, indices.stop, step):
+                    block = range(start, min(start + step, indices.stop))
                     for row in zip(*[d[block.start : block.stop] for d in datasets]):
                         yield list(row)
         except OSError as err:

@@ -44,14 +44,14 @@ import os
 import pickle
 import weakref
 import zlib
-from typing import Any, Callable, Dict, FrozenSet, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Iterator, List, Optional, Sequence
 
 from .._checks import check_seed as _check_seed
 from .._optional import import_optional
-from ..base import DataFlow, Datapoint, ProxyDataFlow, RNGDataFlow
+from ..base import DataFlow, Datapoint, ProxyDataFlow
 from ..serialize import MsgpackSerializer, PickleSerializer, Serializer
-from ..worker import shard_range
-from ._files import check_path, shard_order
+from ..sources import RandomAccessDataFlow
+from ._files import check_path
 from ._lmdb_env import SharedEnv, acquire, borrowed_env, release
 from ._lmdb_format import (
     CRC_BYTES,
@@ -61,10 +61,12 @@ from ._lmdb_format import (
     RESERVED,
     SERIALIZERS,
     SORTED_KEY_LIMIT,
+    check_keys,
     first_value,
     is_pickle,
+    key_of_hex,
     read_meta,
-    shard_of_records,
+    records_at,
 )
 from ._lmdb_write import write_database
 
@@ -75,34 +77,7 @@ _log = logging.getLogger(__name__)
 # ---- reading -----------------------------------------------------------------
 
 
-def _check_keys(keys: Any) -> Any:
-    """*keys* as ``None``, a format string, or a list of bytes."""
-    if keys is None:
-        return None
-    if isinstance(keys, str):
-        try:
-            keys.format(0)
-        except (IndexError, KeyError, ValueError):
-            valid = False
-        else:
-            valid = "{" in keys
-        if not valid:
-            raise ValueError(
-                f"keys must be a format string of one index such as '{{:08d}}' when it is a "
-                f"str, got {keys!r}"
-            )
-        return keys
-    if not isinstance(keys, (list, tuple)):
-        raise TypeError(
-            f"keys must be None, a format string or a list of bytes or str keys, got {keys!r}"
-        )
-    for i, key in enumerate(keys):
-        if not isinstance(key, (bytes, str)):
-            raise TypeError(f"keys must hold bytes or str keys, got {key!r} at index {i}")
-    return [key.encode() if isinstance(key, str) else key for key in keys]
-
-
-class LMDBData(RNGDataFlow):
+class LMDBData(RandomAccessDataFlow):
     """Yield the records of an LMDB database as ``[key, value]`` pairs of ``bytes``.
 
     Without *keys*, a pass visits every record (except the ``__keys__`` and
@@ -172,7 +147,7 @@ class LMDBData(RNGDataFlow):
         self.lmdb_path = check_path(lmdb_path, "lmdb_path")
         self.shuffle = shuffle
         self.seed = _check_seed(seed)
-        keys = _check_keys(keys)
+        keys = check_keys(keys)
         self._shared: Optional[SharedEnv] = None
         self._finalizer: Optional[weakref.finalize] = None
         with borrowed_env(self.lmdb_path, self._user) as env:
@@ -275,8 +250,9 @@ class LMDBData(RNGDataFlow):
             f"failed{where} ({_detail(err)})"
         )
 
-    def __len__(self) -> int:
-        return len(shard_range(self._size))
+    def num_datapoints(self) -> int:
+        """The number of records a pass visits (in all workers together)."""
+        return self._size
 
     def reset_state(self) -> None:
         super().reset_state()
@@ -297,7 +273,35 @@ class LMDBData(RNGDataFlow):
         state["_shared"] = state["_finalizer"] = None
         return state
 
-    def __iter__(self) -> Iterator[Datapoint]:
+    _last_key: Optional[bytes] = None  # of the last record read, see own_state_dict()
+
+    def own_state_dict(self) -> Dict[str, Any]:
+        """The state of :class:`~dataflow.RandomAccessDataFlow`; read in key order
+        from a database whose keys are not LMDBSerializer's numbers, also
+        ``"after"``: the hex of the last key read, where a resumed pass seeks to."""
+        state = super().own_state_dict()
+        if self._keys is None and not self._numbered and state["pos"] and "after" not in state:
+            state["after"] = None if self._last_key is None else self._last_key.hex()
+        return state
+
+    def load_own_state_dict(self, state: Dict[str, Any]) -> None:
+        if isinstance(state, dict):
+            key_of_hex(state.get("after"), self._user)  # a clear error if it is not a key
+        super().load_own_state_dict(state)
+
+    def read(self, indices: Sequence[int]) -> Iterator[Datapoint]:
+        """The records at the positions *indices* (see :class:`~dataflow.RandomAccessDataFlow`)."""
+        env = self._env()
+        track = self._keys is None and not self._numbered  # keys that say nothing of positions
+        after = key_of_hex((self._resumed or {}).get("after"), self._user) if track else None
+        self._last_key = after
+        return self._iterate(env, indices, after, track)
+
+    def get(self, index: int) -> Datapoint:
+        """The record at position *index* of the key order (or of *keys*)."""
+        return next(self._iterate(self._env(), range(index, index + 1), None, False))
+
+    def _env(self) -> Any:
         shared = self._shared
         if shared is None:
             raise RuntimeError(
@@ -309,30 +313,23 @@ class LMDBData(RNGDataFlow):
                 f"{self._user} was reset in process {shared.pid} but is iterated in process "
                 f"{os.getpid()}; call reset_state() in the process that iterates"
             )
-        return self._iterate(shared.env)
+        return shared.env
 
-    def _iterate(self, env: Any) -> Iterator[Datapoint]:
+    def _iterate(
+        self, env: Any, indices: Sequence[int], after: Optional[bytes], track: bool
+    ) -> Iterator[Datapoint]:
+        """The records at *indices* (after the key *after*); *track*: keep the last key."""
         make = self._datapoint
         lmdb_error = import_optional("lmdb", self._user).Error
-        keys = self._keys
-        shard = shard_range(self._size)
-        if keys is not None:
-            order = shard_order(len(keys), self.rng if self.shuffle else None)
-            if order != range(len(keys)):
-                keys = [keys[i] for i in order]
         in_place = self._in_place
         checksummed, view = self._checksummed, self._payload_view and not in_place
         crc32 = zlib.crc32
         key = None
         try:
             with env.begin(buffers=in_place) as txn:
-                skip: FrozenSet[bytes] = frozenset()
-                if keys is not None:
-                    records: Iterator[Tuple[Any, Any]] = zip(keys, map(txn.get, keys))
-                elif len(shard) < self._size:  # this worker's shard, in key order
-                    records = shard_of_records(txn.cursor(), self._reserved, shard, self._numbered)
-                else:
-                    records, skip = txn.cursor().iternext(), self._reserved
+                records, skip = records_at(
+                    txn, self._keys, indices, self._size, self._reserved, self._numbered, after
+                )
                 for key, value in records:
                     if key in skip:
                         continue
@@ -346,6 +343,8 @@ class LMDBData(RNGDataFlow):
                         dp = make(key, value)
                     except Exception as err:
                         raise self._unreadable(key, err) from err
+                    if track:
+                        self._last_key = bytes(key)
                     yield dp
         except lmdb_error as err:
             if self._shared is None:
@@ -399,6 +398,10 @@ class LMDBDataDecoder(ProxyDataFlow):
             dp = decoder(key, value)
             if dp is not None:
                 yield dp
+
+    # The position is that of lmdb_data: the records it read were all decoded.
+    own_state_dict = ProxyDataFlow.own_state_dict
+    load_own_state_dict = ProxyDataFlow.load_own_state_dict
 
 
 def _detail(err: BaseException) -> str:

@@ -100,6 +100,16 @@ class _AugmentImageData(ProxyDataFlow):
             if out is not None:
                 yield out
 
+    def own_state_dict(self) -> Dict[str, Any]:
+        """``{"augmentors": ..., "skipped": n}``: the random states of the
+        augmentors (see :meth:`ImageAugmentor.state_dict`) and how many
+        datapoints *catch_exceptions* skipped; the position is the input's."""
+        return {"augmentors": self.augs.state_dict(), "skipped": self._num_skipped}
+
+    def load_own_state_dict(self, state: Dict[str, Any]) -> None:
+        self.augs.load_state_dict(state["augmentors"])
+        self._num_skipped = int(state["skipped"])
+
     def _augment(self, dp: Any) -> Optional[Datapoint]:
         if not isinstance(dp, (list, dict)):
             raise TypeError(

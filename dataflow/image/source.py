@@ -3,26 +3,29 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 from .._checks import check_seed as _check_seed
 from .._optional import import_optional
-from ..base import Datapoint, RNGDataFlow
+from ..base import Datapoint
 from ..imgaug._common import shape2d
+from ..sources import RandomAccessDataFlow
 
 __all__ = ["ImageFromFile"]
 
 _FEATURE = "ImageFromFile"
 
 
-class ImageFromFile(RNGDataFlow):
+class ImageFromFile(RandomAccessDataFlow):
     """Yield ``[image]`` for each file of a list of image files, decoded with OpenCV.
 
     Each image is an ``HxWx3`` RGB (``channel=3``, gray files are converted)
     or ``HxWx1`` gray (``channel=1``) uint8 array. ``len()`` is the number of
     files. Files are read in the given order, or in a new random order every
     pass with *shuffle*; one image is in memory at a time. A file that cannot
-    be decoded raises an ``OSError`` naming it.
+    be decoded raises an ``OSError`` naming it. Inside a runner with
+    ``exactly_once=True``, each worker reads only its shard of the files
+    (see :func:`dataflow.worker.shard_order`), and ``len()`` counts it.
 
     Args:
         files: a non-empty list (or tuple, or numpy array) of paths, each a
@@ -75,22 +78,17 @@ class ImageFromFile(RNGDataFlow):
         self.shuffle = shuffle
         self.seed = _check_seed(seed)
 
-    def __len__(self) -> int:
+    def num_datapoints(self) -> int:
         return len(self.files)
 
-    def __iter__(self) -> Iterator[Datapoint]:
+    def get(self, index: int) -> Datapoint:
         cv2 = import_optional("cv2", _FEATURE)
         gray = self.channel == 1
-        mode = cv2.IMREAD_GRAYSCALE if gray else cv2.IMREAD_COLOR
+        path = self.files[index]
+        img = cv2.imread(path, cv2.IMREAD_GRAYSCALE if gray else cv2.IMREAD_COLOR)
+        if img is None:
+            raise OSError(f"ImageFromFile cannot read {path!r} as an image")
         resize = self.resize
-        order: Any = (
-            self.rng.permutation(len(self.files)) if self.shuffle else range(len(self.files))
-        )
-        for k in order:
-            path = self.files[k]
-            img = cv2.imread(path, mode)
-            if img is None:
-                raise OSError(f"ImageFromFile cannot read {path!r} as an image")
-            if resize is not None:
-                img = cv2.resize(img, (resize[1], resize[0]))
-            yield [img[:, :, None] if gray else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)]
+        if resize is not None:
+            img = cv2.resize(img, (resize[1], resize[0]))
+        return [img[:, :, None] if gray else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)]

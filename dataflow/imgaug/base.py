@@ -18,6 +18,7 @@ import numpy as np
 from .._checks import check_seed as _check_seed
 from .._rng import child_seed
 from .._rng import seed_state as _seed_state
+from .._state import rng_from_state, rng_state
 from ._common import check_image, init_repr
 from .transform import (
     PhotometricTransform,
@@ -60,7 +61,9 @@ class ImageAugmentor:
     seed it comes from fresh entropy, anew in each forked process and at
     each ``reset_state()``, so parallel workers draw different streams. With
     ``set_seed(n)`` every ``reset_state()`` restarts the same stream.
-    The image dataflows call ``reset_state()`` in their own.
+    The image dataflows call ``reset_state()`` in their own. ``state_dict()``
+    and ``load_state_dict()`` save and restore the random states (of
+    sub-augmentors too), so a pipeline that augments resumes exactly.
 
     Code written for tensorpack keeps working: ``self._init(locals())``
     stores constructor arguments, ``self._rand_range(low, high)`` draws a
@@ -158,6 +161,41 @@ class ImageAugmentor:
         for k, child in enumerate(self._children()):
             child.set_seed(child_seed(self.seed, k))
         return self
+
+    #: Whether this augmentor draws from ``self.rng`` (its state is then saved).
+    _draws = True
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The random state of this augmentor and of its sub-augmentors, as
+        JSON-compatible data: what :meth:`load_state_dict` restores, so that
+        the augmentor draws the same numbers again. The image dataflows put
+        it in their own ``state_dict()``.
+
+        Raises:
+            ResumeNotSupportedError: the augmentor draws from a generator it
+                cannot save (one of another library).
+        """
+        rng = self._rng if self._draws else None
+        return {
+            "rng": rng_state(rng),
+            "children": [child.state_dict() for child in self._children()],
+        }
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned (of an augmentor built alike)."""
+        children = self._children()
+        if not isinstance(state, dict) or len(state.get("children", ())) != len(children):
+            raise ValueError(
+                f"load_state_dict(): the augmentor state is not from {self!r}: it has "
+                f"{len(state.get('children', ())) if isinstance(state, dict) else 'no'} "
+                f"sub-augmentor state(s) for {len(children)} sub-augmentor(s)"
+            )
+        if state.get("rng") is None:
+            self._rng = None  # created again from the seed at its first use
+        else:
+            rng_from_state(self.rng, state["rng"])
+        for child, sub in zip(children, state["children"]):
+            child.load_state_dict(sub)
 
     def _rand_range(self, low: float = 1.0, high: Optional[float] = None, size: Any = None) -> Any:
         """A uniform float32 draw from ``[low, high)`` (``[0, low)`` if *high* is None)."""
@@ -279,6 +317,8 @@ class AugmentorList(ImageAugmentor):
         ):
             raise TypeError(f"augmentors must be a list of ImageAugmentor, got {augmentors!r}")
         self.augmentors: List[ImageAugmentor] = list(augmentors)
+
+    _draws = False  # its members draw, the list itself does not
 
     def _children(self) -> Sequence[ImageAugmentor]:
         return self.augmentors

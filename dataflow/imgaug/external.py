@@ -12,6 +12,7 @@ from typing import Any, Dict, Tuple
 import numpy as np
 
 from .._optional import import_optional
+from .._state import ResumeNotSupportedError
 from .base import ImageAugmentor
 from .transform import Transform
 
@@ -67,6 +68,12 @@ class IAAugmentor(ImageAugmentor):
         import_optional("imgaug", "IAAugmentor")
         self.augmentor = augmentor
 
+    def state_dict(self) -> Dict[str, Any]:
+        raise ResumeNotSupportedError(
+            "IAAugmentor draws from the imgaug library's own random generator, whose "
+            "state state_dict() cannot save; a pipeline that uses it cannot resume exactly"
+        )
+
     def get_transform(self, img: np.ndarray) -> Transform:
         return _IAATransform(self.augmentor.to_deterministic(), img.shape)
 
@@ -115,6 +122,12 @@ class Albumentations(ImageAugmentor):
     def __init__(self, augmentor: Any):
         import_optional("albumentations", "Albumentations")
         self.augmentor = augmentor
+
+    def state_dict(self) -> Dict[str, Any]:
+        raise ResumeNotSupportedError(
+            "Albumentations draws from the albumentations library's own random generator, "
+            "whose state state_dict() cannot save; a pipeline that uses it cannot resume exactly"
+        )
 
     def get_transform(self, img: np.ndarray) -> Transform:
         return _AlbumentationsTransform(self.augmentor, self.augmentor.get_params())

@@ -209,7 +209,7 @@ def reads_as_worker(df, info):
             def begin(self, **kwargs):
                 return CountingTxn(self._env.begin(**kwargs), visited, values_read)
 
-        df._iterate = lambda env: iterate(Env(env))
+        df._iterate = lambda env, *args: iterate(Env(env), *args)
         try:
             return list(df), visited, values_read
         finally:

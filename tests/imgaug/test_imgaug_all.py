@@ -4,6 +4,7 @@ read-only inputs, and fed images it must refuse."""
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from typing import Callable, Optional, Tuple
@@ -234,3 +235,22 @@ def test_refuses_a_wrong_rank_naming_itself(entry, shape):
         with pytest.raises(ValueError, match=names(aug)) as err:
             aug.augment(np.zeros(shape, dtype))
         assert str(shape) in str(err.value)
+
+
+@entries
+def test_state_dict_makes_a_new_augmentor_draw_the_same_transforms(entry):
+    # Unseeded on purpose: the state holds the random states themselves, of
+    # sub-augmentors too, and survives JSON.
+    layout, img = next(images(entry))
+    aug = entry.make()
+    aug.reset_state()
+    for _ in range(3):
+        aug.augment(img)
+    state = json.loads(json.dumps(aug.state_dict()))
+    expected = [aug.augment(img) for _ in range(4)]
+    again = entry.make()
+    again.reset_state()
+    again.load_state_dict(state)
+    got = [again.augment(img) for _ in range(4)]
+    for a, b in zip(expected, got):
+        assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b), (aug, layout)

@@ -9,6 +9,8 @@ import types
 import numpy as np
 import pytest
 
+from dataflow import imgaug
+from dataflow._state import ResumeNotSupportedError
 from dataflow.imgaug import Albumentations, IAAugmentor
 
 
@@ -84,6 +86,13 @@ class TestIAAugmentor:
         assert out.dtype == np.float32 and out.tolist() == [[2.5, 1.5], [0.5, 0.5]]
         np.testing.assert_array_equal(aug.augment(img), img[:, ::-1])
 
+    def test_state_dict_is_refused_naming_the_library(self, fake_imgaug):
+        with pytest.raises(ResumeNotSupportedError, match="^IAAugmentor draws from the imgaug"):
+            IAAugmentor(FakeFliplr()).state_dict()
+        listed = imgaug.AugmentorList([imgaug.Flip(horiz=True), IAAugmentor(FakeFliplr())])
+        with pytest.raises(ResumeNotSupportedError, match="^IAAugmentor"):
+            listed.state_dict()
+
 
 class TestAlbumentations:
     def test_missing_library_says_how_to_install_it(self, monkeypatch):
@@ -101,3 +110,8 @@ class TestAlbumentations:
         np.testing.assert_array_equal(aug.augment(img), np.rot90(img, 2))
         with pytest.raises(NotImplementedError, match="cannot transform coordinates"):
             tfm.apply_coords(np.zeros((1, 2)))
+
+    def test_state_dict_is_refused_naming_the_library(self, monkeypatch):
+        monkeypatch.setitem(sys.modules, "albumentations", types.ModuleType("albumentations"))
+        with pytest.raises(ResumeNotSupportedError, match="^Albumentations draws from the"):
+            Albumentations(FakeRotate90()).state_dict()
