@@ -10,6 +10,7 @@ import pytest
 
 from dataflow import check_dataflow
 from dataflow.image import ImageFromFile
+from dataflow.worker import WorkerInfo, _worker_context
 
 cv2 = pytest.importorskip("cv2")
 
@@ -128,3 +129,35 @@ class TestImageFromFile:
             ImportError, match=r"ImageFromFile needs the 'opencv-python-headless' package"
         ):
             ImageFromFile(image_files)
+
+    def test_each_worker_of_an_exactly_once_runner_reads_its_shard(self, image_files):
+        for shuffle in (False, True):
+            shapes = []
+            for i in range(2):
+                with _worker_context(WorkerInfo(i, 2, sharded=True, shared_seed=3)):
+                    df = ImageFromFile(image_files, shuffle=shuffle)
+                    df.reset_state()
+                    part = [dp[0].shape for dp in df]
+                    assert len(df) == len(part)
+                    shapes += part
+            assert sorted(shapes) == [(4, 6, 3), (5, 5, 3), (8, 8, 3)]
+
+    def test_a_resumed_pass_decodes_only_the_files_after_the_position(
+        self, image_files, monkeypatch
+    ):
+        df = ImageFromFile(image_files * 3, shuffle=True, seed=1)
+        df.reset_state()
+        it = iter(df)
+        for _ in range(5):
+            next(it)
+        state = df.state_dict()
+        rest = [dp[0] for dp in it]
+        resumed = ImageFromFile(image_files * 3, shuffle=True, seed=1)
+        resumed.reset_state()
+        resumed.load_state_dict(state)
+        read = []
+        imread = cv2.imread
+        monkeypatch.setattr(cv2, "imread", lambda path, *a: read.append(path) or imread(path, *a))
+        again = [dp[0] for dp in resumed]
+        assert len(read) == len(again) == 9 - 5
+        assert all(np.array_equal(a, b) for a, b in zip(again, rest))
