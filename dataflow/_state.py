@@ -76,13 +76,15 @@ def _covered(module: str) -> bool:
 
 def _check_supported(df: Any) -> None:
     cls = type(df)
-    if cls.__module__.startswith(("dataflow.parallel", "dataflow.remote")):
+    if cls.__module__.startswith("dataflow.remote"):
         raise ResumeNotSupportedError(
-            f"{cls.__name__} runs its input in worker processes or threads, and resuming "
-            "parallel dataflows is not supported yet: only pipelines that run entirely in "
-            "the consuming process can save their position for now"
+            f"{cls.__name__} receives datapoints from other processes or machines, which "
+            "cannot resume where it stood: only pipelines that run in this process and its "
+            "runners can save their position for now"
         )
     module = cls.__module__
+    if module.startswith("dataflow.parallel"):
+        return  # each runner and mapper says for itself (its own_state_dict)
     if module.startswith("dataflow.") and not _covered(module):
         raise ResumeNotSupportedError(
             f"{cls.__name__} ({module}) does not support state_dict() yet: for now only the "
@@ -106,8 +108,14 @@ def save_state(df: Any) -> Dict[str, Any]:
     return {
         "dataflow": _describe(df),
         "state": own,
-        "parents": [save_state(p) for p in df.parents],
+        "parents": [save_state(p) for p in _state_parents(df)],
     }
+
+
+def _state_parents(df: Any) -> Any:
+    """The parents whose states nest in *df*'s: none for a runner, whose own part
+    holds its workers' states (the parents in this process never iterate)."""
+    return () if getattr(df, "_STATE_HOLDS_PARENTS", False) else df.parents
 
 
 def load_state(df: Any, state: Any, where: str = "") -> None:
@@ -125,7 +133,7 @@ def load_state(df: Any, state: Any, where: str = "") -> None:
             f"load_state_dict(): the state is not from this pipeline: at {where} it was "
             f"saved from {state['dataflow']} but this dataflow is {mine}"
         )
-    parents = df.parents
+    parents = _state_parents(df)
     if len(state["parents"]) != len(parents):
         raise ValueError(
             f"load_state_dict(): the state is not from this pipeline: at {where} it has "

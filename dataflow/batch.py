@@ -111,24 +111,32 @@ class BatchData(ProxyDataFlow):
             self._pending_tail = False
             return iter(())
         end = self._end = EndMarker()
-        return batches(
-            type(self).__name__,
-            itertools.chain(self.ds, end),
-            self.batch_size,
-            self.use_list,
-            self.remainder,
+        out = self._out = EndMarker()  # reached when the caller asked past the last batch
+        return itertools.chain(
+            batches(
+                type(self).__name__,
+                itertools.chain(self.ds, end),
+                self.batch_size,
+                self.use_list,
+                self.remainder,
+            ),
+            out,
         )
+
+    _out: Optional[EndMarker] = None
 
     def own_state_dict(self) -> Dict[str, Any]:
         """``{"tail": bool}``: whether *ds* had ended when the last batch was yielded
         (the shorter last batch of *remainder*), so that only the end of the pass
         is left. Otherwise a batch is yielded as soon as its last datapoint was
-        read and nothing is read ahead, so the state of *ds* is the position."""
-        end = self._end
-        return {"tail": self._pending_tail or (end is not None and end.done)}
+        read and nothing is read ahead, so the state of *ds* is the position.
+        Once the caller asked past the last batch, the pass is over: no tail."""
+        end, out = self._end, self._out
+        ended_here = end is not None and end.done and not (out is not None and out.done)
+        return {"tail": self._pending_tail or ended_here}
 
     def load_own_state_dict(self, state: Dict[str, Any]) -> None:
-        self._end, self._pending_tail = None, bool(state["tail"])
+        self._end, self._out, self._pending_tail = None, None, bool(state["tail"])
 
     def _abandon_pass(self) -> None:
         self._pending_tail = False

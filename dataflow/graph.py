@@ -118,16 +118,17 @@ def _parallelism(df: Any) -> Optional[Tuple[bool, Any, str]]:
     return None
 
 
-def parallel_stages(df: DataFlow) -> List[Tuple[DataFlow, str, bool]]:
+def parallel_stages(df: DataFlow) -> List[Tuple[DataFlow, str, bool, Any]]:
     """Every parallel dataflow in the graph of *df*, each once, root first.
 
-    Each as ``(dataflow, kind, inputs_in_workers)``: *kind* is ``"process"``
-    or ``"thread"``; *inputs_in_workers* is true for a runner (its input
-    pipeline runs in its workers) and false for a mapper (its input runs in
-    the consumer, only ``map_func`` in the workers). A ``parents`` property
-    that raises counts as no parents, as in :func:`describe`.
+    Each as ``(dataflow, kind, inputs_in_workers, workers)``: *kind* is
+    ``"process"`` or ``"thread"``; *inputs_in_workers* is true for a runner
+    (its input pipeline runs in its workers) and false for a mapper (its
+    input runs in the consumer, only ``map_func`` in the workers); *workers*
+    is how many. A ``parents`` property that raises counts as no parents,
+    as in :func:`describe`.
     """
-    found: List[Tuple[DataFlow, str, bool]] = []
+    found: List[Tuple[DataFlow, str, bool, Any]] = []
     seen = set()
     stack: List[Any] = [df]
     while stack:
@@ -137,7 +138,7 @@ def parallel_stages(df: DataFlow) -> List[Tuple[DataFlow, str, bool]]:
         seen.add(id(node))
         parallel = _parallelism(node)
         if parallel is not None:
-            found.append((node, parallel[2], parallel[0]))
+            found.append((node, parallel[2], parallel[0], parallel[1]))
         try:
             stack.extend(reversed(tuple(node.parents)))
         except Exception:  # a user's parents property may fail; so may the walk's use of it

@@ -314,24 +314,27 @@ class DataFromIterable(DataFlow):
 
     def __iter__(self) -> Iterator[Datapoint]:
         info = get_worker_info()
+        done, self._pending, itr = self._pending or 0, None, self._itr
+        seekable = isinstance(itr, (list, tuple, range))
         if info is None or not info.sharded:
-            done, self._pending = self._pending or 0, None
-            itr = self._itr
-            if done and isinstance(itr, (list, tuple, range)):
+            if done and seekable:
                 it: Iterator[Any] = itertools.islice(iter(itr), done, None)  # seeks
             else:
                 it = self._make_iterator()
                 skip_items(it, done)
-            record = self._record = PassRecord([], None)
-            record.count = done
-            return _counted(it, record)
-        try:
-            n = len(self._itr)  # type: ignore[arg-type]
-        except TypeError:  # no length, so no contiguous block: every num_workers-th element
-            index, count = info.part
-            return itertools.islice(self._make_iterator(), index, None, count)
-        shard = info.shard(n)
-        return itertools.islice(self._make_iterator(), shard.start, shard.stop)
+        else:
+            try:
+                n = len(itr)  # type: ignore[arg-type]
+            except TypeError:  # no length, so no contiguous block: every num_workers-th element
+                index, count = info.part
+                it = itertools.islice(self._make_iterator(), index, None, count)
+                skip_items(it, done)
+            else:
+                shard, source = info.shard(n), iter(itr) if seekable else self._make_iterator()
+                it = itertools.islice(source, shard.start + done, shard.stop)
+        record = self._record = PassRecord([], None)
+        record.count = done
+        return _counted(it, record)
 
     def own_state_dict(self) -> Dict[str, Any]:
         """``{"pos": k}``: *k* datapoints of the current pass were yielded (``None``

@@ -395,3 +395,16 @@ def test_pinned_transfer_to_cuda():
     ds = D.to_torch(source(), pin_memory=True, device="cuda")
     for _, label in ds:
         assert label.device.type == "cuda"
+
+
+@pytest.mark.parametrize("options", [{}, {"device": "cpu"}])
+def test_resume_between_passes(options):
+    full = D.to_torch(pipeline(), **options)
+    want = [[[b.tolist() for b in dp] for dp in full] for _ in range(3)]
+    ds = D.to_torch(pipeline(), **options)
+    got = [[[b.tolist() for b in dp] for dp in ds]]
+    state = json.loads(json.dumps(ds.state_dict()))
+    resumed = D.to_torch(pipeline(), **options)
+    resumed.load_state_dict(state)
+    got += [[[b.tolist() for b in dp] for dp in resumed] for _ in range(2)]
+    assert got == want

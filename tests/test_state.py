@@ -196,14 +196,14 @@ class TestStateDict:
             df.state_dict()
         assert len(list(it)) == 4
 
-    def test_parallel_dataflow_says_it_is_not_supported_yet(self):
+    def test_a_mapper_says_it_is_not_supported_yet_and_what_can(self):
         with MultiThreadMapData(ints(4), 2, add_one_dp) as df:
             df.reset_state()
             with pytest.raises(NotImplementedError) as err:
                 df.state_dict()
         assert str(err.value).startswith(
-            "MultiThreadMapData runs its input in worker processes or threads, and resuming "
-            "parallel dataflows is not supported yet"
+            "MultiThreadMapData cannot save its position yet: the exactly-once runners "
+            "(exactly_once=True) can"
         )
 
     def test_resumes_in_a_new_process_from_json(self, tmp_path):

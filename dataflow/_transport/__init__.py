@@ -7,7 +7,7 @@ the layers above use (:mod:`dataflow.parallel`, :mod:`dataflow.remote`);
 they import from here, never from the modules inside.
 
 * :mod:`.message`: :class:`Message` (kind, worker, epoch, payload), the
-  kinds ``DATA``, ``END`` and ``ERROR``, :class:`Stopped`, and the
+  kinds ``DATA``, ``END``, ``ERROR`` and ``MARK``, :class:`Stopped`, and the
   :class:`Sender` / :class:`Receiver` protocols.
 * :mod:`.wire`: the frames of a message, the packing of items with large
   arrays as frames of their own, and the batching rule.
@@ -20,7 +20,7 @@ A new transport (shared memory, Ray) is one more module here that provides
 a sender and a receiver; the consumers hold a receiver and do not change.
 """
 
-from .message import DATA, END, ERROR, Message, Receiver, Sender, Stopped
+from .message import DATA, END, ERROR, MARK, Message, Receiver, Sender, Stopped
 from .queue import QueueReceiver, QueueSender
 from .wire import OUT_OF_BAND_BYTES, PREFIX, ItemPacker, decode, encode
 from .zmq import (
@@ -38,6 +38,7 @@ __all__ = [
     "DATA",
     "END",
     "ERROR",
+    "MARK",
     "OUT_OF_BAND_BYTES",
     "POLL_S",
     "PREFIX",

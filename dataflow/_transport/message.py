@@ -6,7 +6,12 @@ type to the consumer. The kinds:
 * ``DATA``: *payload* is a list of items (datapoints, or ``[epoch, seq,
   result]`` triples for mappers).
 * ``END``: *payload* is ``[count]``: the worker finished pass *epoch* after
-  sending *count* items.
+  sending *count* items; or ``[count, state]`` with the state of the
+  worker's dataflow after the pass (JSON-compatible data).
+* ``MARK``: *payload* is ``[count, state, problem]``: the state of the
+  worker's dataflow after the first *count* items of pass *epoch*, sent
+  after those items, so a resumed worker can start there; *state* is
+  ``None`` and *problem* says why when the state could not be taken.
 * ``ERROR``: *payload* is ``[type name, message, traceback]``, and for a
   worker thread the exception itself as a fourth element; the worker stops
   after sending it.
@@ -19,15 +24,15 @@ from __future__ import annotations
 
 from typing import Any, NamedTuple, Optional, Protocol, Sequence
 
-__all__ = ["DATA", "END", "ERROR", "Message", "Receiver", "Sender", "Stopped"]
+__all__ = ["DATA", "END", "ERROR", "MARK", "Message", "Receiver", "Sender", "Stopped"]
 
-DATA, END, ERROR = 1, 2, 3
+DATA, END, ERROR, MARK = 1, 2, 3, 4
 
 
 class Message(NamedTuple):
     """One message from a worker to the consumer."""
 
-    kind: int  #: DATA, END or ERROR
+    kind: int  #: DATA, END, ERROR or MARK
     worker: int  #: the index of the worker that sent it
     epoch: int  #: the pass it belongs to (0 where passes are not counted)
     payload: Any  #: see the kinds above
@@ -52,8 +57,12 @@ class Sender(Protocol):
     def discard(self) -> None:
         """Drop what is batched and not yet sent (items of an abandoned pass)."""
 
-    def send_end(self, count: int) -> None:
-        """Send what is batched, then the end of pass ``epoch`` after *count* items."""
+    def send_end(self, count: int, state: Any = None) -> None:
+        """Send what is batched, then the end of pass ``epoch`` after *count* items
+        (with the dataflow's *state* after it, unless ``None``)."""
+
+    def send_mark(self, count: int, state: Any, problem: Optional[str] = None) -> None:
+        """Send what is batched, then a ``MARK``: the *state* after *count* items."""
 
     def send_error(self, report: Sequence[str], exc: Optional[BaseException] = None) -> None:
         """Report an error after what is batched; *exc* only where it can travel as is."""

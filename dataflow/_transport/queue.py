@@ -11,7 +11,7 @@ import queue as queue_module
 from typing import Any, Callable, List, Optional, Sequence
 
 from ..serialize import Serializer
-from .message import DATA, END, ERROR, Message, Stopped
+from .message import DATA, END, ERROR, MARK, Message, Stopped
 
 __all__ = ["QueueReceiver", "QueueSender"]
 
@@ -63,8 +63,12 @@ class QueueSender:
     def discard(self) -> None:
         pass
 
-    def send_end(self, count: int) -> None:
-        self._send(Message(END, self.index, self.epoch, [count]))
+    def send_end(self, count: int, state: Any = None) -> None:
+        body = [count] if state is None else [count, state]
+        self._send(Message(END, self.index, self.epoch, body))
+
+    def send_mark(self, count: int, state: Any, problem: Optional[str] = None) -> None:
+        self._send(Message(MARK, self.index, self.epoch, [count, state, problem]))
 
     def send_error(self, report: Sequence[str], exc: Optional[BaseException] = None) -> None:
         """Report an error; a thread also passes the exception itself (*exc*)."""

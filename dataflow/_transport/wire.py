@@ -14,7 +14,8 @@ little-endian) followed by a msgpack body; the kinds are those of
   their own, one per array in the order they appear. They are sent without
   copying where the transport allows (ZeroMQ reads the array's memory) and
   received as writable arrays that view the frame.
-* ``END``: ``[count]``.
+* ``END``: ``[count]`` or ``[count, state]``.
+* ``MARK``: ``[count, state, problem]``.
 * ``ERROR``: ``[type name, message, traceback]``.
 
 **Batching** (the one rule, used by every sender that batches: see
@@ -49,7 +50,7 @@ from .._arrays import (
     unserializable,
 )
 from ..serialize import Serializer
-from .message import DATA, END, ERROR, Message
+from .message import DATA, END, ERROR, MARK, Message
 
 assert DATA == 1  # remote.py tells these messages from tensorpack's by their first byte
 
@@ -64,6 +65,7 @@ __all__ = [
     "decode",
     "encode",
     "encode_end",
+    "encode_mark",
     "encode_report",
 ]
 
@@ -191,6 +193,15 @@ def encode_report(index: int, epoch: int, report: List[Any]) -> List[Any]:
     return [PREFIX.pack(ERROR, index, epoch) + Packer(use_bin_type=True).pack(list(report))]
 
 
-def encode_end(index: int, epoch: int, count: int) -> List[Any]:
+def encode_end(index: int, epoch: int, count: int, state: Any = None) -> List[Any]:
     """The frames of an ``END`` message: pass *epoch* ended after *count* items."""
-    return [PREFIX.pack(END, index, epoch) + Packer(use_bin_type=True).pack([count])]
+    body = [count] if state is None else [count, state]
+    return [PREFIX.pack(END, index, epoch) + Packer(use_bin_type=True).pack(body)]
+
+
+def encode_mark(
+    index: int, epoch: int, count: int, state: Any, problem: Optional[str]
+) -> List[Any]:
+    """The frames of a ``MARK`` message: the *state* after *count* items of *epoch*."""
+    body = [count, state, problem]
+    return [PREFIX.pack(MARK, index, epoch) + Packer(use_bin_type=True).pack(body)]

@@ -35,6 +35,7 @@ from .wire import (
     decode,
     encode,
     encode_end,
+    encode_mark,
     encode_report,
 )
 
@@ -361,12 +362,19 @@ class ZmqSender(BatchSender):
             del self._chunks[:]
             self._bytes, self.packer.frames = 0, []
 
-    def send_end(self, count: int) -> None:
+    def send_end(self, count: int, state: Any = None) -> None:
         """Send what is batched, then the end of pass ``self.epoch`` after *count* items."""
         self.check_stop()
         with self._lock:
             self._flush_locked()
-            self._send(encode_end(self.index, self.epoch, count))
+            self._send(encode_end(self.index, self.epoch, count, state))
+
+    def send_mark(self, count: int, state: Any, problem: Optional[str] = None) -> None:
+        """Send what is batched, then the *state* after *count* items (a ``MARK``)."""
+        self.check_stop()
+        with self._lock:
+            self._flush_locked()
+            self._send(encode_mark(self.index, self.epoch, count, state, problem))
 
     def send_error(self, report: Sequence[str], exc: Optional[BaseException] = None) -> None:
         """Send an error report (after what is batched), waiting up to a few seconds."""

@@ -88,7 +88,7 @@ class ShardReader:
                 self.quota = equal_quotas(lengths, self.num_workers)[self.index]
 
     def _check_stages(self) -> None:
-        for stage, kind, inputs_in_workers in parallel_stages(self.df):
+        for stage, kind, inputs_in_workers, _ in parallel_stages(self.df):
             name = type(stage).__name__
             if kind == "process" and self.in_worker_process:
                 raise RuntimeError(

@@ -268,11 +268,11 @@ class _DatasetMixin:
                 yield _move(_to_tensors(dp, torch, int64), pin, device)
 
         if not (self.pin or device is not None):
+            # A pass abandoned by the caller stays the live one: its state is where the
+            # caller stopped, as for an abandoned pass of any dataflow.
             self._live = {"passes": passes, "prefetcher": None}
-            try:
-                yield from produce()
-            finally:
-                self._live = None
+            yield from produce()
+            self._live = None
             return
         # The state before the pass, for a checkpoint taken before its first datapoint.
         first = {"mid_pass": False, "passes": passes - 1, **self._snapshot(reader)}
@@ -289,7 +289,7 @@ class _DatasetMixin:
             yield from prefetcher
         finally:
             prefetcher.close()
-            self._live = None
+        self._live = None
 
     def state_dict(self) -> Dict[str, Any]:
         """The position just after the last datapoint handed out, as JSON-compatible data.

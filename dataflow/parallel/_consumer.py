@@ -23,6 +23,7 @@ import cloudpickle
 from .._checks import check_timeout
 from .._rng import child_seed
 from .._rng import shared_seed as _shared_seed
+from .._state import ResumeNotSupportedError
 from .._transport import ERROR, Message
 from .._worker_state import current_state
 from ..base import DataFlowReentrantGuard, DataFlowTerminated, Datapoint, ProxyDataFlow
@@ -75,6 +76,26 @@ class ParallelBase(ProxyDataFlow):
     @property
     def _name(self) -> str:
         return type(self).__name__
+
+    # The states of the dataflows that run in the workers are the parallel dataflow's
+    # own part of a state (dataflow._state): the parents in this process never iterate.
+    _STATE_HOLDS_PARENTS = True
+
+    def own_state_dict(self) -> Any:
+        raise ResumeNotSupportedError(
+            f"{self._name} cannot save its position yet: the exactly-once runners "
+            "(exactly_once=True) can; for a mapper, save the state of its input between "
+            "passes, or map in the pipeline of an exactly-once runner"
+        )
+
+    def load_own_state_dict(self, state: Any) -> None:
+        self.own_state_dict()
+
+    @property
+    def keeps_order(self) -> bool:
+        """Whether the output order is repeatable: one worker, or a mapper with
+        ``ordered=True``; several workers otherwise merge as results arrive."""
+        return self._num_workers == 1 or bool(getattr(self, "ordered", False))
 
     @property
     def exactly_once(self) -> bool:

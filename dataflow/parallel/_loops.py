@@ -18,6 +18,7 @@ result]`` back; a process worker asks for each task (credits, see
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import queue as queue_module
 import threading
@@ -36,7 +37,7 @@ from .._transport import (
     ZmqSender,
     decode,
 )
-from .._worker_state import begin_pass, worker_context
+from .._worker_state import begin_pass, current_state, worker_context
 from ..base import DataFlow
 from ..serialize import Serializer
 from ..worker import WorkerInfo
@@ -56,6 +57,11 @@ __all__ = [
 
 # A worker of an exactly-once runner checks this often whether its pass was abandoned.
 _ABANDON_CHECK_S = 0.05
+# An exactly-once worker sends its state (a MARK) at least every this many datapoints
+# or seconds, whichever comes first: a resumed worker reproduces at most that much.
+MARK_ITEMS = 256
+MARK_S = 1.0
+_NOTHING = object()
 # How many tasks a mapper's process worker asks for ahead: the one it works on, and
 # one waiting, so that it never idles while the next task travels to it.
 CREDITS = 2
@@ -83,8 +89,12 @@ def _empty_pass_error(ds: DataFlow) -> RuntimeError:
     )
 
 
-def _latest_command(commands: Any) -> Optional[int]:
-    """The newest pass number waiting in *commands* (a pipe or queue), or ``None``."""
+def _latest_command(commands: Any) -> Any:
+    """The newest command waiting in *commands* (a pipe or queue), or ``None``.
+
+    A command is a pass number, or ``(pass number, resume)`` where *resume*
+    says where the worker's part of that pass starts (see :func:`_produce`).
+    """
     latest = None
     if hasattr(commands, "poll"):
         while commands.poll():
@@ -98,13 +108,13 @@ def _latest_command(commands: Any) -> Optional[int]:
     return latest
 
 
-def _wait_command(commands: Any, sender: Any) -> int:
+def _wait_command(commands: Any, sender: Any) -> Any:
     while True:
         if hasattr(commands, "poll"):
             if commands.poll(_POLL_S):
                 latest = _latest_command(commands)
                 assert latest is not None
-                return int(latest)
+                return latest
         else:
             try:
                 first = commands.get(timeout=_POLL_S)
@@ -112,7 +122,7 @@ def _wait_command(commands: Any, sender: Any) -> int:
                 pass
             else:
                 latest = _latest_command(commands)
-                return int(first if latest is None else latest)
+                return first if latest is None else latest
         sender.check_stop()
 
 
@@ -143,18 +153,32 @@ def _produce(ds: DataFlow, sender: Any, exactly_once: bool, commands: Any) -> No
                 count += 1
             if count == 0:
                 raise _empty_pass_error(ds)
-    pending: Optional[int] = None
+    pending: Any = None
     while True:
-        sender.epoch = pending if pending is not None else _wait_command(commands, sender)
+        command = pending if pending is not None else _wait_command(commands, sender)
+        epoch, resume = command if isinstance(command, tuple) else (command, None)
+        sender.epoch = epoch
         # Every worker gets the same pass number from the consumer, so shuffled sources
         # draw the same new partition of their items for the pass (shard_order).
-        begin_pass(sender.epoch)
+        begin_pass(epoch)
         pending = None
-        count = 0
+        marks = _Marks(ds, sender)
+        resumed_count = marks.resume(resume)
+        if resumed_count is None:
+            continue
+        count = resumed_count
+        it = iter(ds)
+        # Resumed: reproduce and drop what the consumer had handed out after the mark.
+        for _ in range(int(resume.get("skip", 0)) if resume else 0):
+            if next(it, _NOTHING) is _NOTHING:
+                break
+            count += 1
         last_check = time.monotonic()
-        for count, dp in enumerate(ds, 1):  # noqa: B007 - count is used after the loop
+        for dp in it:
             sender.put(dp)
+            count += 1
             now = time.monotonic()
+            marks.after(count, now)
             if now - last_check > _ABANDON_CHECK_S:
                 last_check = now
                 pending = _latest_command(commands)
@@ -162,7 +186,79 @@ def _produce(ds: DataFlow, sender: Any, exactly_once: bool, commands: Any) -> No
                     sender.discard()
                     break
         else:
-            sender.send_end(count)
+            marks.end(count)
+
+
+def _use_shared_seed(seed: int) -> None:
+    """From now on, partition the shards with *seed* (that of a run being resumed)."""
+    state = current_state()
+    if state is not None:
+        state.info = dataclasses.replace(state.info, shared_seed=seed)
+
+
+class _Marks:
+    """The states an exactly-once worker sends with its datapoints, for resuming.
+
+    After the first datapoint of a pass, and then every ``MARK_ITEMS``
+    datapoints or ``MARK_S`` seconds, the worker sends a ``MARK`` with the
+    state of its dataflow (``state_dict()``), and its last state with the
+    end of the pass. The consumer keeps, for each worker, the last mark
+    before the datapoints it handed out: a resumed worker loads it and
+    reproduces the few datapoints after it without sending them. A dataflow
+    that cannot save its state sends the reason once per pass instead, and
+    then runs on without marks (the pipeline still works; only its
+    ``state_dict()`` raises, with that reason).
+    """
+
+    def __init__(self, ds: DataFlow, sender: Any) -> None:
+        self.ds, self.sender = ds, sender
+        self.problem: Optional[str] = None
+        self.told = False  # whether the consumer was sent the problem
+        self.next_count = 1
+        self.next_time = 0.0
+
+    def take(self) -> Any:
+        if self.problem is not None:
+            return None
+        try:
+            return self.ds.state_dict()
+        except Exception as err:  # a dataflow without the protocol: say so, once
+            self.problem = f"{type(err).__name__}: {err}"
+            return None
+
+    def after(self, count: int, now: float) -> None:
+        """Called after the *count*-th datapoint of the pass was sent, at time *now*."""
+        if (count < self.next_count and now < self.next_time) or self.problem is not None:
+            return
+        state = self.take()
+        self.sender.send_mark(count, state, self.problem)
+        self.told = self.problem is not None
+        self.next_count = count + MARK_ITEMS
+        self.next_time = now + MARK_S
+
+    def end(self, count: int) -> None:
+        """Send the end of the part after *count* datapoints, with the last state."""
+        state = self.take()
+        if self.problem is not None and not self.told:
+            self.sender.send_mark(count, None, self.problem)
+        self.sender.send_end(count, state)
+
+    def resume(self, resume: Any) -> Optional[int]:
+        """Load where the worker's part of the pass starts; returns its count so far,
+        or ``None`` if the part had ended (its end is sent again)."""
+        if resume is None:
+            return 0
+        if resume.get("shared_seed") is not None:
+            _use_shared_seed(int(resume["shared_seed"]))
+        if resume.get("state") is not None:
+            self.ds.load_state_dict(resume["state"])
+        count = int(resume.get("count", 0))
+        if resume.get("ended"):  # the part had run out before the state was saved
+            self.sender.send_end(count, resume.get("state"))
+            return None
+        self.next_time = 0.0
+        self.next_count = count + int(resume.get("skip", 0)) + 1
+        return count
 
 
 def runner_zmq_worker(

@@ -18,19 +18,20 @@ from __future__ import annotations
 import collections
 import queue as queue_module
 import weakref
-from typing import Any, Callable, Deque, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple
 
 import zmq
 
 from .._checks import check_bool, check_callable, check_int
 from .._clones import warn_if_clones_repeat
-from .._transport import END, QueueReceiver, ZmqReceiver, private_address
+from .._transport import DATA, END, MARK, QueueReceiver, ZmqReceiver, private_address
 from .._worker_state import worker_context
 from ..base import DataFlow, Datapoint, UnknownLengthError
 from ..serialize import PickleSerializer, Serializer
 from ..worker import WorkerInfo
 from ._consumer import ParallelBase
 from ._loops import runner_queue_worker, runner_thread_worker, runner_zmq_worker
+from ._resume import Part, loaded_state, saved_state
 from ._workers import ProcessGroup, ThreadGroup, check_start_method, run_finalizer
 from ._workers import check_serializer as _check_serializer
 
@@ -57,6 +58,9 @@ class _RunnerBase(ParallelBase):
         self._setup(seed, timeout)
         self._buffer: Deque[Any] = collections.deque()
         self._epoch = 0
+        self._in_pass = False
+        self._parts: List[Part] = []  # each worker's part of the current (or last) pass
+        self._resume: Optional[Dict[str, Any]] = None  # a loaded state, for the next pass
 
     def _shard_lengths(self, ds: DataFlow) -> List[int]:
         lengths = []
@@ -100,23 +104,73 @@ class _RunnerBase(ParallelBase):
             k += 1
 
     def _iter_epoch(self) -> Iterator[Datapoint]:
-        self._epoch += 1
-        epoch = self._epoch
-        self._send_commands(epoch)
-        ended = 0
-        while ended < self._num_workers:
-            kind, _, msg_epoch, payload = self._next_message()
+        resume, self._resume = self._resume, None
+        n = self._num_workers
+        if resume is not None and resume["in_pass"]:
+            epoch = self._epoch = resume["epoch"]  # the rest of the saved pass
+            parts: List[Any] = [Part.resumed(w) for w in resume["workers"]]
+        elif resume is not None:  # between passes: load, then the next pass
+            self._epoch += 1
+            epoch = self._epoch
+            parts = [Part.starting(state, True, load=True) for state in resume["workers"]]
+        else:
+            self._epoch += 1
+            epoch = self._epoch
+            known = not self._parts or not self._in_pass  # after a whole pass, or the first
+            parts = [Part.starting(state, known) for state in self._last_states()]
+        self._parts = parts
+        self._in_pass = True
+        commands = [part.command() for part in parts]
+        if resume is not None:  # the partition of the saved run, in every worker
+            commands = [dict(c or {}, shared_seed=resume["shared_seed"]) for c in commands]
+        self._send_commands(epoch, commands)
+        ended = 0  # a worker whose part had ended ends again: counted then
+        # A worker's first datapoints of the pass wait here for its first mark, which
+        # follows right behind them: so every datapoint handed out has a state to
+        # resume from, even in a pipeline whose random state is fresh entropy.
+        held: Dict[int, List[Any]] = {}
+        while ended < n:
+            kind, worker, msg_epoch, payload = self._next_message()
             if msg_epoch != epoch:
                 continue  # left over from an abandoned pass
+            part = parts[worker]
+            if kind == DATA and not part.marked:
+                held.setdefault(worker, []).extend(payload)
+                continue
+            ready = held.pop(worker, [])
+            if kind == DATA:
+                ready.extend(payload)
+            elif kind == MARK:
+                part.mark(payload)
+            for dp in ready:
+                part.handed += 1  # counted before the caller holds it
+                yield dp
             if kind == END:
                 ended += 1
-            else:
-                yield from payload
+                part.end(payload)
+        self._in_pass = False
 
-    def _send_commands(self, epoch: int) -> None:
+    def _last_states(self) -> List[Any]:
+        """Each worker's state after the last whole pass (``None`` before the first)."""
+        if not self._parts or self._in_pass:
+            return [None] * self._num_workers
+        return [part.state for part in self._parts]
+
+    # -- resume ----------------------------------------------------------------------
+
+    def own_state_dict(self) -> Dict[str, Any]:
+        """Where each worker's part of the pass stands (see docs/checkpointing.md)."""
+        return saved_state(self, self._parts, self._in_pass)
+
+    def load_own_state_dict(self, state: Dict[str, Any]) -> None:
+        if not self._exactly_once:
+            self.own_state_dict()  # raises: clone mode has no position
+        self._epoch, self._shared_seed, self._resume = loaded_state(self, state)
+
+    def _send_commands(self, epoch: int, resumes: List[Any]) -> None:
         try:
-            for conn in self._commands:
-                conn.send(epoch)
+            for conn, resume in zip(self._commands, resumes):
+                conn.send(epoch if resume is None else (epoch, resume))
         except OSError:  # a worker died and closed its end: say which
             self._check_workers()
             raise
@@ -505,9 +559,9 @@ class MultiThreadRunner(_RunnerBase):
     def _sharded_length(self) -> int:
         return sum(self._shard_lengths_of_dfs())
 
-    def _send_commands(self, epoch: int) -> None:
-        for q in self._commands:
-            q.put(epoch)
+    def _send_commands(self, epoch: int, resumes: List[Any]) -> None:
+        for q, resume in zip(self._commands, resumes):
+            q.put(epoch if resume is None else (epoch, resume))
 
     def _iterate(self) -> Iterator[Datapoint]:
         return self._iter_epoch() if self._exactly_once else self._iter_stream()

@@ -1,0 +1,163 @@
+"""Exactly-once runners save and resume their position: each worker's part of the pass."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import dataflow as D
+from dataflow._state import ResumeNotSupportedError
+from dataflow.parallel import _loops
+from dataflow.testing import check_resume
+
+N = 120
+
+
+def source(seed=1):
+    df = D.DataFromList([[i] for i in range(N)], shuffle=True, seed=seed)
+    return D.BatchData(D.LocallyShuffleData(df, 16, seed=2), 3)
+
+
+def zmq_runner(num_proc=2):
+    return D.MultiProcessRunnerZMQ(source(), num_proc, exactly_once=True, seed=5)
+
+
+def queue_runner(num_proc=2):
+    return D.MultiProcessRunner(source(), 4, num_proc, exactly_once=True, seed=5)
+
+
+def thread_runner(num_proc=2):
+    return D.MultiThreadRunner(
+        lambda: source(), num_prefetch=4, num_thread=num_proc, exactly_once=True, seed=5
+    )
+
+
+RUNNERS = [zmq_runner, queue_runner, thread_runner]
+
+
+def batches(df, it=None, limit=None):
+    out = []
+    for dp in df if it is None else it:
+        out.append(tuple(dp[0].tolist()))
+        if limit is not None and len(out) == limit:
+            break
+    return out
+
+
+@pytest.mark.parametrize("make", RUNNERS, ids=lambda f: f.__name__)
+def test_one_worker_resumes_bit_identical(make):
+    check_resume(lambda: make(num_proc=1))
+
+
+@pytest.mark.parametrize("make", RUNNERS, ids=lambda f: f.__name__)
+@pytest.mark.parametrize("passes_before", [0, 1])
+@pytest.mark.parametrize("stop", [0, 1, 20, 39, 40])
+def test_two_workers_resume_each_datapoint_exactly_once(make, passes_before, stop):
+    with make() as df:
+        df.reset_state()
+        uninterrupted = [batches(df) for _ in range(passes_before + 2)]
+    with make() as df:
+        df.reset_state()
+        for _ in range(passes_before):
+            batches(df)
+        it = iter(df)
+        head = batches(df, it, stop) if stop else []
+        state = json.loads(json.dumps(df.state_dict()))
+    with make() as resumed:
+        resumed.reset_state()
+        resumed.load_state_dict(state)
+        rest, following = batches(resumed), batches(resumed)
+    # The pass: what came before the checkpoint and after it, each batch once.
+    assert sorted(head + rest) == sorted(uninterrupted[passes_before])
+    # The next pass is the one the uninterrupted run made (in arrival order, which varies).
+    assert sorted(following) == sorted(uninterrupted[passes_before + 1])
+
+
+def test_a_resumed_worker_reproduces_at_most_a_few_datapoints(monkeypatch):
+    monkeypatch.setattr(_loops, "MARK_ITEMS", 4)  # before the workers fork
+    with zmq_runner() as df:
+        df.reset_state()
+        it = iter(df)
+        batches(df, it, 25)
+        state = df.state_dict()
+        batches(df, it)
+    skips = [worker["skip"] for worker in state["state"]["workers"]]
+    assert all(0 <= skip <= 4 for skip in skips), skips
+
+
+def test_state_after_a_whole_pass_and_in_a_new_process(tmp_path):
+    with zmq_runner() as df:
+        df.reset_state()
+        batches(df)
+        state = df.state_dict()
+        want = sorted(batches(df))
+    path = tmp_path / "state.json"
+    path.write_text(json.dumps(state))
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from test_resume import zmq_runner, batches
+        with zmq_runner() as df:
+            df.reset_state()
+            df.load_state_dict(json.load(open({str(path)!r})))
+            print(json.dumps(sorted(batches(df))))
+        """
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert [tuple(b) for b in json.loads(proc.stdout)] == want
+
+
+def test_clone_mode_and_mappers_say_what_to_use_instead():
+    with D.MultiProcessRunnerZMQ(source(), 2) as clones:
+        clones.reset_state()
+        with pytest.raises(ResumeNotSupportedError, match="exactly_once=True"):
+            clones.state_dict()
+    mapper = D.MultiThreadMapData(source(), num_thread=2, map_func=lambda dp: dp, strict=True)
+    with mapper:
+        mapper.reset_state()
+        with pytest.raises(ResumeNotSupportedError, match="cannot save its position yet"):
+            mapper.state_dict()
+
+
+def test_a_state_from_another_number_of_workers_is_refused():
+    with zmq_runner(num_proc=2) as df:
+        df.reset_state()
+        batches(df, iter(df), 5)
+        state = df.state_dict()
+    with zmq_runner(num_proc=3) as other:
+        other.reset_state()
+        with pytest.raises(ValueError, match="not from this pipeline|number of workers"):
+            other.load_state_dict(state)
+
+
+class Opaque(D.DataFlow):
+    """A source of one's own without the resume protocol."""
+
+    def __iter__(self):
+        yield from ([i] for i in range(6))
+
+    def __len__(self):
+        return 6
+
+
+def test_a_worker_dataflow_without_the_protocol_still_runs_and_says_why_it_cannot_save():
+    with D.MultiProcessRunnerZMQ(Opaque(), 1, exactly_once=True) as df:
+        df.reset_state()
+        it = iter(df)
+        assert [dp[0] for dp in batches_of(it, 3)] == [0, 1, 2]
+        with pytest.raises(ResumeNotSupportedError, match="Opaque"):
+            df.state_dict()
+        assert [dp[0] for dp in it] == [3, 4, 5]
+
+
+def batches_of(it, n):
+    return [next(it) for _ in range(n)]
