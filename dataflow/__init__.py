@@ -38,6 +38,7 @@ from .sources import (
     DataFromList,
     DataFromQueue,
     FakeData,
+    RandomAccessDataFlow,
 )
 from .transforms import (
     FixedSizeData,
@@ -106,6 +107,7 @@ __all__ = [
     "DataFromList",
     "DataFromQueue",
     "FakeData",
+    "RandomAccessDataFlow",
     # transforms
     "FixedSizeData",
     "MapData",

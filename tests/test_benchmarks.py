@@ -26,6 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
         (["bench_images", "--repeats", "1", "--batches", "2", "--no-breakdown"], "images/s"),
         (["bench_shuffle", "--size", "640", "--epochs", "1"], "distinct classes per batch"),
         (["bench_remote", "--repeats", "1", "--count", "2000"], "send_dataflow_zmq"),
+        (["bench_resume", "--repeats", "1", "--quick", "--against", "."], "Resume at 90%"),
     ],
     ids=lambda v: v[0] if isinstance(v, list) else None,
 )

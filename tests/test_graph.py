@@ -380,7 +380,7 @@ PINNED_FILES = [
     ),
 ]
 # The abstract bases: their subclasses are tested below (Source, Negate, Coin).
-BASES = {DataFlow, ProxyDataFlow, RNGDataFlow}
+BASES = {DataFlow, ProxyDataFlow, RNGDataFlow, dataflow.RandomAccessDataFlow}
 
 
 def public_dataflow_classes():
