@@ -5,8 +5,11 @@ four gzipped IDX files, see ``_mnist_files.py``), reads it with
 ``dataflow.dataset.Mnist``, augments and batches it in two worker
 processes, and trains a small convolutional network through
 ``dataflow.to_torch`` and a plain ``DataLoader(batch_size=None,
-num_workers=0)``: the pipeline's mapper does the parallel work. Then it
-checks the accuracy on the test files.
+num_workers=0)``: the pipeline's mapper does the parallel work. Halfway
+through the first epoch it saves the pipeline's position with the model, as
+a training job would; at the end it loads that position into a new pipeline
+and checks that the pass goes on from there. Then it checks the accuracy on
+the test files.
 
 Run: python examples/train_torch_mnist.py        (needs: pip install 'dataflow-ml[torch]')
 """
@@ -59,17 +62,32 @@ def main():
         loader = torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=0)
         net = model()
         optimizer = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+        checkpoint = None
         for epoch in range(EPOCHS):
             losses = []
-            for images, labels in loader:
+            for step, (images, labels) in enumerate(loader):
                 # images: float32 (64, 1, 28, 28); labels: int64, as cross_entropy wants
                 loss = nn.functional.cross_entropy(net(images), labels)
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
                 losses.append(loss.item())
+                if epoch == 0 and step == len(dataset) // 2:
+                    # A mid-epoch checkpoint: the model and the pipeline's position.
+                    checkpoint = {"model": net.state_dict(), "data": dataset.state_dict()}
             print(f"epoch {epoch}: {len(losses)} batches, mean loss {np.mean(losses):.3f}")
         pipeline.close()
+
+        # A restarted job builds the pipeline again and loads the position: the pass
+        # goes on with the batches after the checkpoint, each input once.
+        resumed = train_pipeline(directory)
+        dataset = D.to_torch(resumed)
+        dataset.load_state_dict(checkpoint["data"])
+        rest = sum(1 for _ in dataset)
+        resumed.close()
+        received = checkpoint["data"]["count"]  # batches of that epoch before the checkpoint
+        print(f"resumed after batch {received} of epoch 0: {rest} batches left in it")
+        assert received + rest == len(dataset), (received, rest)
 
         test = D.BatchData(D.dataset.Mnist("test", dir=directory, shuffle=False), 250)
         correct = total = 0

@@ -196,14 +196,13 @@ class TestStateDict:
             df.state_dict()
         assert len(list(it)) == 4
 
-    def test_a_mapper_says_it_is_not_supported_yet_and_what_can(self):
+    def test_a_streaming_mapper_says_it_has_no_position_and_what_has(self):
         with MultiThreadMapData(ints(4), 2, add_one_dp) as df:
             df.reset_state()
             with pytest.raises(NotImplementedError) as err:
                 df.state_dict()
         assert str(err.value).startswith(
-            "MultiThreadMapData cannot save its position yet: the exactly-once runners "
-            "(exactly_once=True) can"
+            "MultiThreadMapData with strict=False has no position to save"
         )
 
     def test_resumes_in_a_new_process_from_json(self, tmp_path):

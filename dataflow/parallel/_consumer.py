@@ -82,11 +82,8 @@ class ParallelBase(ProxyDataFlow):
     _STATE_HOLDS_PARENTS = True
 
     def own_state_dict(self) -> Any:
-        raise ResumeNotSupportedError(
-            f"{self._name} cannot save its position yet: the exactly-once runners "
-            "(exactly_once=True) can; for a mapper, save the state of its input between "
-            "passes, or map in the pipeline of an exactly-once runner"
-        )
+        # Each runner and mapper says how (dataflow.parallel._resume), or why not.
+        raise ResumeNotSupportedError(f"{self._name} cannot save its position")
 
     def load_own_state_dict(self, state: Any) -> None:
         self.own_state_dict()

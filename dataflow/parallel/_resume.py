@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Tuple
 
 from .._state import ResumeNotSupportedError
 
-__all__ = ["Part", "loaded_state", "saved_state"]
+__all__ = ["SNAPSHOT_TASKS", "MapperPass", "Part", "loaded_state", "saved_state"]
 
 
 class Part:
@@ -126,3 +126,82 @@ def loaded_state(runner: Any, state: Dict[str, Any]) -> Tuple[int, int, Dict[str
     # seed=): the resumed workers must draw the same parts.
     resume = dict(state, workers=workers or [None] * count)
     return int(state["epoch"]), int(state["shared_seed"]), resume
+
+
+# -- mappers ---------------------------------------------------------------------------
+
+#: A strict mapper saves its input's state every this many tasks (and at the start
+#: of each pass): a resumed pass reads at most about this many tasks again, unsent.
+SNAPSHOT_TASKS = 128
+
+
+class MapperPass:
+    """A strict mapper's pass: its input's state now and then, and which tasks'
+    results were handed out (a task is a datapoint of the input, or a chunk of
+    them for a mapper that batches).
+
+    Task *r* of the pass is the *r*-th read from the input (from 0). The
+    results come back in any order, so the handed-out tasks are all those
+    below *low* and the set *done* above it. A snapshot ``(n, state)`` is
+    the input's state after *n* tasks were read; the state of the pass is
+    the last snapshot at or below *low*, and the tasks after it whose
+    results were handed out, which a resumed pass reads again without
+    sending them.
+    """
+
+    def __init__(self, source: Any, start_seq: int, saved: Optional[Dict[str, Any]]) -> None:
+        self.source = source  # the input dataflow (its state_dict())
+        self.problem: Optional[str] = None
+        self.snapshots: List[Tuple[int, Any]] = []
+        if saved is None:
+            self.read = self.low = 0
+            self.done: set = set()
+            self.take_snapshot()
+        else:
+            self.read, self.low = int(saved["n"]), int(saved["low"])
+            self.done = {int(r) for r in saved["done"]}
+            self.snapshots.append((self.read, saved["source"]))
+        self.start = start_seq - self.read  # the sequence number of task 0
+        self.skip = set(range(self.read, self.low)) | self.done
+
+    def take_snapshot(self) -> None:
+        if self.problem is not None:
+            return
+        try:
+            self.snapshots.append((self.read, self.source.state_dict()))
+        except Exception as err:  # an input without the protocol: say so when asked
+            self.problem = f"{type(self.source).__name__}: {type(err).__name__}: {err}"
+
+    def next_task(self) -> bool:
+        """Count a task read from the input; whether to send it (false: its result
+        was handed out before the state this pass resumed from was saved)."""
+        r = self.read
+        self.read += 1
+        if self.read % SNAPSHOT_TASKS == 1:
+            self.take_snapshot()
+        return r not in self.skip
+
+    def handed(self, seq: int) -> None:
+        """The result of task number *seq* was handed out (or dropped, if ``None``)."""
+        self.done.add(seq - self.start)
+        while self.low in self.done:
+            self.done.discard(self.low)
+            self.low += 1
+        snapshots = self.snapshots
+        while len(snapshots) > 1 and snapshots[1][0] <= self.low:
+            del snapshots[0]
+
+    def saved(self, name: str) -> Dict[str, Any]:
+        if self.problem is not None:
+            raise ResumeNotSupportedError(
+                f"{name} could not save the state of its input ({self.problem}); the input "
+                "of a mapper must support state_dict() for the mapper to save its position"
+            )
+        n, state = self.snapshots[0]
+        return {
+            "in_pass": True,
+            "source": state,
+            "n": n,
+            "low": self.low,
+            "done": sorted(self.done),
+        }

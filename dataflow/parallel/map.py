@@ -24,6 +24,7 @@ import zmq
 
 from .._checks import check_bool, check_callable, check_int
 from .._collate import UseList, check_use_list, map_and_collate
+from .._state import ResumeNotSupportedError, abandon
 from .._transport import (
     private_address,
 )
@@ -31,6 +32,7 @@ from ..base import DataFlow, Datapoint, UnknownLengthError
 from ..serialize import Serializer
 from ._consumer import ParallelBase
 from ._loops import mapper_thread_worker, mapper_zmq_worker
+from ._resume import MapperPass
 from ._tasks import TaskChannel, ThreadTasks
 from ._workers import ProcessGroup, ThreadGroup, check_start_method, run_finalizer
 from ._workers import check_serializer as _check_serializer
@@ -44,6 +46,7 @@ __all__ = [
 ]
 
 _NOTHING = object()
+_HANDED = object()  # the result of a task handed out before the state was saved
 
 
 def _empty_source_error(ds: DataFlow) -> RuntimeError:
@@ -81,6 +84,8 @@ class _MapperBase(ParallelBase):
         self._source: Optional[Iterator[Any]] = None
         self._source_yielded = False
         self._held: Any = _NOTHING
+        self._pass: Optional[MapperPass] = None  # the strict pass being read
+        self._resume: Optional[Dict[str, Any]] = None  # a loaded state, for the next pass
 
     def _task_source(self) -> DataFlow:
         return self.ds
@@ -117,13 +122,19 @@ class _MapperBase(ParallelBase):
             if self.strict and result_epoch != epoch:
                 continue  # from an abandoned pass
             self._received += 1
-            if self.ordered:
-                self._pending[seq] = result
-                while self._next_out in self._pending:
-                    self._ready.append(self._pending.pop(self._next_out))
-                    self._next_out += 1
-            else:
-                self._ready.append(result)
+            self._file(seq, result)
+
+    def _file(self, seq: int, result: Any) -> None:
+        """Queue the result of task *seq* to be handed out (in order, with *ordered*)."""
+        if not self.ordered:
+            self._ready.append((seq, result))
+            return
+        self._pending[seq] = result
+        while self._next_out in self._pending:
+            ready = self._pending.pop(self._next_out)
+            if ready is not _HANDED:
+                self._ready.append((self._next_out, ready))
+            self._next_out += 1
 
     # -- tasks --------------------------------------------------------------------------
 
@@ -142,7 +153,9 @@ class _MapperBase(ParallelBase):
         self._ready.clear()
         self._pending.clear()
         self._held = _NOTHING
-        self._next_out = self._seq
+        resume, self._resume = self._resume, None
+        track = self._pass = MapperPass(self.ds, self._seq, resume)
+        self._next_out = track.start + track.read
         sent = 0
         source = iter(self._task_source())
         exhausted = False
@@ -154,17 +167,49 @@ class _MapperBase(ParallelBase):
                     except StopIteration:
                         exhausted = True
                         break
+                    if not track.next_task():  # handed out before the saved state
+                        self._seq += 1
+                        if self.ordered:
+                            self._file(self._seq - 1, _HANDED)
+                        continue
                     self._held = self._receiver.encode(self._epoch, self._seq, dp)
                 if not self._offer():
                     break
                 sent += 1
             while self._ready:
-                result = self._ready.popleft()
+                seq, result = self._ready.popleft()
+                track.handed(seq)  # counted before the caller holds it
                 if result is not None:
                     yield result
             if exhausted and self._received == sent:
+                self._pass = None
                 return
             self._pump()
+
+    # -- resume -------------------------------------------------------------------------
+
+    def own_state_dict(self) -> Dict[str, Any]:
+        """Where the pass stands: see docs/checkpointing.md."""
+        if not self.strict:
+            raise ResumeNotSupportedError(
+                f"{self._name} with strict=False has no position to save: its workers are kept "
+                "busy across passes, so a pass holds results of the next one. Pass "
+                "strict=True (a pass is exactly one pass of ds), which can save and resume "
+                "its position"
+            )
+        if self._pass is None:
+            return {"in_pass": False, "source": self.ds.state_dict()}
+        return self._pass.saved(self._name)
+
+    def load_own_state_dict(self, state: Dict[str, Any]) -> None:
+        if not self.strict:
+            self.own_state_dict()  # raises: no position without strict
+        self.ds.load_state_dict(state["source"])
+        if not state["in_pass"] or int(state["n"]) == 0:
+            # Saved between passes, or at the start of one: the input starts a new pass
+            # next, as it did in the saved run (which called iter() on it anew).
+            abandon(self.ds)
+        self._resume = state if state["in_pass"] else None
 
     def _fill_stream(self) -> None:
         while self._inflight < self._max_inflight:
@@ -195,7 +240,7 @@ class _MapperBase(ParallelBase):
             if not self._ready:
                 self._pump()
                 continue
-            result = self._ready.popleft()
+            _, result = self._ready.popleft()
             k += 1
             if result is not None:
                 yield result
