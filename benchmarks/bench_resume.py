@@ -2,11 +2,13 @@
 
 **Tracking.** An exactly-once runner's workers send the state of their
 dataflow behind their datapoints (every 256 datapoints or every second) and
-the consumer counts what it hands out, so that ``state_dict()`` works at any
-moment. The throughput table runs the same pipelines with this checkout and,
-with ``--against PATH``, with another checkout of the library (e.g. a git
-worktree of a commit before the tracking), each trial in a fresh process,
-the two interleaved, medians over the repeats.
+the consumer counts what it hands out; a strict mapper saves its input's
+state every 128 tasks and counts the results it hands out; so that
+``state_dict()`` works at any moment. The throughput table runs the same
+pipelines with this checkout and, with ``--against PATH``, with another
+checkout of the library (e.g. a git worktree of a commit before the
+tracking), each trial in a fresh process, the two interleaved, medians over
+the repeats.
 
 **Resume.** A runner over a 1,000,000-datapoint ``DataFromList`` is stopped
 at 90% of its pass; a new runner loads the state: the time from
@@ -44,7 +46,11 @@ else:
     image = np.zeros((28, 28), np.float32)
     df = D.BatchData(D.MapData(D.DataFromList([[i] for i in range(n)], shuffle=True, seed=1),
                                lambda dp: [image + dp[0], dp[0]]), 32)
-runner = D.MultiProcessRunnerZMQ(df, 2, exactly_once=True, seed=0)
+if kind == "mapper":
+    df = D.DataFromList([[i] for i in range(n)], shuffle=True, seed=1)
+    runner = D.MultiProcessMapDataZMQ(df, 2, lambda dp: dp, strict=True)
+else:
+    runner = D.MultiProcessRunnerZMQ(df, 2, exactly_once=True, seed=0)
 runner.reset_state()
 for _ in runner:  # a warm-up pass
     pass
@@ -126,9 +132,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     trees = {"dataflow (this checkout)": ROOT}
     if args.against:
         trees["dataflow (--against)"] = os.path.abspath(args.against)
-    sizes = {"small": 200_000, "batches": 40_000}
+    sizes = {"small": 200_000, "batches": 40_000, "mapper": 40_000}
     if args.quick:
-        sizes = {"small": 2_000, "batches": 640}
+        sizes = {"small": 2_000, "batches": 640, "mapper": 500}
     headers = ["pipeline"]
     for name in trees:
         headers += [f"{name} dp/s (median)", "range"]
@@ -136,8 +142,9 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
         headers.append("ratio")
     rows = tracking_table(trees, sizes, args.repeats)
     print_table(
-        "Exactly-once MultiProcessRunnerZMQ, 2 workers: datapoints/s (small: [int]; "
-        "batches: 32 x float32 (28, 28) per datapoint)",
+        "2 worker processes, datapoints/s: exactly-once MultiProcessRunnerZMQ (small: [int]; "
+        "batches: 32 x float32 (28, 28) per datapoint); mapper: MultiProcessMapDataZMQ("
+        "strict=True) of the identity over [int]",
         rows,
         headers,
     )
