@@ -408,3 +408,20 @@ def test_resume_between_passes(options):
     resumed.load_state_dict(state)
     got += [[[b.tolist() for b in dp] for dp in resumed] for _ in range(2)]
     assert got == want
+
+
+class Opaque(D.DataFlow):
+    """A source of one's own without the resume protocol."""
+
+    def __iter__(self):
+        yield from ([np.int64(i)] for i in range(5))
+
+
+@pytest.mark.parametrize("options", [{}, {"device": "cpu"}])
+def test_a_pipeline_that_cannot_save_still_feeds_and_says_why_when_asked(options):
+    ds = D.to_torch(Opaque(), **options)
+    it = iter(ds)
+    assert int(next(it)[0]) == 0
+    with pytest.raises(NotImplementedError, match="Opaque"):
+        ds.state_dict()
+    assert [int(dp[0]) for dp in it] == [1, 2, 3, 4]

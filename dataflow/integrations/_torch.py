@@ -9,6 +9,7 @@ import numpy as np
 
 from .._checks import check_int
 from .._optional import import_optional
+from .._state import ResumeNotSupportedError
 from ..base import DataFlow, Datapoint
 from ._prefetch import Prefetcher
 from ._share import ShardReader, Share
@@ -134,7 +135,10 @@ def to_torch(
     **Resume.** ``state_dict()`` and ``load_state_dict()`` save and restore
     the position of the pipeline (see :doc:`checkpointing`), including what
     the background thread read ahead, when the dataset is read in the
-    training process (``num_workers=0``).
+    training process (``num_workers=0``). With that thread, the pipeline's
+    state is taken after every datapoint it reads (for a pipeline that
+    cannot save its position, ``state_dict()`` raises why, and reading is
+    not affected).
 
     ``len()`` is the number of datapoints per pass for this rank, when the
     pipeline knows its length. The dataset calls ``df.reset_state()``
@@ -310,6 +314,8 @@ class _DatasetMixin:
             state = live["prefetcher"].snapshot
         else:
             state = {"mid_pass": True, "passes": live["passes"], **self._snapshot(reader)}
+        if "error" in state:
+            raise state["error"]
         return {"version": _STATE_VERSION, **state}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
@@ -359,7 +365,11 @@ class _DatasetMixin:
 
     def _snapshot(self, reader: ShardReader) -> Dict[str, Any]:
         with reader.context():
-            return {"count": reader.count, "df": self.df.state_dict()}
+            try:
+                return {"count": reader.count, "df": self.df.state_dict()}
+            except ResumeNotSupportedError as err:
+                # Reading goes on; only state_dict() raises it, if it is ever called.
+                return {"count": reader.count, "df": None, "error": err}
 
     def __reduce__(self) -> Any:
         # The class is made at run time (torch is imported only when used), so pickle
