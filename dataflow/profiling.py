@@ -258,6 +258,8 @@ class _Run:
 _timing = False
 _TIMED_CLASSES: Dict[type, type] = {}  # original class -> its timed subclass
 _RUN_ATTR = "_dataflow_profile_run"
+# Held while profile() runs: one run at a time in the process.
+_ONE_AT_A_TIME = threading.Lock()
 
 
 def _timed_class(cls: type) -> type:
@@ -564,16 +566,24 @@ def profile(
         raise ValueError(f"seconds must be a positive number or None, got {seconds!r}")
     if num is not None:
         num = _check_int("num", num, 1, "a positive int or None")
-    if not was_reset(df):
-        df.reset_state()
-    stages = _walk(df)
-    run = _Run()
-    swapped: List[Tuple[DataFlow, type]] = []
+    if not _ONE_AT_A_TIME.acquire(blocking=False):
+        raise RuntimeError(
+            "profile() is already running (in another thread): it swaps the classes of the "
+            "stages it times, so two runs would time each other. Profile one pipeline at a time"
+        )
     try:
-        _instrument(stages, run, swapped)
-        count, wall, timed_wall = _drive(df, run, seconds, num)
+        if not was_reset(df):
+            df.reset_state()
+        stages = _walk(df)
+        run = _Run()
+        swapped: List[Tuple[DataFlow, type]] = []
+        try:
+            _instrument(stages, run, swapped)
+            count, wall, timed_wall = _drive(df, run, seconds, num)
+        finally:
+            _restore(swapped)
     finally:
-        _restore(swapped)
+        _ONE_AT_A_TIME.release()
     for stage in stages:
         counter = run.counters.get(id(stage.df))
         if counter is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
 import time
 
 import numpy as np
@@ -280,6 +281,30 @@ class TestPipelineUnchanged:
         df = Copying(MapData(numbers(10), keep))
         report = profile(df, seconds=None)
         assert report.datapoints == 10 and report.stages[1].datapoints == 0
+
+    def test_one_run_at_a_time(self):
+        started, release = threading.Event(), threading.Event()
+
+        def wait(dp):
+            started.set()
+            release.wait(10)
+            return dp
+
+        errors = []
+        first = threading.Thread(
+            target=lambda: profile(MapData(numbers(3), wait), num=1), daemon=True
+        )
+        first.start()
+        assert started.wait(10)
+        try:
+            profile(MapData(numbers(3), keep), num=1)
+        except RuntimeError as err:
+            errors.append(str(err))
+        finally:
+            release.set()
+            first.join(10)
+        assert errors and "already running" in errors[0]
+        assert profile(MapData(numbers(3), keep), num=1).datapoints == 1  # free again
 
     def test_an_iterator_kept_past_the_run_runs_untimed(self):
         df = MapData(numbers(10), keep)
