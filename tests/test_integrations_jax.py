@@ -121,3 +121,15 @@ def test_a_sharding_lays_each_batch_over_the_devices():
         timeout=120,
     )
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_an_iterator_dropped_without_close_stops_its_thread():
+    import gc
+
+    def read_one():
+        it = D.to_jax(batches())
+        for _ in it:
+            break  # neither close() nor a with block
+
+    read_one()
+    gc.collect()  # the fixture fails the test if the reading thread is left behind

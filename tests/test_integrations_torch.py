@@ -425,3 +425,23 @@ def test_a_pipeline_that_cannot_save_still_feeds_and_says_why_when_asked(options
     with pytest.raises(NotImplementedError, match="Opaque"):
         ds.state_dict()
     assert [int(dp[0]) for dp in it] == [1, 2, 3, 4]
+
+
+def test_set_epoch_with_persistent_workers_still_draws_a_new_partition_every_pass():
+    ds = D.to_torch(source(), seed=1)
+    loader = DataLoader(ds, batch_size=None, num_workers=2, persistent_workers=True)
+    passes = []
+    for epoch in range(3):
+        ds.set_epoch(epoch)  # reaches no persistent worker: they count their passes
+        passes.append([int(dp[0]) for dp in loader])
+    loader._iterator._shutdown_workers()
+    assert all(sorted(p) == list(range(N)) for p in passes)
+    assert len({tuple(p) for p in passes}) == 3
+
+
+def test_a_state_asked_in_the_training_process_does_not_spoil_the_next_epoch():
+    ds = D.to_torch(source())
+    loader = DataLoader(ds, batch_size=None, num_workers=2)
+    assert sorted(firsts(loader)) == list(range(N))
+    ds.state_dict()  # read nothing here: the state of a dataset read in no worker yet
+    assert sorted(firsts(loader)) == list(range(N))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import numpy as np
@@ -115,6 +116,8 @@ class JaxIterator:
                 yield _placed(dp, place)
 
         self._current = Prefetcher(produce, self._prefetch, "dataflow.to_jax")
+        # An iterator dropped without close() stops its thread when it is collected.
+        weakref.finalize(self, self._current.close)
         return self._current
 
     def __iter__(self) -> JaxIterator:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Any, Dict, Iterator, Optional
 
@@ -9,7 +10,6 @@ import numpy as np
 
 from .._checks import check_int
 from .._optional import import_optional
-from .._state import ResumeNotSupportedError
 from ..base import DataFlow, Datapoint
 from ._prefetch import Prefetcher
 from ._share import ShardReader, Share
@@ -219,6 +219,7 @@ class _DatasetMixin:
         self.pin, self.device, self.prefetch, self.int64 = pin, device, prefetch, int64
         self._reader: Optional[ShardReader] = None
         self._reader_key: Any = None
+        self._reader_pid = 0
         self._epoch: Optional[int] = None  # set_epoch's
         self._passes = 0  # passes started in this process
         self._pending: Optional[Dict[str, Any]] = None  # a loaded state
@@ -339,6 +340,8 @@ class _DatasetMixin:
 
     def _reader_for(self, info: Any) -> ShardReader:
         key = None if info is None else (info.id, info.num_workers)
+        if self._reader is not None and self._reader_pid != os.getpid():
+            self._reader = None  # copied into a DataLoader worker: read anew there
         if self._reader is None or self._reader_key != key:
             if self._reader is not None:
                 raise RuntimeError(
@@ -349,25 +352,30 @@ class _DatasetMixin:
             worker, count = (0, 1) if info is None else (info.id, info.num_workers)
             reader = ShardReader(self.share, self.df, worker, count, info is not None)
             reader.reset()
-            self._reader, self._reader_key = reader, key
+            self._reader, self._reader_key, self._reader_pid = reader, key, os.getpid()
         return self._reader
 
     def _pass_number(self, info: Any) -> int:
-        if self._epoch is not None:
-            return self._epoch
-        number = self._passes - 1
-        if info is not None and self.share.world_size == 1:
-            # Workers made anew each epoch all count 0 passes; torch's base seed, which is
-            # drawn per epoch and alike in its workers, keeps their partitions apart.
-            base = int(info.seed - info.id) % 2**63
-            return int(np.random.SeedSequence([base, number]).generate_state(1, np.uint64)[0])
-        return number
+        """The number that draws this pass's partition, alike in every reader.
+
+        It mixes the epoch of :meth:`set_epoch` (workers made anew each epoch
+        get it) and the passes this copy has started (persistent workers,
+        and the training process, count them); with one rank and no
+        ``set_epoch``, also torch's base seed, drawn per epoch alike in the
+        workers of a ``DataLoader``.
+        """
+        words = [0 if self._epoch is None else self._epoch + 1, self._passes - 1]
+        if info is not None and self.share.world_size == 1 and self._epoch is None:
+            words.append(int(info.seed - info.id) % 2**63)
+        if words == [0, self._passes - 1]:
+            return self._passes - 1
+        return int(np.random.SeedSequence(words).generate_state(1, np.uint64)[0])
 
     def _snapshot(self, reader: ShardReader) -> Dict[str, Any]:
         with reader.context():
             try:
                 return {"count": reader.count, "df": self.df.state_dict()}
-            except ResumeNotSupportedError as err:
+            except Exception as err:
                 # Reading goes on; only state_dict() raises it, if it is ever called.
                 return {"count": reader.count, "df": None, "error": err}
 

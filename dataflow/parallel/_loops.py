@@ -23,7 +23,7 @@ import functools
 import queue as queue_module
 import threading
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Tuple
 
 import zmq
 
@@ -204,43 +204,42 @@ class _Marks:
     state of its dataflow (``state_dict()``), and its last state with the
     end of the pass. The consumer keeps, for each worker, the last mark
     before the datapoints it handed out: a resumed worker loads it and
-    reproduces the few datapoints after it without sending them. A dataflow
-    that cannot save its state sends the reason once per pass instead, and
-    then runs on without marks (the pipeline still works; only its
-    ``state_dict()`` raises, with that reason).
+    reproduces the few datapoints after it without sending them. When the
+    state cannot be taken (a dataflow without the protocol, or one that
+    cannot say where it is just now), the reason goes once per pass instead;
+    the pipeline runs on, the next marks are tried as usual, and the
+    consumer's ``state_dict()`` raises with that reason only while it has no
+    good mark to resume from.
     """
 
     def __init__(self, ds: DataFlow, sender: Any) -> None:
         self.ds, self.sender = ds, sender
-        self.problem: Optional[str] = None
-        self.told = False  # whether the consumer was sent the problem
+        self.told = False  # whether the consumer was sent a reason in this pass
         self.next_count = 1
         self.next_time = 0.0
 
-    def take(self) -> Any:
-        if self.problem is not None:
-            return None
+    def take(self) -> Tuple[Any, Optional[str]]:
         try:
-            return self.ds.state_dict()
-        except Exception as err:  # a dataflow without the protocol: say so, once
-            self.problem = f"{type(err).__name__}: {err}"
-            return None
+            return self.ds.state_dict(), None
+        except Exception as err:
+            return None, f"{type(err).__name__}: {err}"
 
     def after(self, count: int, now: float) -> None:
         """Called after the *count*-th datapoint of the pass was sent, at time *now*."""
-        if (count < self.next_count and now < self.next_time) or self.problem is not None:
+        if count < self.next_count and now < self.next_time:
             return
-        state = self.take()
-        self.sender.send_mark(count, state, self.problem)
-        self.told = self.problem is not None
+        state, problem = self.take()
+        if problem is None or not self.told:
+            self.sender.send_mark(count, state, problem)
+            self.told = self.told or problem is not None
         self.next_count = count + MARK_ITEMS
         self.next_time = now + MARK_S
 
     def end(self, count: int) -> None:
         """Send the end of the part after *count* datapoints, with the last state."""
-        state = self.take()
-        if self.problem is not None and not self.told:
-            self.sender.send_mark(count, None, self.problem)
+        state, problem = self.take()
+        if problem is not None:
+            self.sender.send_mark(count, None, problem)
         self.sender.send_end(count, state)
 
     def resume(self, resume: Any) -> Optional[int]:

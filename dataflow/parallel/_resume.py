@@ -39,7 +39,8 @@ class Part:
         self.known = known  # whether *state* is the worker's state indeed
         self.load = load  # whether the worker must load it (a resumed pass)
         self.marked = False  # a mark of this pass arrived
-        self.problem: Optional[str] = None
+        self.problem: Optional[str] = None  # why there is no good state to resume from
+        self.reason: Optional[str] = None  # the last reason the worker gave
 
     @classmethod
     def starting(cls, state: Any, known: bool, load: bool = False) -> Part:
@@ -65,16 +66,21 @@ class Part:
 
     def mark(self, payload: List[Any]) -> None:
         count, state, problem = payload
-        if problem is not None:
-            self.problem = problem
-        self.state, self.count, self.known = state, count, True
-        self.marked = True
+        self.marked = True  # a mark, or the reason there is none: hand out what waits
+        self.reason = problem or self.reason
+        if problem is None:
+            self.state, self.count, self.known = state, count, True
+            self.problem = None
+        elif self.state is None or not self.known:
+            self.problem = problem  # nothing good to resume from until the next mark
 
     def end(self, payload: List[Any]) -> None:
         # The state once the pass ran out: a resumed worker loads it and starts the next.
         self.count = payload[0]
         self.state = payload[1] if len(payload) > 1 else None
         self.known = self.ended = True
+        if self.state is None:  # the worker could not take its state (it said why)
+            self.problem = self.reason or "its dataflow could not save its state"
 
     def saved(self, index: int, name: str) -> Dict[str, Any]:
         if not self.known:
@@ -165,11 +171,9 @@ class MapperPass:
         self.skip = set(range(self.read, self.low)) | self.done
 
     def take_snapshot(self) -> None:
-        if self.problem is not None:
-            return
         try:
             self.snapshots.append((self.read, self.source.state_dict()))
-        except Exception as err:  # an input without the protocol: say so when asked
+        except Exception as err:  # skipped: the earlier snapshots stay good
             self.problem = f"{type(self.source).__name__}: {type(err).__name__}: {err}"
 
     def next_task(self) -> bool:
@@ -192,7 +196,7 @@ class MapperPass:
             del snapshots[0]
 
     def saved(self, name: str) -> Dict[str, Any]:
-        if self.problem is not None:
+        if not self.snapshots:  # not even at the start of the pass
             raise ResumeNotSupportedError(
                 f"{name} could not save the state of its input ({self.problem}); the input "
                 "of a mapper must support state_dict() for the mapper to save its position"

@@ -197,6 +197,8 @@ class _MapperBase(ParallelBase):
                 "strict=True (a pass is exactly one pass of ds), which can save and resume "
                 "its position"
             )
+        if self._resume is not None:  # loaded, not read yet: still that position
+            return dict(self._resume)
         if self._pass is None:
             return {"in_pass": False, "source": self.ds.state_dict()}
         return self._pass.saved(self._name)

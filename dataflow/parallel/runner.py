@@ -160,11 +160,19 @@ class _RunnerBase(ParallelBase):
 
     def own_state_dict(self) -> Dict[str, Any]:
         """Where each worker's part of the pass stands (see docs/checkpointing.md)."""
+        if self._resume is not None:  # loaded, not read yet: still that position
+            return dict(self._resume)
         return saved_state(self, self._parts, self._in_pass)
 
     def load_own_state_dict(self, state: Dict[str, Any]) -> None:
         if not self._exactly_once:
             self.own_state_dict()  # raises: clone mode has no position
+        if self._parts:
+            # Its workers' messages are tagged with pass numbers the state would reuse.
+            raise ValueError(
+                f"load_state_dict(): {self._name} has already iterated; load a state into a "
+                "freshly built pipeline, after reset_state() and before its first iter()"
+            )
         self._epoch, self._shared_seed, self._resume = loaded_state(self, state)
 
     def _send_commands(self, epoch: int, resumes: List[Any]) -> None:

@@ -217,3 +217,35 @@ def test_a_worker_dataflow_without_the_protocol_still_runs_and_says_why_it_canno
 
 def batches_of(it, n):
     return [next(it) for _ in range(n)]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [lambda: thread_runner(), lambda: MAPPERS["threads"](True)],
+    ids=["runner", "mapper"],
+)
+def test_a_state_saved_right_after_loading_is_the_loaded_one(make):
+    with make() as df:
+        df.reset_state()
+        it = iter(df)
+        head = [next(it) for _ in range(7)]
+        state = json.loads(json.dumps(df.state_dict()))
+        rest = list(it)
+    with make() as loaded:
+        loaded.reset_state()
+        loaded.load_state_dict(state)
+        again = json.loads(json.dumps(loaded.state_dict()))  # a checkpoint before reading
+    with make() as resumed:
+        resumed.reset_state()
+        resumed.load_state_dict(again)
+        assert sorted(map(repr, list(resumed))) == sorted(map(repr, rest))
+    assert len(head) == 7
+
+
+def test_a_runner_that_has_iterated_refuses_a_state():
+    with thread_runner() as df:
+        df.reset_state()
+        state = df.state_dict()
+        next(iter(df))
+        with pytest.raises(ValueError, match="freshly built pipeline"):
+            df.load_state_dict(state)
