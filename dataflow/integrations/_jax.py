@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import weakref
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -12,6 +12,7 @@ from .._optional import import_optional
 from ..base import DataFlow
 from ._prefetch import Prefetcher
 from ._share import Share
+from ._tree import is_numeric_array, map_leaves
 
 __all__ = ["JaxIterator", "to_jax"]
 
@@ -144,14 +145,4 @@ class JaxIterator:
 
 
 def _placed(dp: Any, place: Callable[[np.ndarray], Any]) -> Any:
-    if isinstance(dp, (np.ndarray, np.generic)):
-        arr = np.asarray(dp)
-        return dp if arr.dtype.kind in "OUSVMm" else place(arr)
-    if isinstance(dp, list):
-        return [_placed(x, place) for x in dp]
-    if isinstance(dp, tuple):
-        return tuple(_placed(x, place) for x in dp)
-    if isinstance(dp, dict):
-        out: Dict[Any, Any] = {k: _placed(v, place) for k, v in dp.items()}
-        return out
-    return dp
+    return map_leaves(dp, lambda x: place(np.asarray(x)) if is_numeric_array(x) else x)

@@ -13,6 +13,7 @@ from .._optional import import_optional
 from ..base import DataFlow, Datapoint
 from ._prefetch import Prefetcher
 from ._share import ShardReader, Share
+from ._tree import is_numeric_array, map_leaves
 
 __all__ = ["to_torch", "to_tensors"]
 
@@ -42,37 +43,28 @@ def to_tensors(dp: Any, *, int64: bool = True) -> Any:
 
 
 def _to_tensors(dp: Any, torch: Any, int64: bool) -> Any:
-    if isinstance(dp, (np.ndarray, np.generic)):
-        arr = np.asarray(dp)
-        kind = arr.dtype.kind
-        if kind in "OUSVMm":
-            return dp
-        if int64 and kind == "i" and arr.dtype.itemsize < 8:
-            arr = arr.astype(np.int64)
-        elif not arr.flags.writeable or not arr.dtype.isnative:
-            arr = arr.astype(arr.dtype.newbyteorder("="))  # a writable, native copy
-        return torch.from_numpy(arr)
-    if isinstance(dp, list):
-        return [_to_tensors(x, torch, int64) for x in dp]
-    if isinstance(dp, tuple):
-        return tuple(_to_tensors(x, torch, int64) for x in dp)
-    if isinstance(dp, dict):
-        return {k: _to_tensors(v, torch, int64) for k, v in dp.items()}
-    return dp
+    return map_leaves(dp, lambda x: _tensor(x, torch, int64))
 
 
-def _move(dp: Any, pin: bool, device: Any) -> Any:
-    if hasattr(dp, "pin_memory") and hasattr(dp, "to"):
-        if pin:
-            dp = pin_tensor(dp)
-        return dp if device is None else dp.to(device, non_blocking=pin)
-    if isinstance(dp, list):
-        return [_move(x, pin, device) for x in dp]
-    if isinstance(dp, tuple):
-        return tuple(_move(x, pin, device) for x in dp)
-    if isinstance(dp, dict):
-        return {k: _move(v, pin, device) for k, v in dp.items()}
-    return dp
+def _tensor(x: Any, torch: Any, int64: bool) -> Any:
+    """A numeric numpy array or scalar *x* as a tensor; anything else as it is."""
+    if not is_numeric_array(x):
+        return x
+    arr = np.asarray(x)
+    if int64 and arr.dtype.kind == "i" and arr.dtype.itemsize < 8:
+        arr = arr.astype(np.int64)
+    elif not arr.flags.writeable or not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))  # a writable, native copy
+    return torch.from_numpy(arr)
+
+
+def _moved(x: Any, pin: bool, device: Any) -> Any:
+    """A tensor *x* pinned and/or moved to *device*; anything else as it is."""
+    if not (hasattr(x, "pin_memory") and hasattr(x, "to")):
+        return x
+    if pin:
+        x = pin_tensor(x)
+    return x if device is None else x.to(device, non_blocking=pin)
 
 
 def pin_tensor(tensor: Any) -> Any:
@@ -268,9 +260,12 @@ class _DatasetMixin:
         pin = self.pin and _can_pin(torch)
         device = self.device
 
+        def leaf(x: Any) -> Any:
+            return _moved(_tensor(x, torch, int64), pin, device)
+
         def produce() -> Iterator[Any]:
             for dp in reader.iterate(number, start):
-                yield _move(_to_tensors(dp, torch, int64), pin, device)
+                yield map_leaves(dp, leaf)  # one walk: to tensors, pinned, moved
 
         if not (self.pin or device is not None):
             # A pass abandoned by the caller stays the live one: its state is where the
