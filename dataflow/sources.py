@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-import numbers
+import logging
 import operator
 from collections.abc import Iterator as _IteratorABC
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
@@ -13,7 +13,8 @@ import numpy as np
 
 from ._checks import check_bool as _check_bool
 from ._checks import check_int as _check_int
-from ._checks import is_int as _is_int
+from ._compact import CompactList, compact, order_array, shares_objects
+from ._fake import fake_domains, fake_dtypes, fake_sampler, fake_shape
 from ._random_access import RandomAccessDataFlow
 from ._state import (
     EndMarker,
@@ -72,44 +73,76 @@ def _pass_maker(iterable: Iterable[Any], owner: str, advice: str) -> Callable[[]
     return functools.partial(iter, iterable)
 
 
+_log = logging.getLogger(__name__)
+
+# With compact=None, lists at least this long are kept in a compact store.
+_COMPACT_MIN_ITEMS = 100_000
+
+
 class DataFromList(RNGDataFlow):
     """Yield the datapoints of a list, in order or shuffled anew every pass.
 
-    Each element of *lst* is one datapoint and is yielded as it is (not
-    copied), so wrappers that change datapoints must not change them in place
-    (the built-in ones do not). ``len()`` is exactly ``len(lst)``. With
-    *shuffle*, every pass is a new permutation drawn from ``self.rng``; with a
-    *seed*, the sequence of permutations is the same in every run. Inside a
-    runner with ``exactly_once=True``, each worker reads only its shard and
-    ``len()`` counts it: unshuffled, a contiguous block of *lst*
+    ``len()`` is exactly ``len(lst)``. With *shuffle*, every pass is a new
+    permutation drawn from ``self.rng``; with a *seed*, the sequence of
+    permutations is the same in every run. Inside a runner with
+    ``exactly_once=True``, each worker reads only its shard and ``len()``
+    counts it: unshuffled, a contiguous block of *lst*
     (:meth:`~dataflow.WorkerInfo.shard`); shuffled, its part of a random
     partition of the whole list, in a new order every pass (see
     :func:`~dataflow.worker.shard_order`), so that batches made inside a
-    worker mix the whole list even when it is sorted by class. Holds only a
-    reference to *lst*.
+    worker mix the whole list even when it is sorted by class.
+
+    Memory: a long list (*compact*; by default from 100,000 datapoints) is
+    copied at construction into a compact store, one ``bytes`` buffer of
+    encoded datapoints and an array of offsets, and a pass decodes each
+    datapoint as it yields it. Forked workers then share the store's pages
+    instead of each copying the whole list (iterating a list of Python objects
+    writes every object's reference count), the source holds no reference to
+    *lst* (drop it and its memory is freed), later changes to *lst* are not
+    seen, and each datapoint yielded is a new copy, equal to the one in *lst*
+    and of the same types (arrays are writable C-contiguous copies).
+    Datapoints that msgpack cannot store exactly are pickled; if one cannot be
+    pickled either, the source keeps the list. Otherwise (a short list, or
+    ``compact=False``) it holds a reference to *lst* and yields its datapoints
+    themselves, not copies: a wrapper must not change them in place (the
+    built-in ones do not), and changes to *lst* show in the passes that start
+    after them. Both ways yield the same datapoints in the same order, draw
+    the same random numbers and save the same state. See ``docs/memory.md``.
 
     Args:
         lst: a list or tuple of datapoints, each a list or a dict.
         shuffle: shuffle at every pass (default) or keep the order of *lst*.
         seed: seeds ``self.rng`` at every ``reset_state()``; ``None`` (the
             default) draws fresh entropy, so every process shuffles differently.
+        compact: ``True`` keeps the datapoints in a compact store, ``False``
+            keeps *lst* itself; ``None`` (the default) chooses the store for
+            lists of at least 100,000 datapoints, unless
+            their datapoints share large objects (which the store would copy
+            into each).
 
     Example:
         >>> df = DataFromList([[1, "a"], [2, "b"], [3, "c"]], shuffle=False)
         >>> df.reset_state()
         >>> list(df)
         [[1, 'a'], [2, 'b'], [3, 'c']]
-        >>> df = DataFromList([[i] for i in range(5)], seed=0)
+        >>> df = DataFromList([[i] for i in range(5)], seed=0, compact=True)
         >>> df.reset_state()
-        >>> sorted(dp[0] for dp in df)
-        [0, 1, 2, 3, 4]
+        >>> sorted(dp[0] for dp in df), type(df.lst).__name__
+        ([0, 1, 2, 3, 4], 'CompactList')
     """
 
     def __init__(
-        self, lst: Sequence[Datapoint], shuffle: bool = True, *, seed: Optional[int] = None
+        self,
+        lst: Sequence[Datapoint],
+        shuffle: bool = True,
+        *,
+        seed: Optional[int] = None,
+        compact: Optional[bool] = None,
     ) -> None:
         if not isinstance(lst, (list, tuple)):
             raise TypeError(f"lst must be a list or tuple of datapoints, got {type(lst).__name__}")
+        if compact is not None and not isinstance(compact, bool):
+            raise TypeError(f"compact must be None, True or False, got {compact!r}")
         # Checking the set of types is much faster than an isinstance per element.
         if not all(issubclass(t, (list, dict)) for t in set(map(type, lst))):
             k = next(k for k, dp in enumerate(lst) if not isinstance(dp, (list, dict)))
@@ -117,11 +150,13 @@ class DataFromList(RNGDataFlow):
             raise TypeError(
                 f"lst[{k}] must be a list or dict datapoint, got {type(lst[k]).__name__}{hint}"
             )
-        self.lst = lst
+        self.lst = _stored(lst, compact)
         self.shuffle = _check_bool("shuffle", shuffle)
         self.set_seed(seed)
 
     def _repr_args(self) -> Dict[str, Any]:
+        # Not *compact*: it changes where the datapoints live, not which, so a
+        # saved state loads whichever way the list is kept.
         args = init_args(self)
         args.pop("lst", None)
         return {"n": len(self.lst), **args}
@@ -136,6 +171,8 @@ class DataFromList(RNGDataFlow):
 
     def __iter__(self) -> Iterator[Datapoint]:
         lst = self.lst
+        if isinstance(lst, CompactList):
+            return self._iter_compact(lst)
         pending, self._pending = self._pending, None
         pass_rng = None
         if self.shuffle:
@@ -150,6 +187,21 @@ class DataFromList(RNGDataFlow):
         marker = EndMarker()
         self._live = (pass_rng, len(indices), inner, marker)
         return itertools.chain(inner if whole else map(lst.__getitem__, inner), marker)
+
+    def _iter_compact(self, store: CompactList) -> Iterator[Datapoint]:
+        """A pass over the store: the same order as over a list, drawn into a
+        numpy array instead of a list of ints (which every worker would hold)."""
+        pending, self._pending = self._pending, None
+        pass_rng = None
+        if self.shuffle:
+            pass_rng = self.rng.get_state()
+            order: Any = order_array(len(store), self.rng, self.seed)
+        else:
+            order = shard_range(len(store))
+        reader = store.read(order, 0 if pending is None else pending["pos"])
+        marker = EndMarker()
+        self._live = (pass_rng, len(order), reader, marker)
+        return itertools.chain(reader, marker)
 
     def own_state_dict(self) -> Dict[str, Any]:
         """``{"rng": ..., "pos": k}``: *k* datapoints of the pass were yielded, whose
@@ -168,6 +220,20 @@ class DataFromList(RNGDataFlow):
         if self.shuffle:
             rng_from_state(self.rng, state["rng"])
         self._pending = None if state["pos"] is None else state
+
+
+def _stored(lst: Sequence[Datapoint], option: Optional[bool]) -> Sequence[Datapoint]:
+    """What :class:`DataFromList` keeps of *lst*: a compact store or *lst* itself."""
+    if option is False or (option is None and len(lst) < _COMPACT_MIN_ITEMS):
+        return lst
+    if option is None and shares_objects(lst):
+        _log.info("DataFromList: the datapoints share large objects; keeping the list")
+        return lst
+    store = compact(lst)
+    if store is None:
+        _log.info("DataFromList: a datapoint cannot be encoded or pickled; keeping the list")
+        return lst
+    return store
 
 
 class DataFromGenerator(DataFlow):
@@ -398,90 +464,6 @@ class DataFromQueue(DataFlow):
                 yield get()
 
 
-_FAKE_DTYPE_KINDS = "biuf"
-
-
-def _fake_shape(k: int, shape: Any) -> Tuple[int, ...]:
-    message = f"shapes[{k}] must be a list or tuple of non-negative ints, got {shape!r}"
-    if not isinstance(shape, (list, tuple)) or not all(map(_is_int, shape)):
-        raise TypeError(message)
-    if any(d < 0 for d in shape):
-        raise ValueError(message)
-    return tuple(int(d) for d in shape)
-
-
-def _fake_dtypes(dtype: Any, n: int) -> List[np.dtype]:
-    dtypes = list(dtype) if isinstance(dtype, (list, tuple)) else [dtype] * n
-    constraint = f"a numeric dtype (bool, int, uint or float), or a list of {n} of them"
-    if len(dtypes) != n:
-        raise ValueError(f"dtype must be {constraint}, got {dtype!r}")
-    try:
-        out = [np.dtype(d) for d in dtypes]
-    except TypeError:
-        raise TypeError(f"dtype must be {constraint}, got {dtype!r}") from None
-    if any(d.kind not in _FAKE_DTYPE_KINDS for d in out):
-        raise ValueError(f"dtype must be {constraint}, got {dtype!r}")
-    return out
-
-
-def _is_bounds(value: Any) -> bool:
-    return (
-        isinstance(value, (list, tuple))
-        and len(value) == 2
-        and all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value)
-    )
-
-
-def _fake_domains(domain: Any, dtypes: List[np.dtype]) -> List[Tuple[Any, Any]]:
-    n = len(dtypes)
-    single = _is_bounds(domain)
-    if single:
-        domains = [tuple(domain)] * n
-    elif isinstance(domain, (list, tuple)) and len(domain) == n and all(map(_is_bounds, domain)):
-        domains = [tuple(d) for d in domain]
-    else:
-        raise ValueError(
-            f"domain must be a (low, high) pair of numbers, or a list of {n} such pairs, "
-            f"got {domain!r}"
-        )
-    for k, ((low, high), dtype) in enumerate(zip(domains, dtypes)):
-        name, given = ("domain", domain) if single else (f"domain[{k}]", domain[k])
-        if not low < high:
-            raise ValueError(f"{name} must be a pair (low, high) with low < high, got {given!r}")
-        if dtype.kind in "iu":
-            info = np.iinfo(dtype)
-            if not (_is_int(low) and _is_int(high) and info.min <= low and high - 1 <= info.max):
-                raise ValueError(
-                    f"{name} must be a pair of ints with {info.min} <= low < high <= "
-                    f"{info.max + 1} for the {dtype.name} component {k}, got {given!r}"
-                )
-        elif dtype.kind == "f":
-            largest = float(np.finfo(dtype).max)
-            if not (-largest <= low and high <= largest):
-                raise ValueError(
-                    f"{name} must be a pair with {-largest} <= low < high <= {largest} "
-                    f"for the {dtype.name} component {k}, got {given!r}"
-                )
-    return domains
-
-
-def _fake_sampler(
-    rng: np.random.RandomState, shape: Tuple[int, ...], dtype: np.dtype, domain: Tuple[Any, Any]
-) -> Callable[[], Any]:
-    """A function drawing one component from *rng*."""
-    low, high = domain
-    if dtype.kind == "b":
-        return functools.partial(rng.randint, 0, 2, shape, bool)
-    if dtype.kind in "iu":
-        return functools.partial(rng.randint, low, high, shape, dtype)
-    scale = high - low
-
-    def uniform() -> np.ndarray:
-        return (rng.random_sample(shape) * scale + low).astype(dtype, copy=False)
-
-    return uniform
-
-
 class FakeData(RNGDataFlow):
     """Yield random arrays of the given shapes and dtypes, for tests and benchmarks.
 
@@ -533,11 +515,11 @@ class FakeData(RNGDataFlow):
             raise TypeError(message)
         if not shapes:
             raise ValueError(message)
-        self.shapes = [_fake_shape(k, shape) for k, shape in enumerate(shapes)]
+        self.shapes = [fake_shape(k, shape) for k, shape in enumerate(shapes)]
         self._size = _check_int("size", size, 0, "a non-negative int")
         self.random = _check_bool("random", random)
-        self.dtype = _fake_dtypes(dtype, len(self.shapes))
-        self.domain = _fake_domains(domain, self.dtype)
+        self.dtype = fake_dtypes(dtype, len(self.shapes))
+        self.domain = fake_domains(domain, self.dtype)
         self._fixed: Optional[List[np.ndarray]] = None
         self.set_seed(seed)
 
@@ -561,7 +543,7 @@ class FakeData(RNGDataFlow):
 
     def _samplers(self) -> List[Callable[[], np.ndarray]]:
         rng = self.rng
-        return [_fake_sampler(rng, *spec) for spec in zip(self.shapes, self.dtype, self.domain)]
+        return [fake_sampler(rng, *spec) for spec in zip(self.shapes, self.dtype, self.domain)]
 
     def __len__(self) -> int:
         return len(shard_range(self._size))
