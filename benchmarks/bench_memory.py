@@ -237,9 +237,7 @@ def memory_table(args: argparse.Namespace) -> Dict[str, Dict[str, Any]]:
     if mine is not None:
         ratio = mine["final"] / mine["baseline"]
         verdict = "meets" if ratio <= TARGET else "misses"
-        print(
-            f"\ndataflow: final total PSS = {ratio:.2f}x one process ({verdict} the {TARGET}x target)"
-        )
+        print(f"\ndataflow: final total PSS = {ratio:.2f}x one process ({verdict} the {TARGET}x)")
     return results
 
 
