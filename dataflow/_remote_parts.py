@@ -4,8 +4,13 @@ checks, the codecs of its messages, the batching sender, and the receiving socke
 from __future__ import annotations
 
 import math
+import os
 import pickle
+import secrets
+import socket
+import threading
 import time
+import traceback
 import warnings
 from collections import deque
 from typing import Any, Deque, Dict, List, Optional, Tuple
@@ -13,15 +18,36 @@ from typing import Any, Deque, Dict, List, Optional, Tuple
 import zmq
 
 from ._checks import check_serializer as _check_serializer
-from ._transport import BatchSender, ItemPacker
-from .base import Datapoint
+from ._progress import ProgressBar
+from ._remote_curve import CurveServer, start_authenticator
+from ._transport import (
+    BatchSender,
+    ItemPacker,
+    Limits,
+    encode_end,
+    encode_mark,
+    encode_report,
+    send_frames,
+)
+from .base import DataFlow, Datapoint, UnknownLengthError
 from .serialize import PickleSerializer, Serializer
 
-# The "worker" field of a message: this marker plus the codec of its datapoints.
+# The "worker" field of a message: this marker, the protocol version times 16 (0 for
+# version 1, which had the version in the "epoch" field), and the codec of its datapoints.
 _MARKER = 0xDF00
 _NATIVE, _PICKLE, _SERIALIZER = 0, 1, 2
-# The "epoch" field of a message: the version of this protocol.
-_PROTOCOL = 1
+_PROTOCOL = 2
+_VERSION_BITS = _PROTOCOL << 4
+# Version 1 put the version in the "epoch" field; version 2 puts the sender's id there.
+_PROTOCOL_V1 = 1
+# A sender's heartbeat interval, and how long a receiver waits by default before it
+# takes a sender whose heartbeat stopped as gone.
+_HEARTBEAT_S = 1.0
+_HEARTBEAT_TIMEOUT_S = 10.0
+# How long a sender waits to deliver its error report before it exits.
+_REPORT_LINGER_S = 3.0
+# How long an interrupted sender tries to deliver the news.
+_INTERRUPT_LINGER_S = 0.5
 # Every wait polls in slices this long, so that Ctrl-C is seen promptly.
 _POLL_MS = 100
 # After this long blocked at the high-water mark, the progress bar says so.
@@ -105,20 +131,176 @@ def _attach(sock: zmq.Socket, addr: str, bind: bool, owner: str) -> None:
 # ---- sending ---------------------------------------------------------------------
 
 
+def new_sender_id() -> int:
+    """A random id for a sender: 32 bits, never 0 or the version-1 protocol number."""
+    while True:
+        sender_id = secrets.randbits(32)
+        if sender_id > _PROTOCOL_V1:
+            return sender_id
+
+
 class _Sender(BatchSender):
     """Batches datapoints by the rule of the parallel dataflows' workers; a flusher
-    thread sends a batch that would otherwise wait for the next datapoint."""
+    thread sends a batch that would otherwise wait for the next datapoint, and a
+    heartbeat thread tells the receiver once a second that this sender is alive.
+
+    The first message, and every heartbeat, is a ``MARK`` whose state is the
+    sender's *info* (host, pid, the dataflow's repr): the receiver learns who
+    sends even if it connects late. Every message carries the sender's id in
+    its "epoch" field.
+    """
 
     copy = True  # see _send
 
-    def __init__(self, sock: zmq.Socket, codec: int, serializer: Optional[Serializer], bar: Any):
+    def __init__(
+        self,
+        sock: zmq.Socket,
+        codec: int,
+        serializer: Optional[Serializer],
+        bar: Any,
+        info: Dict[str, Any],
+    ):
         super().__init__(
-            sock, _MARKER | codec, _PROTOCOL, ItemPacker("send_dataflow_zmq", serializer)
+            sock,
+            _MARKER | _VERSION_BITS | codec,
+            new_sender_id(),
+            ItemPacker("send_dataflow_zmq", serializer),
         )
         self.bar = bar
+        self.info = info
+        self.count = 0  # datapoints handed to put() so far, for the heartbeats
+        self._greeted = False
+        self._beat_stop = threading.Event()
+        self._beat: Optional[threading.Thread] = None
+
+    def _heartbeat(self) -> List[Any]:
+        return encode_mark(self.index, self.epoch, self.count, self.info, None)
 
     def _send(self, frames: List[Any]) -> None:
+        if not self._greeted:  # under the lock, as every send
+            _send(self.sock, self._heartbeat(), self.bar)
+            self._greeted = True
         _send(self.sock, frames, self.bar)
+
+    def start_heartbeat(self) -> None:
+        """Greet the receiver if it can take it now, and start the heartbeat thread."""
+        self._beat_once()
+        thread = threading.Thread(
+            target=self._run_heartbeat, name="dataflow-remote-heartbeat", daemon=True
+        )
+        thread.start()
+        self._beat = thread
+
+    def _run_heartbeat(self) -> None:
+        while not self._beat_stop.wait(_HEARTBEAT_S):
+            self._beat_once()
+
+    def _beat_once(self) -> None:
+        # Never waits: when the main thread holds the lock, it is sending (or blocked
+        # at the high-water mark, with messages queued that show this sender is alive).
+        if not self._lock.acquire(timeout=0.05):
+            return
+        try:
+            send_frames(self.sock, self._heartbeat(), True)
+            self._greeted = True
+        except zmq.ZMQError:  # the queue is full (zmq.Again) or the socket is closing
+            pass
+        finally:
+            self._lock.release()
+
+    def stop_heartbeat(self) -> None:
+        self._beat_stop.set()
+        thread, self._beat = self._beat, None
+        if thread is not None:
+            thread.join(5.0)
+
+    def send_end(self, count: int, reason: Optional[str] = None) -> None:
+        """Send what is batched, then the end of the pass (blocking at the high-water mark)."""
+        with self._lock:
+            self._flush_locked()
+            self._send(encode_end(self.index, self.epoch, count, reason))
+
+    def try_send(self, frames: List[Any]) -> bool:
+        """Queue *frames* if that can be done at once; whether it was."""
+        if not self._lock.acquire(timeout=1.0):
+            return False
+        try:
+            send_frames(self.sock, frames, True)
+            return True
+        except zmq.ZMQError:
+            return False
+        finally:
+            self._lock.release()
+
+
+def sender_info(df: Any) -> Dict[str, Any]:
+    """What a sender tells the receiver about itself."""
+    try:
+        description = repr(df)
+    except Exception as err:  # a broken __repr__ must not stop the sending
+        description = f"<{type(df).__name__}: repr failed: {type(err).__name__}>"
+    if len(description) > 200:
+        description = description[:197] + "..."
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "repr": description,
+        "protocol": _PROTOCOL,
+        "heartbeat": _HEARTBEAT_S,
+    }
+
+
+def _send_pass(
+    df: DataFlow,
+    sock: zmq.Socket,
+    addr: str,
+    codec: int,
+    serializer: Optional[Serializer],
+    lingers: Tuple[float, List[Any]],
+) -> int:
+    """Reset *df* and send one pass of it with hello, heartbeats and an end (or an
+    error report); the number sent. Sets ``lingers[1]`` to ``[seconds, warn]``:
+    how long closing may wait to deliver (*lingers[0]* after a complete pass), and
+    whether to warn if it gives up (only after a complete pass)."""
+    linger, close_linger = lingers
+    desc = f"send_dataflow_zmq to {addr}"
+    with ProgressBar(total=None, desc=desc, unit="dp", leave=True) as bar:
+        sender = _Sender(sock, codec, serializer, bar, sender_info(df))
+        sender.start_heartbeat()
+        try:
+            df.reset_state()
+            try:
+                bar.total = len(df)
+                bar.refresh()
+            except UnknownLengthError:
+                pass
+            for dp in df:
+                sender.put(dp)
+                sender.count += 1
+                bar.update(1)
+            sender.flush()
+            sender.stop_flusher()
+            sender.send_end(sender.count)
+            close_linger[:] = [linger, True]
+            return sender.count
+        except KeyboardInterrupt:
+            sender.stop_flusher()
+            sender.try_send(encode_end(sender.index, sender.epoch, sender.count, "interrupted"))
+            close_linger[:] = [_INTERRUPT_LINGER_S, False]
+            raise
+        except Exception as err:
+            sender.stop_flusher()
+            try:
+                sender.flush()  # what was made before the error still counts
+            except Exception:
+                pass
+            report = [type(err).__name__, str(err), traceback.format_exc()]
+            sender.try_send(encode_report(sender.index, sender.epoch, report))
+            close_linger[:] = [_REPORT_LINGER_S, False]
+            raise
+        finally:
+            sender.stop_flusher()
+            sender.stop_heartbeat()
 
 
 def _send(sock: zmq.Socket, frames: List[Any], bar: Any) -> None:
@@ -147,12 +329,14 @@ def _send(sock: zmq.Socket, frames: List[Any], bar: Any) -> None:
         bar.set_postfix_str("")
 
 
-def _close_sender(ctx: zmq.Context, sock: Optional[zmq.Socket], addr: str, linger: float) -> None:
+def _close_sender(
+    ctx: zmq.Context, sock: Optional[zmq.Socket], addr: str, linger: float, warn: bool
+) -> None:
     if sock is not None:
         sock.close(linger=int(linger * 1000))
     start = time.monotonic()
     ctx.term()  # waits up to the linger for queued messages
-    if linger > 0 and time.monotonic() - start >= linger * 0.99:
+    if warn and linger > 0 and time.monotonic() - start >= linger * 0.99:
         warnings.warn(
             f"send_dataflow_zmq gave up after {linger:g} s delivering the last datapoints to "
             f"{addr!r} and dropped them: the receiver is gone or too slow (pass a larger "
@@ -168,18 +352,33 @@ def _close_sender(ctx: zmq.Context, sock: Optional[zmq.Socket], addr: str, linge
 class _Endpoints:
     """A ZeroMQ context and its PULL sockets, bound or connected, with a poller."""
 
-    def __init__(self, addrs: List[str], hwm: int, bind: bool) -> None:
+    def __init__(
+        self,
+        addrs: List[str],
+        hwm: int,
+        bind: bool,
+        limits: Limits,
+        curve: Optional[CurveServer],
+    ) -> None:
         self.ctx = zmq.Context()
         self.socks: List[zmq.Socket] = []
         self.closed = False
+        self.auth: Any = None
+        self.allowed: Any = None
         # Datapoints received but not yet yielded: a loop left early leaves them to the next.
         self.buffer: Deque[Datapoint] = deque()
         try:
+            if curve is not None:
+                self.auth, self.allowed = start_authenticator(self.ctx, curve)
             for addr in addrs:
                 sock = self.ctx.socket(zmq.PULL)
                 self.socks.append(sock)
                 sock.setsockopt(zmq.LINGER, 0)
                 sock.setsockopt(zmq.RCVHWM, hwm)
+                # A peer that sends a larger frame is disconnected by ZeroMQ.
+                sock.setsockopt(zmq.MAXMSGSIZE, limits.max_bytes)
+                if curve is not None:
+                    curve.apply(sock)
                 _attach(sock, addr, bind, "RemoteDataZMQ")
         except BaseException:
             self.close()
@@ -193,10 +392,18 @@ class _Endpoints:
             self.poller.register(sock, zmq.POLLIN)
         self.index: Dict[Any, int] = {sock: i for i, sock in enumerate(self.socks)}
 
+    @property
+    def refused(self) -> int:
+        """Connections the authenticator refused (0 without CURVE)."""
+        return 0 if self.allowed is None else int(self.allowed.refused)
+
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
         for sock in self.socks:
             sock.close(linger=0)
+        auth, self.auth = self.auth, None
+        if auth is not None:
+            auth.stop()
         self.ctx.term()

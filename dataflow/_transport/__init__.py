@@ -15,14 +15,30 @@ they import from here, never from the modules inside.
   senders :class:`BatchSender` and :class:`ZmqSender`.
 * :mod:`.queue`: :class:`QueueSender` and :class:`QueueReceiver` over thread
   and multiprocessing queues.
+* :mod:`.shm`: the shared-memory :class:`Arena` that large arrays of the
+  ZeroMQ senders and receivers travel through, and :func:`create_arena`.
+* :mod:`.guard`: :func:`decode_untrusted`, which reads the wire format from
+  peers that may send anything, within :class:`Limits`, or raises
+  :class:`Malformed`.
 
 A new transport (shared memory, Ray) is one more module here that provides
 a sender and a receiver; the consumers hold a receiver and do not change.
 """
 
+from .guard import Limits, Malformed, decode_untrusted, unpack_untrusted
 from .message import DATA, END, ERROR, MARK, Message, Receiver, Sender, Stopped
 from .queue import QueueReceiver, QueueSender
-from .wire import OUT_OF_BAND_BYTES, PREFIX, ItemPacker, decode, encode
+from .shm import Arena, SharedMemoryWarning, create_arena
+from .wire import (
+    OUT_OF_BAND_BYTES,
+    PREFIX,
+    ItemPacker,
+    decode,
+    encode,
+    encode_end,
+    encode_mark,
+    encode_report,
+)
 from .zmq import (
     POLL_S,
     RECONNECT_MS,
@@ -35,6 +51,9 @@ from .zmq import (
 )
 
 __all__ = [
+    "Arena",
+    "SharedMemoryWarning",
+    "create_arena",
     "DATA",
     "END",
     "ERROR",
@@ -45,6 +64,8 @@ __all__ = [
     "RECONNECT_MS",
     "BatchSender",
     "ItemPacker",
+    "Limits",
+    "Malformed",
     "Message",
     "QueueReceiver",
     "QueueSender",
@@ -54,8 +75,13 @@ __all__ = [
     "ZmqReceiver",
     "ZmqSender",
     "decode",
+    "decode_untrusted",
     "encode",
+    "encode_end",
+    "encode_mark",
+    "encode_report",
     "new_address",
     "private_address",
     "send_frames",
+    "unpack_untrusted",
 ]
