@@ -51,6 +51,7 @@ from .._arrays import (
 )
 from ..serialize import Serializer
 from .message import DATA, END, ERROR, MARK, Message
+from .shm import ArenaReader, ArenaWriter
 
 assert DATA == 1  # remote.py tells these messages from tensorpack's by their first byte
 
@@ -71,6 +72,8 @@ __all__ = [
 
 PREFIX = struct.Struct("<BHI")
 _EXT_OUT_OF_BAND = 3
+_EXT_SHARED = 4  # an array in the shared-memory arena: descriptor + header (see .shm)
+_NO_SLOTS: List[int] = []
 # Arrays at least this large travel as frames of their own, without copies.
 OUT_OF_BAND_BYTES = 1 << 16
 # A sender sends what it has batched once it holds this many bytes or items ...
@@ -86,12 +89,21 @@ EAGER_S = 0.001
 
 
 class ItemPacker:
-    """msgpack packing of items, with large arrays split off as separate frames."""
+    """msgpack packing of items, with large arrays split off as separate frames, or
+    copied into a shared-memory arena by *shm* (see :mod:`.shm`).
 
-    def __init__(self, owner: str, serializer: Optional[Serializer]) -> None:
+    ``frames`` are the arrays to send beside the packed items, and ``slots``
+    the arena tickets they hold; :meth:`sent` or :meth:`discard` ends both.
+    """
+
+    def __init__(
+        self, owner: str, serializer: Optional[Serializer], shm: Optional[ArenaWriter] = None
+    ) -> None:
         self.owner = owner
         self.serializer = serializer
         self.frames: List[Any] = []
+        self.shm = shm
+        self.slots = _NO_SLOTS if shm is None else shm.pending
         self._packer = Packer(default=self._default, use_bin_type=True, strict_types=True)
 
     def _default(self, obj: Any) -> Any:
@@ -102,24 +114,49 @@ class ItemPacker:
                 entry = remember(ENCODE_HEADERS, key, new_header(*key))
             header, exportable = entry
             if exportable:
+                if self.shm is not None:
+                    descriptor = self.shm.put(obj)
+                    if descriptor is not None:
+                        return ExtType(_EXT_SHARED, descriptor + header)
                 self.frames.append(obj if obj.flags.c_contiguous else np.ascontiguousarray(obj))
                 return ExtType(_EXT_OUT_OF_BAND, header)
         return msgpack_default(obj)
 
     def pack(self, item: Any) -> bytes:
-        """The msgpack bytes of *item*; its large arrays are appended to ``self.frames``."""
+        """The msgpack bytes of *item*; its large arrays are appended to ``self.frames``
+        (or placed in the arena, their tickets appended to ``self.slots``)."""
         if self.serializer is not None:
             return self._packer.pack(self.serializer.dumps(item))
-        n_frames = len(self.frames)
+        n_frames, n_slots = len(self.frames), len(self.slots)
         try:
             return self._packer.pack(item)
-        except (TypeError, ValueError, OverflowError) as err:
+        except BaseException as err:
             del self.frames[n_frames:]
-            located = unserializable(self.owner, item, self._packer.pack)
-            del self.frames[n_frames:]
+            if self.shm is not None:
+                self.shm.discard(n_slots)
+            if not isinstance(err, (TypeError, ValueError, OverflowError)):
+                raise
+            shm, self.shm = self.shm, None  # only to find the culprit: place nothing
+            try:
+                located = unserializable(self.owner, item, self._packer.pack)
+            finally:
+                self.shm = shm
+                del self.frames[n_frames:]
             if located is None:
                 raise
             raise located from err
+
+    def sent(self) -> None:
+        """The frames and slots were handed to the transport."""
+        self.frames = []
+        if self.shm is not None:
+            self.shm.sent()
+
+    def discard(self) -> None:
+        """Drop the frames and give back the slots of items that will not be sent."""
+        self.frames = []
+        if self.shm is not None:
+            self.shm.discard()
 
 
 def _array_header(n: int) -> bytes:
@@ -139,17 +176,25 @@ def encode(kind: int, index: int, epoch: int, chunks: List[bytes], frames: List[
 # ---- decoding -------------------------------------------------------------------
 
 
-def _out_of_band_hook(frames: List[Any]) -> Callable[[int, bytes], Any]:
+def _out_of_band_hook(
+    frames: List[Any], shm: Optional[ArenaReader], worker: int
+) -> Callable[[int, bytes], Any]:
     pending = iter(frames)
 
     def hook(code: int, data: bytes) -> Any:
         if code != _EXT_OUT_OF_BAND:
+            if code == _EXT_SHARED and shm is not None:
+                return shm.array(worker, data)
             return ext_hook_writable(code, data)
+        if shm is not None:
+            shm.frames_used(worker)
         spec = DECODE_HEADERS.get(data)  # the header only: the bytes are the next frame
         if spec is None:
             spec = remember(DECODE_HEADERS, data, parse_header(data))
         dtype, shape, expected = spec
-        frame = next(pending)
+        frame = next(pending, None)
+        if frame is None:
+            raise ValueError("corrupt message: an array's frame is missing")
         buf = frame.buffer
         if len(buf) != expected:
             raise ValueError(
@@ -174,15 +219,18 @@ def _unpack(body: Any, ext_hook: Callable[[int, bytes], Any]) -> Any:
         )
 
 
-def decode(frames: List[Any], serializer: Optional[Serializer]) -> Message:
-    """The :class:`Message` of received frames (each with a ``.buffer``, as pyzmq's)."""
+def decode(
+    frames: List[Any], serializer: Optional[Serializer], shm: Optional[ArenaReader] = None
+) -> Message:
+    """The :class:`Message` of received frames (each with a ``.buffer``, as pyzmq's);
+    arrays in a shared-memory arena are read through *shm*."""
     head = frames[0].buffer
     kind, worker, epoch = PREFIX.unpack_from(head)
     body = head[PREFIX.size :]
-    if len(frames) == 1:
+    if len(frames) == 1 and shm is None:
         payload = _unpack(body, ext_hook_writable)
     else:
-        payload = _unpack(body, _out_of_band_hook(frames[1:]))
+        payload = _unpack(body, _out_of_band_hook(frames[1:], shm, worker))
     if kind == DATA and serializer is not None:
         payload = [serializer.loads(b) for b in payload]
     return Message(kind, worker, epoch, payload)

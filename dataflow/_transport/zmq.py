@@ -26,6 +26,7 @@ import zmq
 
 from ..serialize import Serializer
 from .message import DATA, Message, Stopped
+from .shm import Arena, ArenaReader, ArenaWriter
 from .wire import (
     BATCH_BYTES,
     BATCH_DELAY_S,
@@ -99,7 +100,8 @@ def new_address(ctx: zmq.Context, sock: zmq.Socket) -> str:
 
 
 class ZmqReceiver:
-    """The consumer's end: a bound PULL socket (a :class:`~.message.Receiver`)."""
+    """The consumer's end: a bound PULL socket (a :class:`~.message.Receiver`);
+    arrays the workers placed in *arena* are received as views of it."""
 
     def __init__(
         self,
@@ -107,8 +109,11 @@ class ZmqReceiver:
         hwm: int,
         serializer: Optional[Serializer],
         address: Optional[str] = None,
+        arena: Optional[Arena] = None,
+        owner: str = "",
     ) -> None:
         self.serializer = serializer
+        self.shm = None if arena is None else ArenaReader(arena, owner)
         self.sock = ctx.socket(zmq.PULL)
         self.sock.setsockopt(zmq.LINGER, 0)
         self.sock.setsockopt(zmq.RCVHWM, hwm)
@@ -131,7 +136,7 @@ class ZmqReceiver:
             frames = self.sock.recv_multipart(copy=False)
         except zmq.Again:
             return None
-        return decode(frames, self.serializer)
+        return decode(frames, self.serializer, self.shm)
 
     def close(self) -> None:
         self.sock.close(linger=0)
@@ -186,7 +191,8 @@ class BatchSender:
         chunk = self.packer.pack(item)
         now = _monotonic()
         chunks = self._chunks
-        if self.packer.frames or not self._sent_any:  # not to be left to the flusher
+        packer = self.packer
+        if packer.frames or packer.slots or not self._sent_any:  # not for the flusher
             with self._lock:
                 if not chunks:
                     self._batch_epoch = self.epoch
@@ -236,7 +242,8 @@ class BatchSender:
         frames = self.packer.frames
         message = encode(DATA, self.index, self._batch_epoch, chunks[:], frames)
         del chunks[:]
-        self._bytes, self.packer.frames = 0, []
+        self._bytes = 0
+        self.packer.sent()
         self._send(message)
         self._sent_any = True
 
@@ -297,7 +304,8 @@ class ZmqSender(BatchSender):
     items and never blocks forever (a :class:`~.message.Sender`).
 
     *stopped* is asked while a send blocks, and by :meth:`check_stop`:
-    when it returns true, :class:`~.message.Stopped` is raised.
+    when it returns true, :class:`~.message.Stopped` is raised. Large arrays
+    go through *arena* where one is given (see :mod:`.shm`).
     """
 
     def __init__(
@@ -309,6 +317,7 @@ class ZmqSender(BatchSender):
         owner: str,
         stopped: Callable[[], bool],
         serializer: Optional[Serializer],
+        arena: Optional[Arena] = None,
     ) -> None:
         sock = ctx.socket(zmq.PUSH)
         sock.setsockopt(zmq.SNDHWM, hwm)
@@ -317,7 +326,8 @@ class ZmqSender(BatchSender):
         # every few ms rather than ZeroMQ's default 100 ms.
         sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_MS)
         sock.connect(address)
-        super().__init__(sock, index, 0, ItemPacker(owner, serializer))
+        writer = None if arena is None else ArenaWriter(arena, index, self.check_stop)
+        super().__init__(sock, index, 0, ItemPacker(owner, serializer, writer))
         self.stopped = stopped
 
     def check_stop(self) -> None:
@@ -346,6 +356,7 @@ class ZmqSender(BatchSender):
             self._bytes += len(chunk)
             if (
                 self.packer.frames
+                or self.packer.slots
                 or self._bytes >= BATCH_BYTES
                 or len(self._chunks) >= BATCH_ITEMS
                 or time.monotonic() - self._first_time > BATCH_DELAY_S
@@ -360,7 +371,8 @@ class ZmqSender(BatchSender):
         """Drop what is batched and not yet sent (e.g. items of an abandoned pass)."""
         with self._lock:
             del self._chunks[:]
-            self._bytes, self.packer.frames = 0, []
+            self._bytes = 0
+            self.packer.discard()
 
     def send_end(self, count: int, state: Any = None) -> None:
         """Send what is batched, then the end of pass ``self.epoch`` after *count* items."""

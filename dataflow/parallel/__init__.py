@@ -1,6 +1,7 @@
 """Parallel dataflows: runners (copies of a dataflow in workers) and mappers (one
 source, a function spread over workers), over threads or processes."""
 
+from .._transport import SharedMemoryWarning
 from ._errors import WorkerDiedError, WorkerError
 from .map import (
     MultiProcessMapAndBatchData,
@@ -32,6 +33,7 @@ __all__ = [
     "MultiThreadRunner",
     "PrefetchData",
     "PrefetchDataZMQ",
+    "SharedMemoryWarning",
     "WorkerDiedError",
     "WorkerError",
 ]

@@ -20,11 +20,11 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import cloudpickle
 
-from .._checks import check_timeout
+from .._checks import check_int, check_timeout
 from .._rng import child_seed
 from .._rng import shared_seed as _shared_seed
 from .._state import ResumeNotSupportedError
-from .._transport import ERROR, Message
+from .._transport import ERROR, Arena, Message, SharedMemoryWarning, create_arena
 from .._worker_state import current_state
 from ..base import DataFlowReentrantGuard, DataFlowTerminated, Datapoint, ProxyDataFlow
 from ..worker import WorkerInfo
@@ -63,7 +63,7 @@ class ParallelBase(ProxyDataFlow):
         self._started = False
         self._closed = False
         self._released = False
-        self._failure: Optional[BaseException] = None
+        self._failure: Optional[str] = None  # the first line of what failed
         self._next_check = 0.0
         self._finalizer: Optional[weakref.finalize] = None
         # Held by the thread that runs the iteration while it uses the transport (not
@@ -169,7 +169,7 @@ class ParallelBase(ProxyDataFlow):
 
     def _check_usable(self) -> None:
         if self._failure is not None:
-            first_line = str(self._failure).splitlines()[0]
+            first_line = self._failure
             raise RuntimeError(
                 f"{self._name} stopped after a worker failed ({first_line}); build a new one"
             )
@@ -182,7 +182,9 @@ class ParallelBase(ProxyDataFlow):
             )
 
     def _fail(self, err: BaseException) -> None:
-        self._failure = err
+        # Only its words: the exception's traceback holds the frames of the iteration,
+        # and with them datapoints whose memory (e.g. shared memory) should be freed.
+        self._failure = (str(err).splitlines() or [type(err).__name__])[0]
         self.close()
 
     def close(self) -> None:
@@ -255,6 +257,7 @@ class ParallelBase(ProxyDataFlow):
             message = self._receiver.recv(0.05)
             if message is not None and message.kind == ERROR:
                 self._raise_error(message)
+            message = None  # its datapoints must not live on in the traceback
         self._check_open()  # stopped by close() from another thread, not dead by itself
         raise self._workers.died_error(dead)
 
@@ -316,6 +319,31 @@ class ParallelBase(ProxyDataFlow):
         raise NotImplementedError
 
     # -- starting worker processes ------------------------------------------------------
+
+    def _setup_shm(self, shm: Any, shm_bytes: Any) -> None:
+        if shm not in (None, True, False):
+            raise TypeError(f"shm must be True, False or None, got {shm!r}")
+        if shm_bytes is not None:
+            check_int("shm_bytes", shm_bytes, 1, "a positive int (bytes) or None")
+        self.shm = shm
+        self.shm_bytes = shm_bytes
+
+    def _new_arena(self, serializer: Any, closers: List[Callable[[], None]]) -> Optional[Arena]:
+        """The shared-memory arena of this dataflow's workers, or ``None`` (frames)."""
+        if self.shm is False or serializer is not None:
+            return None  # a serializer's bytes never hold arrays for the arena
+        arena, why = create_arena(self._num_workers, self.shm_bytes)
+        if arena is None:
+            if self.shm or "platform" not in why:
+                warnings.warn(
+                    f"{self._name}: large arrays travel through ZeroMQ frames instead of "
+                    f"shared memory: {why}",
+                    SharedMemoryWarning,
+                    stacklevel=4,
+                )
+            return None
+        closers.append(arena.close)
+        return arena
 
     def _portable(self, obj: Any, start_method: str) -> Any:
         """*obj* as the workers get it: itself under fork; else pickled once with

@@ -31,6 +31,7 @@ from .._transport import (
     DATA,
     ERROR,
     RECONNECT_MS,
+    Arena,
     Message,
     QueueSender,
     Stopped,
@@ -271,13 +272,14 @@ def runner_zmq_worker(
     parent_pid: int,
     pdeathsig: bool,
     serializer: Optional[Serializer],
+    arena: Optional[Arena] = None,
 ) -> None:
     """Entry point of a :class:`MultiProcessRunnerZMQ` worker process."""
     parent_pid = start_worker_process(info, parent_pid, pdeathsig)
     failure = _reset_in_worker(ds)
     ctx = zmq.Context()
     stopped = functools.partial(_stopped, stop_event, parent_pid)
-    sender = ZmqSender(ctx, address, hwm, info.index, owner, stopped, serializer)
+    sender = ZmqSender(ctx, address, hwm, info.index, owner, stopped, serializer, arena)
     try:
         _serve(ds, sender, failure, info.sharded, commands)
     finally:
@@ -381,6 +383,7 @@ def mapper_zmq_worker(
     parent_pid: int,
     pdeathsig: bool,
     serializer: Optional[Serializer],
+    arena: Optional[Arena] = None,
 ) -> None:
     """Entry point of a mapper's worker process."""
     parent_pid = start_worker_process(info, parent_pid, pdeathsig)
@@ -397,7 +400,7 @@ def mapper_zmq_worker(
     for _ in range(CREDITS):
         tasks.send(CREDIT)
     stopped = functools.partial(_stopped, stop_event, parent_pid)
-    sender = ZmqSender(ctx, result_address, 0, info.index, owner, stopped, serializer)
+    sender = ZmqSender(ctx, result_address, 0, info.index, owner, stopped, serializer, arena)
     tasks.setsockopt(zmq.RCVTIMEO, int(_POLL_S * 1000))
     try:
         while True:

@@ -17,6 +17,7 @@ import zmq
 
 from .._transport import (
     DATA,
+    Arena,
     ItemPacker,
     Message,
     QueueReceiver,
@@ -75,9 +76,10 @@ class TaskChannel:
         num_workers: int,
         task_address: Optional[str],
         result_address: Optional[str],
+        arena: Optional[Arena] = None,
     ) -> None:
         self._packer = ItemPacker(owner, serializer)
-        self.results = ZmqReceiver(ctx, 0, serializer, result_address)
+        self.results = ZmqReceiver(ctx, 0, serializer, result_address, arena, owner)
         sock = self.sock = ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
         # A task for a worker that is gone raises instead of vanishing silently.

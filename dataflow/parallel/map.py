@@ -380,12 +380,15 @@ class MultiProcessMapDataZMQ(_MapperBase):
         start_method: Optional[str] = None,
         serializer: Optional[Serializer] = None,
         timeout: Optional[float] = None,
+        shm: Optional[bool] = None,
+        shm_bytes: Optional[int] = None,
     ) -> None:
         super().__init__(ds)
         self.num_proc = self._num_workers = check_int("num_proc", num_proc, 1, "a positive int")
         self._setup_mapper(map_func, buffer_size, strict, ordered, seed, timeout)
         self._start_method = check_start_method(start_method)
         self._serializer = _check_serializer(serializer)
+        self._setup_shm(shm, shm_bytes)
 
     def _worker_function(self) -> Callable[[Any], Any]:
         return self.map_func
@@ -395,6 +398,7 @@ class MultiProcessMapDataZMQ(_MapperBase):
         function = self._portable(self._worker_function(), self._start_method)
         closers: List[Callable[[], None]] = []
         self._finalizer = weakref.finalize(self, run_finalizer, group, closers)
+        self._arena = self._new_arena(self._serializer, closers)
         # The workers first, then the source's reset (which may fork workers of its own),
         # then this process's ZeroMQ context: no thread of ours runs during a fork.
         task_address, result_address = private_address(), private_address()
@@ -422,6 +426,7 @@ class MultiProcessMapDataZMQ(_MapperBase):
                 group.parent_pid,
                 group.pdeathsig,
                 self._serializer,
+                self._arena,
             )
             for i in range(self._num_workers)
         ]
@@ -437,7 +442,13 @@ class MultiProcessMapDataZMQ(_MapperBase):
         ctx = zmq.Context()
         closers.append(ctx.term)
         channel = self._receiver = TaskChannel(
-            ctx, self._name, self._serializer, self._num_workers, task_address, result_address
+            ctx,
+            self._name,
+            self._serializer,
+            self._num_workers,
+            task_address,
+            result_address,
+            self._arena,
         )
         closers.insert(0, channel.close)
         return channel.task_address, channel.results.address
@@ -540,6 +551,8 @@ class MultiProcessMapAndBatchDataZMQ(MultiProcessMapDataZMQ):
         start_method: Optional[str] = None,
         serializer: Optional[Serializer] = None,
         timeout: Optional[float] = None,
+        shm: Optional[bool] = None,
+        shm_bytes: Optional[int] = None,
     ) -> None:
         self.batch_size = check_int("batch_size", batch_size, 1, "a positive int")
         n_proc = check_int("num_proc", num_proc, 1, "a positive int")
@@ -563,6 +576,8 @@ class MultiProcessMapAndBatchDataZMQ(MultiProcessMapDataZMQ):
             start_method=start_method,
             serializer=serializer,
             timeout=timeout,
+            shm=shm,
+            shm_bytes=shm_bytes,
         )
         self.buffer_size = buffer_size
         self._chunks = _Chunks(ds, self.batch_size, self.remainder)

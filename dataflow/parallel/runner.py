@@ -291,6 +291,8 @@ class MultiProcessRunnerZMQ(_RunnerBase):
         start_method: Optional[str] = None,
         serializer: Optional[Serializer] = None,
         timeout: Optional[float] = None,
+        shm: Optional[bool] = None,
+        shm_bytes: Optional[int] = None,
     ) -> None:
         super().__init__(ds)
         self.num_proc = self._num_workers = check_int("num_proc", num_proc, 1, "a positive int")
@@ -298,6 +300,7 @@ class MultiProcessRunnerZMQ(_RunnerBase):
         self._start_method = check_start_method(start_method)
         self._serializer = _check_serializer(serializer)
         self._setup_runner(exactly_once, seed, timeout)
+        self._setup_shm(shm, shm_bytes)
         self._commands: List[Any] = []
 
     def _start(self) -> None:
@@ -310,6 +313,7 @@ class MultiProcessRunnerZMQ(_RunnerBase):
         address = private_address()
         closers: List[Callable[[], None]] = []
         self._finalizer = weakref.finalize(self, run_finalizer, group, closers)
+        arena = self._arena = self._new_arena(self._serializer, closers)
         worker_ends: List[Any] = []
         if self._exactly_once:
             for _ in range(self._num_workers):
@@ -331,6 +335,7 @@ class MultiProcessRunnerZMQ(_RunnerBase):
                 group.parent_pid,
                 group.pdeathsig,
                 self._serializer,
+                arena,
             )
             for i in range(self._num_workers)
         ]
@@ -347,7 +352,9 @@ class MultiProcessRunnerZMQ(_RunnerBase):
     ) -> ZmqReceiver:
         ctx = zmq.Context()
         closers.append(ctx.term)
-        receiver = self._receiver = ZmqReceiver(ctx, self.hwm, self._serializer, address)
+        receiver = self._receiver = ZmqReceiver(
+            ctx, self.hwm, self._serializer, address, self._arena, self._name
+        )
         closers.insert(0, receiver.close)
         return receiver
 
