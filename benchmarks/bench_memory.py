@@ -133,15 +133,18 @@ def run_child(args: argparse.Namespace) -> None:
     count = 0
     start = time.monotonic()
     next_sample = start + args.interval
-    for _ in df:
-        count += 1
-        if count % 1024 == 0:
-            now = time.monotonic()
-            if now >= next_sample:
-                samples.append(total_pss(os.getpid()))
-                next_sample += args.interval
-            if now - start >= args.seconds:
-                break
+    done = False
+    while not done:  # pass after pass (a pass of tensorpack's runner never ends)
+        for _ in df:
+            count += 1
+            if count % 1024 == 0:
+                now = time.monotonic()
+                if now >= next_sample:
+                    samples.append(total_pss(os.getpid()))
+                    next_sample += args.interval
+                if now - start >= args.seconds:
+                    done = True
+                    break
     elapsed = time.monotonic() - start
     samples.append(total_pss(os.getpid()))
     result = {

@@ -24,9 +24,12 @@ from __future__ import annotations
 
 import functools
 import itertools
+import logging
 import operator
+import os
 import pickle
 import sys
+import weakref
 from collections.abc import Sequence as _SequenceABC
 from typing import Any, Iterable, Iterator, List, Optional, Sequence, Union
 
@@ -44,7 +47,9 @@ try:
 except ImportError:  # pragma: no cover - msgpack without its C extension
     from msgpack.fallback import Unpacker
 
-__all__ = ["CompactList", "compact", "order_array", "shares_objects"]
+__all__ = ["CompactList", "compact", "order_array", "pack_before_fork", "shares_objects"]
+
+_log = logging.getLogger(__name__)
 
 _EXT_TUPLE = 3  # codes 1 and 2 are the arrays and scalars of dataflow._arrays
 _EXT_PICKLED = 4
@@ -304,3 +309,27 @@ def order_array(n: int, rng: np.random.RandomState, seed: Optional[int]) -> np.n
         return rng.permutation(n)
     part = _shard_array(state.info, n, seed, state.pass_number or 0)
     return rng.permutation(part)
+
+
+# Objects whose _pack_for_fork() runs before the next fork of this process.
+_BEFORE_FORK: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def pack_before_fork(owner: Any) -> None:
+    """Call ``owner._pack_for_fork()`` just before this process next forks
+    (``os.fork()``, as a runner or a framework's loader starts its workers),
+    unless *owner* is gone by then. Only a weak reference is kept."""
+    _BEFORE_FORK.add(owner)
+
+
+def _run_before_fork() -> None:
+    while _BEFORE_FORK:
+        owner = _BEFORE_FORK.pop()
+        try:
+            owner._pack_for_fork()
+        except Exception:  # never fail a fork: the owner keeps what it had
+            _log.exception("packing %s before fork failed", type(owner).__name__)
+
+
+if hasattr(os, "register_at_fork"):  # not on Windows, which cannot fork
+    os.register_at_fork(before=_run_before_fork)

@@ -13,7 +13,7 @@ import numpy as np
 
 from ._checks import check_bool as _check_bool
 from ._checks import check_int as _check_int
-from ._compact import CompactList, compact, order_array, shares_objects
+from ._compact import CompactList, compact, order_array, pack_before_fork, shares_objects
 from ._fake import fake_domains, fake_dtypes, fake_sampler, fake_shape
 from ._random_access import RandomAccessDataFlow
 from ._state import (
@@ -92,33 +92,36 @@ class DataFromList(RNGDataFlow):
     :func:`~dataflow.worker.shard_order`), so that batches made inside a
     worker mix the whole list even when it is sorted by class.
 
-    Memory: a long list (*compact*; by default from 100,000 datapoints) is
-    copied at construction into a compact store, one ``bytes`` buffer of
-    encoded datapoints and an array of offsets, and a pass decodes each
-    datapoint as it yields it. Forked workers then share the store's pages
-    instead of each copying the whole list (iterating a list of Python objects
-    writes every object's reference count), the source holds no reference to
-    *lst* (drop it and its memory is freed), later changes to *lst* are not
-    seen, and each datapoint yielded is a new copy, equal to the one in *lst*
-    and of the same types (arrays are writable C-contiguous copies).
-    Datapoints that msgpack cannot store exactly are pickled; if one cannot be
-    pickled either, the source keeps the list. Otherwise (a short list, or
-    ``compact=False``) it holds a reference to *lst* and yields its datapoints
-    themselves, not copies: a wrapper must not change them in place (the
-    built-in ones do not), and changes to *lst* show in the passes that start
-    after them. Both ways yield the same datapoints in the same order, draw
-    the same random numbers and save the same state. See ``docs/memory.md``.
+    Memory: forked workers that iterate a Python list each end up with a copy
+    of it (reading an object writes its reference count, and the kernel copies
+    the page). So a long list is packed into a compact store, one ``bytes``
+    buffer of encoded datapoints and an array of offsets, whose pages the
+    workers share, and each datapoint is decoded as a pass yields it. By
+    default (*compact* ``None``), a list of at least 100,000 datapoints is
+    packed when the process first forks after construction (a runner, or a
+    framework's loader, starting its worker processes); a pipeline that never
+    forks iterates the list itself, at full speed. Once packed, the source
+    holds no reference to *lst* (drop it and its memory is freed), later
+    changes to *lst* are not seen, and each datapoint yielded is a new copy,
+    equal to the one in *lst* and of the same types, except that arrays come
+    back as writable C-contiguous copies and a ``bytearray`` or ``memoryview``
+    as ``bytes``. Datapoints that msgpack cannot store exactly are pickled; if
+    one cannot be pickled either, the source keeps the list. Unpacked, it
+    holds *lst* itself and yields its datapoints, not copies: a wrapper must
+    not change them in place (the built-in ones do not), and changes to *lst*
+    show in the passes that start after them. Both ways yield the same
+    datapoints in the same order, draw the same random numbers and save the
+    same state. See ``docs/memory.md``.
 
     Args:
         lst: a list or tuple of datapoints, each a list or a dict.
         shuffle: shuffle at every pass (default) or keep the order of *lst*.
         seed: seeds ``self.rng`` at every ``reset_state()``; ``None`` (the
             default) draws fresh entropy, so every process shuffles differently.
-        compact: ``True`` keeps the datapoints in a compact store, ``False``
-            keeps *lst* itself; ``None`` (the default) chooses the store for
-            lists of at least 100,000 datapoints, unless
-            their datapoints share large objects (which the store would copy
-            into each).
+        compact: ``True`` packs the list at once, ``False`` never (keeps *lst*
+            itself); ``None`` (the default) packs a list of at least 100,000
+            datapoints before the process forks, unless its datapoints share large
+            objects (which the store would copy into each).
 
     Example:
         >>> df = DataFromList([[1, "a"], [2, "b"], [3, "c"]], shuffle=False)
@@ -150,9 +153,16 @@ class DataFromList(RNGDataFlow):
             raise TypeError(
                 f"lst[{k}] must be a list or dict datapoint, got {type(lst[k]).__name__}{hint}"
             )
-        self.lst = _stored(lst, compact)
         self.shuffle = _check_bool("shuffle", shuffle)
         self.set_seed(seed)
+        self.lst = _packed(lst, check_shared=False) if compact else lst
+        if compact is None and len(lst) >= _COMPACT_MIN_ITEMS:
+            pack_before_fork(self)
+
+    def _pack_for_fork(self) -> None:
+        """Swap the list for a compact store, if it qualifies, before workers fork."""
+        if not isinstance(self.lst, CompactList):
+            self.lst = _packed(self.lst, check_shared=True)
 
     def _repr_args(self) -> Dict[str, Any]:
         # Not *compact*: it changes where the datapoints live, not which, so a
@@ -222,11 +232,10 @@ class DataFromList(RNGDataFlow):
         self._pending = None if state["pos"] is None else state
 
 
-def _stored(lst: Sequence[Datapoint], option: Optional[bool]) -> Sequence[Datapoint]:
-    """What :class:`DataFromList` keeps of *lst*: a compact store or *lst* itself."""
-    if option is False or (option is None and len(lst) < _COMPACT_MIN_ITEMS):
-        return lst
-    if option is None and shares_objects(lst):
+def _packed(lst: Sequence[Datapoint], *, check_shared: bool) -> Sequence[Datapoint]:
+    """*lst* in a compact store, or *lst* itself if it cannot be stored (or,
+    with *check_shared*, if its datapoints share large objects)."""
+    if check_shared and shares_objects(lst):
         _log.info("DataFromList: the datapoints share large objects; keeping the list")
         return lst
     store = compact(lst)

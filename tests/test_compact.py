@@ -411,18 +411,68 @@ class TestDataFromListCompact:
             assert (ref() is None) == freed
             assert len(df) == 100
 
-    def test_chooses_the_store_for_long_lists_by_default(self, monkeypatch):
+    def test_packs_a_long_list_when_the_process_forks(self, monkeypatch):
         monkeypatch.setattr(sources_module, "_COMPACT_MIN_ITEMS", 100)
-        assert isinstance(DataFromList(items(100)).lst, CompactList)
-        assert isinstance(DataFromList(items(99)).lst, list)
+        data = items(100)
+        df, short = DataFromList(data, seed=1), DataFromList(items(99))
+        assert df.lst is data and isinstance(short.lst, list)  # no fork yet: full speed
+        before = passes(df, 2)
+        pid = os.fork()
+        if pid == 0:  # the child sees the store
+            os._exit(0 if isinstance(df.lst, CompactList) else 1)
+        assert os.waitpid(pid, 0)[1] == 0
+        assert isinstance(df.lst, CompactList) and short.lst is not data
+        assert isinstance(short.lst, list)
+        assert passes(df, 2) == before  # reset again: the same seeded passes
+
+    def test_a_runner_starting_its_workers_packs_the_list(self, monkeypatch):
+        monkeypatch.setattr(sources_module, "_COMPACT_MIN_ITEMS", 100)
+        data = items(300)
+        df = DataFromList(data, shuffle=False)
+        with MultiProcessRunnerZMQ(df, 2, exactly_once=True) as runner:
+            runner.reset_state()
+            assert sorted(runner) == sorted(data)
+        assert isinstance(df.lst, CompactList)
+
+    def test_keeps_a_list_whose_datapoints_share_large_objects(self, monkeypatch):
+        monkeypatch.setattr(sources_module, "_COMPACT_MIN_ITEMS", 100)
         big = np.zeros(10_000)
         shared = [[i, big] for i in range(200)]
-        assert DataFromList(shared).lst is shared
-        assert isinstance(DataFromList(shared, compact=True).lst, CompactList)
+        df = DataFromList(shared)
+        forced = DataFromList(shared, compact=True)
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        assert df.lst is shared and isinstance(forced.lst, CompactList)
+
+    def test_compact_false_never_packs(self, monkeypatch):
+        monkeypatch.setattr(sources_module, "_COMPACT_MIN_ITEMS", 100)
+        data = items(100)
+        df = DataFromList(data, compact=False)
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        assert df.lst is data
+
+    def test_a_source_waiting_for_a_fork_can_be_freed(self, monkeypatch):
+        monkeypatch.setattr(sources_module, "_COMPACT_MIN_ITEMS", 100)
+        df = DataFromList(items(100))
+        ref = weakref.ref(df)
+        del df
+        gc.collect()
+        assert ref() is None
 
     def test_the_default_threshold(self):
         assert sources_module._COMPACT_MIN_ITEMS == 100_000
-        assert isinstance(DataFromList([[i] for i in range(100_000)]).lst, CompactList)
+        df = DataFromList([[i] for i in range(100_000)])
+        assert isinstance(df.lst, list)
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0)
+        os.waitpid(pid, 0)
+        assert isinstance(df.lst, CompactList)
 
     def test_keeps_the_list_without_error_when_an_item_cannot_be_stored(self, caplog):
         data = [[1], [lambda: 0]]
