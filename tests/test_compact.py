@@ -585,6 +585,6 @@ def test_the_memory_benchmark_runs():
         timeout=100,
     )
     assert run.returncode == 0, run.stderr[-3000:]
-    assert "| dataflow (compact store)" in run.stdout, run.stdout[-3000:]
+    assert "| dataflow (default)" in run.stdout, run.stdout[-3000:]
     assert "| dataflow, compact=False (before)" in run.stdout
-    assert "chain: dataflow, compact=True" in run.stdout
+    assert "chain: dataflow, compact=None" in run.stdout
