@@ -30,6 +30,7 @@ from .message import DATA, END, ERROR, MARK, Message, Receiver, Sender, Stopped
 from .queue import QueueReceiver, QueueSender
 from .shm import Arena, SharedMemoryWarning, create_arena
 from .wire import (
+    EAGER_S,
     OUT_OF_BAND_BYTES,
     PREFIX,
     ItemPacker,
@@ -55,6 +56,7 @@ __all__ = [
     "SharedMemoryWarning",
     "create_arena",
     "DATA",
+    "EAGER_S",
     "END",
     "ERROR",
     "MARK",

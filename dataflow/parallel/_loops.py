@@ -11,9 +11,9 @@ Runners (:func:`produce`): the worker resets its copy of the dataflow and
 sends its datapoints, forever (clones) or one pass per command (exactly-once:
 the consumer sends each pass number through a pipe, and the worker begins
 that pass, abandoning the one it was in). Mappers: the worker takes tasks
-(``[seq, datapoint]``), applies the function, and sends ``[epoch, seq,
-result]`` back; a process worker asks for each task (credits, see
-:class:`~.map._TaskChannel`).
+in chunks (``[seq, datapoint, seq, datapoint, ...]``), applies the function,
+and sends ``[epoch, seq, result]`` back; a process worker asks for each
+chunk (credits, see :class:`~._tasks.TaskChannel`).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import zmq
 
 from .._transport import (
     DATA,
+    EAGER_S,
     ERROR,
     RECONNECT_MS,
     Arena,
@@ -63,10 +64,16 @@ _ABANDON_CHECK_S = 0.05
 MARK_ITEMS = 256
 MARK_S = 1.0
 _NOTHING = object()
-# How many tasks a mapper's process worker asks for ahead: the one it works on, and
-# one waiting, so that it never idles while the next task travels to it.
+# How many chunks of tasks a mapper's process worker asks for ahead: the one it works
+# on, and one waiting, so that it never idles while the next chunk travels to it. Its
+# first credits ask for one task each; then a worker asks for as many tasks as took it
+# about CHUNK_S (at most CHUNK_TASKS): cheap functions get long chunks, which makes the
+# cost of a task on the way small, and slow ones short chunks, which share the work
+# evenly at the end of a pass.
 CREDITS = 2
-CREDIT = b""
+CREDIT = b"1"
+CHUNK_S = 0.002
+CHUNK_TASKS = 64
 
 
 def routing_id(index: int) -> bytes:
@@ -402,6 +409,7 @@ def mapper_zmq_worker(
     stopped = functools.partial(_stopped, stop_event, parent_pid)
     sender = ZmqSender(ctx, result_address, 0, info.index, owner, stopped, serializer, arena)
     tasks.setsockopt(zmq.RCVTIMEO, int(_POLL_S * 1000))
+    monotonic = time.monotonic
     try:
         while True:
             try:
@@ -410,15 +418,24 @@ def mapper_zmq_worker(
                 sender.flush()
                 sender.check_stop()
                 continue
-            _, _, epoch, (seq, dp) = decode(frames, serializer)
-            result = map_func(dp)
-            try:
-                sender.put_now([epoch, seq, result])
-            except TypeError:
-                # Name the place inside the result, not inside [epoch, seq, result].
-                sender.packer.pack(result)
-                raise
-            sender.flush()  # each result also asks the consumer for the next task
+            _, _, epoch, items = decode(frames, serializer)
+            start = last = monotonic()
+            for i in range(0, len(items), 2):
+                result = map_func(items[i + 1])
+                try:
+                    sender.put_now([epoch, items[i], result])
+                except TypeError:
+                    # Name the place inside the result, not inside [epoch, seq, result].
+                    sender.packer.pack(result)
+                    raise
+                now = monotonic()
+                if now - last > EAGER_S:  # a slow task: its result goes at once
+                    sender.flush()
+                last = now
+            sender.flush()
+            # Ask for as many tasks as take about CHUNK_S, judging by this chunk.
+            each = (last - start) / max(1, len(items) // 2)
+            tasks.send(b"%d" % min(CHUNK_TASKS, max(1, int(CHUNK_S / max(each, 1e-7)))))
     except Stopped:
         pass
     except BaseException as exc:

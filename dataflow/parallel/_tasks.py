@@ -1,9 +1,9 @@
 """How a mapper's tasks reach its workers, and their results come back.
 
 Each class is the consumer's :class:`dataflow._transport.Receiver` for one
-kind of mapper, plus the task side: ``encode(epoch, seq, dp)`` makes a
-task, ``send(task)`` hands it to a worker (``False`` when none can take it
-now), and ``on_results(worker, n)`` counts what came back.
+kind of mapper, plus the task side: ``room()`` says how many tasks may be
+sent now (0: none), ``add(epoch, seq, dp)`` adds one, ``flush()`` hands
+them to a worker, and ``on_results(worker, n)`` counts what came back.
 :class:`TaskChannel` holds the whole of a process mapper's flow control
 (credits), so nothing else needs to know about it.
 """
@@ -11,7 +11,7 @@ now), and ``on_results(worker, n)`` counts what came back.
 from __future__ import annotations
 
 import collections
-from typing import Any, Deque, Optional
+from typing import Any, Deque, List, Optional, Tuple
 
 import zmq
 
@@ -27,7 +27,6 @@ from .._transport import (
     send_frames,
 )
 from ..serialize import Serializer
-from ._loops import CREDITS, routing_id
 
 __all__ = ["TaskChannel", "ThreadTasks"]
 
@@ -40,12 +39,14 @@ class ThreadTasks:
         self.tasks = tasks
         self._results = QueueReceiver(results)
 
-    def encode(self, epoch: int, seq: int, dp: Any) -> Any:
-        return (epoch, seq, dp)
+    def room(self) -> int:
+        return 1 << 30  # the queue takes any number
 
-    def send(self, task: Any) -> bool:
-        self.tasks.put(task)
-        return True
+    def add(self, epoch: int, seq: int, dp: Any) -> None:
+        self.tasks.put((epoch, seq, dp))
+
+    def flush(self) -> None:
+        pass
 
     def on_results(self, worker: int, n: int) -> None:
         pass
@@ -60,12 +61,16 @@ class ThreadTasks:
 class TaskChannel:
     """The flow control of a process mapper, in one place; its consumer's receiver.
 
-    Each worker asks for ``CREDITS`` tasks at first and for one more with
-    each result (a credit: its routing id); a task goes only to a worker
-    that asked for one, so a busy worker never has tasks queued behind a
-    slow one, and a ROUTER with ``ROUTER_MANDATORY`` never drops a task
-    silently. :meth:`recv` waits for results, and while no worker has asked
-    for a task also for the first requests.
+    Tasks travel in chunks: a worker asks for its next chunk with a credit
+    that says how many tasks it wants (see :func:`~._loops.mapper_zmq_worker`:
+    as many as take it a few milliseconds), at first ``CREDITS`` chunks of
+    one task, and one more each time it finished a chunk. A chunk goes only
+    to a worker that asked for one, so a busy worker never has tasks queued
+    behind a slow one, and a ROUTER with ``ROUTER_MANDATORY`` never drops a
+    chunk silently. The consumer asks :meth:`room` how many tasks the next
+    chunk may hold, adds them (:meth:`add`) and sends it (:meth:`flush`);
+    :meth:`recv` waits for results, and while no worker has asked for tasks
+    also for the next credit.
     """
 
     def __init__(
@@ -92,55 +97,83 @@ class TaskChannel:
         self._poller = zmq.Poller()
         self._poller.register(self.results.sock, zmq.POLLIN)
         self._poller.register(sock, zmq.POLLIN)
-        self._credits: Deque[bytes] = collections.deque()
-        self._routing_ids = [routing_id(i) for i in range(num_workers)]
-        self._first_credits = num_workers * CREDITS  # the first requests not yet received
+        self._credits: Deque[Tuple[bytes, int]] = collections.deque()
+        self._items: List[bytes] = []  # the packed [seq, dp] pairs of the chunk being made
+        self._epoch = 0
+        self._chunk: Optional[List[Any]] = None  # a chunk made, waiting for a worker
         self._send_blocked = False
 
-    def encode(self, epoch: int, seq: int, dp: Any) -> Any:
-        packer = self._packer
-        chunks = [packer.pack(seq), packer.pack(dp)]
-        frames, packer.frames = packer.frames, []
-        return encode(DATA, 0, epoch, chunks, frames)
+    def _take_credits(self) -> None:
+        """Read the credits that arrived, without waiting."""
+        sock = self.sock
+        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+            worker, wanted = sock.recv_multipart()
+            try:
+                n = max(1, int(wanted))
+            except ValueError:
+                n = 1
+            self._credits.append((worker, n))
 
-    def send(self, task: Any) -> bool:
-        """Send *task* to a worker that asked for one; ``False`` if none has."""
-        credits, sock = self._credits, self.sock
-        if not credits and self._first_credits:
-            # The workers' first requests; later ones come with results, so once all
-            # are in, the task socket need not be looked at again.
-            while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-                credits.append(sock.recv_multipart()[0])
-                self._first_credits -= 1
-        while credits:
-            worker = credits.popleft()
+    def room(self) -> int:
+        """How many tasks the next chunk may hold; 0 while no worker asked for one."""
+        if self._chunk is not None and not self._send_chunk():
+            return 0
+        if not self._credits:
+            self._take_credits()
+        if not self._credits:
+            self._send_blocked = True
+            return 0
+        return self._credits[0][1]
+
+    def add(self, epoch: int, seq: int, dp: Any) -> None:
+        """Add task *seq* of pass *epoch* to the chunk being made."""
+        self._epoch = epoch
+        packer = self._packer
+        self._items.append(packer.pack(seq))
+        self._items.append(packer.pack(dp))
+
+    def flush(self) -> None:
+        """Send the chunk being made to the worker that asked first."""
+        if not self._items:
+            return
+        packer = self._packer
+        frames, packer.frames = packer.frames, []
+        self._chunk = encode(DATA, 0, self._epoch, self._items, frames)
+        self._items = []
+        self._send_chunk()
+
+    def _send_chunk(self) -> bool:
+        chunk = self._chunk
+        assert chunk is not None
+        while True:
+            if not self._credits:
+                self._take_credits()
+                if not self._credits:
+                    self._send_blocked = True
+                    return False
+            worker, _ = self._credits.popleft()
             # copy=True: zero-copy sends would start pyzmq's garbage-collector thread in
             # the consumer, which outlives close(); and the source may reuse its arrays.
             try:
-                send_frames(sock, [worker, *task], True)
+                send_frames(self.sock, [worker, *chunk], True)
             except zmq.ZMQError as err:
                 if err.errno in (zmq.EHOSTUNREACH, zmq.EAGAIN):
                     continue  # that worker is gone; the liveness check will say why
                 raise
+            self._chunk = None
             return True
-        # With first requests still to come, wait for them as well as for results.
-        self._send_blocked = self._first_credits > 0
-        return False
 
     def on_results(self, worker: int, n: int) -> None:
-        """Worker *worker* returned *n* results, each asking for a task."""
-        if 0 <= worker < len(self._routing_ids):
-            self._credits.extend([self._routing_ids[worker]] * n)
+        pass  # credits come on their own
 
     def recv(self, timeout_s: float) -> Optional[Message]:
         if self._send_blocked:
-            # No worker asked for a task: wake up as soon as one does, not only when a
-            # result arrives (there may be none in flight), which would cost a whole
-            # timeout per task.
+            # No worker asked for tasks: wake up as soon as one does, not only when a
+            # result arrives (there may be none in flight).
             self._send_blocked = False
             events = dict(self._poller.poll(int(timeout_s * 1000)))
             if self.results.sock not in events:
-                return None  # a task can be sent now (or the wait timed out)
+                return None  # tasks can be sent now (or the wait timed out)
             timeout_s = 0.0
         return self.results.recv(timeout_s)
 

@@ -45,7 +45,6 @@ __all__ = [
     "MultiThreadMapData",
 ]
 
-_NOTHING = object()
 _HANDED = object()  # the result of a task handed out before the state was saved
 
 
@@ -83,7 +82,7 @@ class _MapperBase(ParallelBase):
         self._next_out = 0
         self._source: Optional[Iterator[Any]] = None
         self._source_yielded = False
-        self._held: Any = _NOTHING
+        self._sent = 0  # tasks sent in this pass (strict) or in all (not strict)
         self._pass: Optional[MapperPass] = None  # the strict pass being read
         self._resume: Optional[Dict[str, Any]] = None  # a loaded state, for the next pass
 
@@ -138,50 +137,54 @@ class _MapperBase(ParallelBase):
 
     # -- tasks --------------------------------------------------------------------------
 
-    def _offer(self) -> bool:
-        """Send the held task; ``False`` if the workers cannot take it yet."""
-        if not self._receiver.send(self._held):
-            return False
-        self._held = _NOTHING
-        self._seq += 1
-        self._inflight += 1
-        return True
+    def _send_tasks(self, source: Iterator[Any], track: Optional[MapperPass]) -> bool:
+        """Read tasks from *source* into chunks for the workers while they ask for some
+        and the buffer has room; ``True`` once *source* is exhausted."""
+        channel = self._receiver
+        while self._inflight < self._max_inflight:
+            room = min(channel.room(), self._max_inflight - self._inflight)
+            if room <= 0:
+                return False
+            added = 0
+            try:
+                while added < room:
+                    dp = next(source)
+                    if track is not None and not track.next_task():
+                        self._seq += 1  # handed out before the saved state
+                        if self.ordered:
+                            self._file(self._seq - 1, _HANDED)
+                        continue
+                    channel.add(self._epoch, self._seq, dp)
+                    self._seq += 1
+                    self._inflight += 1
+                    added += 1
+            except StopIteration:
+                return True
+            finally:
+                self._sent += added
+                channel.flush()
+        return False
 
     def _iter_strict(self) -> Iterator[Datapoint]:
         self._epoch += 1
         self._received = 0
         self._ready.clear()
         self._pending.clear()
-        self._held = _NOTHING
         resume, self._resume = self._resume, None
         track = self._pass = MapperPass(self.ds, self._seq, resume)
         self._next_out = track.start + track.read
-        sent = 0
+        self._sent = 0
         source = iter(self._task_source())
         exhausted = False
         while True:
-            while not exhausted and self._inflight < self._max_inflight:
-                if self._held is _NOTHING:
-                    try:
-                        dp = next(source)
-                    except StopIteration:
-                        exhausted = True
-                        break
-                    if not track.next_task():  # handed out before the saved state
-                        self._seq += 1
-                        if self.ordered:
-                            self._file(self._seq - 1, _HANDED)
-                        continue
-                    self._held = self._receiver.encode(self._epoch, self._seq, dp)
-                if not self._offer():
-                    break
-                sent += 1
+            if not exhausted:
+                exhausted = self._send_tasks(source, track)
             while self._ready:
                 seq, result = self._ready.popleft()
                 track.handed(seq)  # counted before the caller holds it
                 if result is not None:
                     yield result
-            if exhausted and self._received == sent:
+            if exhausted and self._received == self._sent:
                 self._pass = None
                 return
             self._pump()
@@ -215,21 +218,17 @@ class _MapperBase(ParallelBase):
 
     def _fill_stream(self) -> None:
         while self._inflight < self._max_inflight:
-            if self._held is _NOTHING:
-                if self._source is None:
-                    self._source = iter(self._task_source())
-                    self._source_yielded = False
-                try:
-                    dp = next(self._source)
-                except StopIteration:
-                    self._source = None
-                    if not self._source_yielded:
-                        raise _empty_source_error(self._task_source()) from None
-                    continue
-                self._source_yielded = True
-                self._held = self._receiver.encode(self._epoch, self._seq, dp)
-            if not self._offer():
+            if self._source is None:
+                self._source = iter(self._task_source())
+                self._source_yielded = False
+            before = self._sent
+            if not self._send_tasks(self._source, None):
+                self._source_yielded = self._source_yielded or self._sent > before
                 return
+            if not (self._source_yielded or self._sent > before):
+                self._source = None
+                raise _empty_source_error(self._task_source())
+            self._source = None
 
     def _iter_stream(self) -> Iterator[Datapoint]:
         try:
