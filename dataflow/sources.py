@@ -77,6 +77,7 @@ _log = logging.getLogger(__name__)
 
 # With compact=None, lists at least this long are kept in a compact store.
 _COMPACT_MIN_ITEMS = 100_000
+_MAX_INT32 = (1 << 31) - 1
 
 
 class DataFromList(RNGDataFlow):
@@ -202,10 +203,13 @@ class DataFromList(RNGDataFlow):
         """A pass over the store: the same order as over a list, drawn into a
         numpy array instead of a list of ints (which every worker would hold)."""
         pending, self._pending = self._pending, None
+        self._live = None  # let the last pass's order go before drawing the next
         pass_rng = None
         if self.shuffle:
             pass_rng = self.rng.get_state()
             order: Any = order_array(len(store), self.rng, self.seed)
+            if len(store) <= _MAX_INT32:
+                order = order.astype(np.int32)  # half the memory, in every worker
         else:
             order = shard_range(len(store))
         reader = store.read(order, 0 if pending is None else pending["pos"])
