@@ -47,7 +47,14 @@ try:
 except ImportError:  # pragma: no cover - msgpack without its C extension
     from msgpack.fallback import Unpacker
 
-__all__ = ["CompactList", "compact", "order_array", "pack_before_fork", "shares_objects"]
+__all__ = [
+    "CompactList",
+    "compact",
+    "order_array",
+    "pack_before_fork",
+    "packed",
+    "shares_objects",
+]
 
 _log = logging.getLogger(__name__)
 
@@ -102,9 +109,10 @@ class _Encoder:
             self._depth = 0
         try:
             pickled = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-        except Exception:
+            return self.pack(ExtType(_EXT_PICKLED, pickled))
+        except Exception:  # e.g. a lambda inside, or over 4 GiB (msgpack's limit)
+            self._depth = 0
             return None
-        return self.pack(ExtType(_EXT_PICKLED, pickled))
 
 
 def _ext_hook(code: int, data: bytes) -> Any:
@@ -299,6 +307,19 @@ def shares_objects(items: Sequence[Any], sample: int = 64) -> bool:
             return True
         encoded += len(out)
     return encoded > 2 * _deep_size(picks, set()) + 4096
+
+
+def packed(items: Sequence[Any], *, check_shared: bool) -> Sequence[Any]:
+    """*items* in a :class:`CompactList`, or *items* itself if one cannot be
+    stored (or, with *check_shared*, if they seem to share large objects)."""
+    if check_shared and shares_objects(items):
+        _log.info("DataFromList: the datapoints share large objects; keeping the list")
+        return items
+    store = compact(items)
+    if store is None:
+        _log.info("DataFromList: a datapoint cannot be encoded or pickled; keeping the list")
+        return items
+    return store
 
 
 def order_array(n: int, rng: np.random.RandomState, seed: Optional[int]) -> np.ndarray:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import itertools
-import logging
 import operator
 from collections.abc import Iterator as _IteratorABC
 from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
@@ -13,7 +12,7 @@ import numpy as np
 
 from ._checks import check_bool as _check_bool
 from ._checks import check_int as _check_int
-from ._compact import CompactList, compact, order_array, pack_before_fork, shares_objects
+from ._compact import CompactList, order_array, pack_before_fork, packed
 from ._fake import fake_domains, fake_dtypes, fake_sampler, fake_shape
 from ._random_access import RandomAccessDataFlow
 from ._state import (
@@ -72,8 +71,6 @@ def _pass_maker(iterable: Iterable[Any], owner: str, advice: str) -> Callable[[]
         return _IterateOnce(iterable, owner, advice)
     return functools.partial(iter, iterable)
 
-
-_log = logging.getLogger(__name__)
 
 # With compact=None, lists at least this long are kept in a compact store.
 _COMPACT_MIN_ITEMS = 100_000
@@ -156,14 +153,14 @@ class DataFromList(RNGDataFlow):
             )
         self.shuffle = _check_bool("shuffle", shuffle)
         self.set_seed(seed)
-        self.lst = _packed(lst, check_shared=False) if compact else lst
+        self.lst = packed(lst, check_shared=False) if compact else lst
         if compact is None and len(lst) >= _COMPACT_MIN_ITEMS:
             pack_before_fork(self)
 
     def _pack_for_fork(self) -> None:
         """Swap the list for a compact store, if it qualifies, before workers fork."""
         if not isinstance(self.lst, CompactList):
-            self.lst = _packed(self.lst, check_shared=True)
+            self.lst = packed(self.lst, check_shared=True)
 
     def _repr_args(self) -> Dict[str, Any]:
         # Not *compact*: it changes where the datapoints live, not which, so a
@@ -234,19 +231,6 @@ class DataFromList(RNGDataFlow):
         if self.shuffle:
             rng_from_state(self.rng, state["rng"])
         self._pending = None if state["pos"] is None else state
-
-
-def _packed(lst: Sequence[Datapoint], *, check_shared: bool) -> Sequence[Datapoint]:
-    """*lst* in a compact store, or *lst* itself if it cannot be stored (or,
-    with *check_shared*, if its datapoints share large objects)."""
-    if check_shared and shares_objects(lst):
-        _log.info("DataFromList: the datapoints share large objects; keeping the list")
-        return lst
-    store = compact(lst)
-    if store is None:
-        _log.info("DataFromList: a datapoint cannot be encoded or pickled; keeping the list")
-        return lst
-    return store
 
 
 class DataFromGenerator(DataFlow):
@@ -349,7 +333,11 @@ class DataFromIterable(DataFlow):
     and ``len()`` counts it; an iterable without a length has no such block,
     so there worker *i* yields every *num_workers*-th element from element *i*.
     A worker iterates the iterable from its first element to the end of its
-    shard (to the end, without a length). Holds only a reference to *iterable*.
+    shard (to the end, without a length). Holds only a reference to *iterable*,
+    which it iterates anew every pass, so that changes to it show: a long list
+    iterated by forked workers is copied into each of them (see
+    ``docs/memory.md``); ``DataFromList(lst, shuffle=False)`` yields the same
+    and keeps memory flat.
 
     Args:
         iterable: any iterable of datapoints (lists or dicts).

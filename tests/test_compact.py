@@ -26,6 +26,7 @@ from dataflow import (
     WorkerInfo,
     check_dataflow,
 )
+from dataflow import _compact as compact_module
 from dataflow import sources as sources_module
 from dataflow._compact import CompactList, compact, order_array, shares_objects
 from dataflow._worker_state import begin_pass, worker_context
@@ -168,6 +169,14 @@ class TestCompactList:
         assert compact([[1], [lambda: 0]]) is None
         assert compact([[1], [iter([])]]) is not None  # list iterators pickle
         assert compact([[(x for x in ())]]) is None
+
+    def test_a_pickle_msgpack_cannot_hold_gives_no_store(self, monkeypatch):
+        # msgpack holds at most 4 GiB in one value: too large to test for real.
+        def too_large(code, data):
+            raise ValueError("ExtData is too large")
+
+        monkeypatch.setattr(compact_module, "ExtType", too_large)
+        assert compact([[Point(1)]]) is None
 
     def test_arrays_come_back_as_writable_copies(self):
         array = np.arange(3)
@@ -476,7 +485,7 @@ class TestDataFromListCompact:
 
     def test_keeps_the_list_without_error_when_an_item_cannot_be_stored(self, caplog):
         data = [[1], [lambda: 0]]
-        with caplog.at_level("INFO", logger="dataflow.sources"):
+        with caplog.at_level("INFO", logger="dataflow._compact"):
             df = DataFromList(data, shuffle=False, compact=True)
         assert df.lst is data
         assert "cannot be encoded or pickled; keeping the list" in caplog.text
