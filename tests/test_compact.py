@@ -304,6 +304,15 @@ class TestOrderArray:
                 assert a.randint(1 << 30) == b.randint(1 << 30)  # the same draws
 
 
+@pytest.fixture(scope="module")
+def multiprocessing_helpers():
+    """Start spawn's resource tracker before a test takes its snapshot of live
+    children: it serves the whole session, it is not a worker left behind."""
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+
+
 def items(n):
     return [[f"/data/train/{i % 7}/img_{i:06d}.jpg", i % 7] for i in range(n)]
 
@@ -524,6 +533,22 @@ class TestDataFromListCompact:
             ),
             ordered=False,
         )
+
+    @pytest.mark.timeout(90)
+    def test_spawned_workers_read_a_pickled_store(self, multiprocessing_helpers):
+        data = items(500)
+        df = DataFromList(data, shuffle=False, compact=True)
+        with MultiProcessRunnerZMQ(df, 2, exactly_once=True, start_method="spawn") as runner:
+            runner.reset_state()
+            assert sorted(runner) == sorted(data)
+
+    @pytest.mark.timeout(60)
+    def test_the_consumer_may_stop_early(self):
+        df = DataFromList(items(20_000), compact=True)
+        with MultiProcessRunnerZMQ(df, 2) as runner:
+            runner.reset_state()
+            first = list(itertools.islice(runner, 10))
+        assert len(first) == 10 and all(dp[0].startswith("/data/train/") for dp in first)
 
     @pytest.mark.timeout(60)
     def test_a_worker_that_raises_is_reported(self):
