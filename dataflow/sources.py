@@ -97,8 +97,9 @@ class DataFromList(RNGDataFlow):
     workers share, and each datapoint is decoded as a pass yields it. By
     default (*compact* ``None``), a list of at least 100,000 datapoints is
     packed when the process first forks after construction (a runner, or a
-    framework's loader, starting its worker processes); a pipeline that never
-    forks iterates the list itself, at full speed. Once packed, the source
+    framework's loader, starting its worker processes), or when the source is
+    pickled (to send it to spawned workers); a pipeline that never forks
+    iterates the list itself, at full speed. Once packed, the source
     holds no reference to *lst* (drop it and its memory is freed), later
     changes to *lst* are not seen, and each datapoint yielded is a new copy,
     equal to the one in *lst* and of the same types, except that arrays come
@@ -154,13 +155,19 @@ class DataFromList(RNGDataFlow):
         self.shuffle = _check_bool("shuffle", shuffle)
         self.set_seed(seed)
         self.lst = packed(lst, check_shared=False) if compact else lst
-        if compact is None and len(lst) >= _COMPACT_MIN_ITEMS:
+        self._pack_pending = compact is None and len(lst) >= _COMPACT_MIN_ITEMS
+        if self._pack_pending:
             pack_before_fork(self)
 
     def _pack_for_fork(self) -> None:
-        """Swap the list for a compact store, if it qualifies, before workers fork."""
-        if not isinstance(self.lst, CompactList):
+        """Swap the list for a compact store, if it qualifies, before workers
+        fork or this source is pickled for them (once)."""
+        if self.__dict__.pop("_pack_pending", False):
             self.lst = packed(self.lst, check_shared=True)
+
+    def __getstate__(self) -> Dict[str, Any]:
+        self._pack_for_fork()  # workers started by spawn get the store too
+        return dict(self.__dict__)
 
     def _repr_args(self) -> Dict[str, Any]:
         # Not *compact*: it changes where the datapoints live, not which, so a

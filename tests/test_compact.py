@@ -443,6 +443,19 @@ class TestDataFromListCompact:
         assert isinstance(short.lst, list)
         assert passes(df, 2) == before  # reset again: the same seeded passes
 
+    def test_pickling_packs_a_long_list_once(self, monkeypatch):
+        monkeypatch.setattr(sources_module, "_COMPACT_MIN_ITEMS", 100)
+        data = items(100)
+        df = DataFromList(data, seed=2)
+        blob = pickle.dumps(df)  # as a runner sends it to spawned workers
+        assert isinstance(df.lst, CompactList)
+        store = df.lst
+        copy = pickle.loads(blob)
+        assert isinstance(copy.lst, CompactList)
+        pickle.dumps(df)
+        assert df.lst is store  # packed once
+        assert passes(copy, 2) == passes(DataFromList(data, seed=2, compact=False), 2)
+
     def test_a_runner_starting_its_workers_packs_the_list(self, monkeypatch):
         monkeypatch.setattr(sources_module, "_COMPACT_MIN_ITEMS", 100)
         data = items(300)
