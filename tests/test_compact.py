@@ -582,6 +582,15 @@ class TestDataFromListCompact:
 # ---- memory: the workers share the store ----------------------------------------------
 
 
+def children():
+    """The pids of this process's children."""
+    pids = []
+    for tid in os.listdir("/proc/self/task"):
+        with open(f"/proc/self/task/{tid}/children", encoding="ascii") as f:
+            pids += [int(p) for p in f.read().split()]
+    return pids
+
+
 def private_dirty(pid):
     with open(f"/proc/{pid}/smaps_rollup", encoding="ascii") as f:
         for line in f:
@@ -596,16 +605,22 @@ def worker_private_bytes(data, compact_option):
     df = DataFromList(data, compact=compact_option, seed=1)
     del data
     gc.collect()
+    before = set(children())
     with MultiProcessRunnerZMQ(df, 2, seed=1) as runner:
         runner.reset_state()
         it = iter(runner)
         for _ in range(len(df)):
             next(it)
-        pids = [runner._workers.pid(i) for i in range(2)]
+        pids = sorted(set(children()) - before)
+        assert len(pids) == 2, pids
         return [private_dirty(pid) for pid in pids]
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/smaps_rollup"), reason="needs Linux /proc")
+@pytest.mark.skipif(
+    not os.path.exists("/proc/self/smaps_rollup")
+    or not os.path.exists(f"/proc/self/task/{os.getpid()}/children"),
+    reason="needs Linux's /proc/<pid>/smaps_rollup and children",
+)
 @pytest.mark.timeout(120)
 def test_workers_share_the_store_instead_of_copying_the_list():
     n = 200_000
