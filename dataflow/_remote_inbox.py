@@ -105,12 +105,17 @@ class Inbox:
                 return []
             return self._anonymous_data(frames[0], endpoint, codec, payload)
         peer = peers.by_id.get(epoch)
+        if kind == DATA:
+            # Decoded before the sender is registered: garbage makes no new sender.
+            who = peer.name() if peer is not None else peer_address(frames[0], endpoint)
+            items = self._items(codec, payload, who)
+            if not items and payload:
+                return []
         if peer is None or peer.state != "live":
             peer = peers.peer(epoch, peer_address(frames[0], endpoint))
         else:
             peer.seen = peers.clock.now()
         if kind == DATA:
-            items = self._items(codec, payload, peer.name())
             peer.received += len(items)
             peers.received += len(items)
             return items
