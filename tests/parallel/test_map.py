@@ -788,6 +788,60 @@ class TestMultiProcessMapDataZMQ(_Mappers):
         df.close()
 
 
+def _slow_every_fiftieth(dp):
+    if dp[0] % 50 == 0:
+        time.sleep(0.02)
+    return dp
+
+
+def _slow(dp):
+    time.sleep(0.005)
+    return dp
+
+
+class TestTaskChunks:
+    """Tasks travel to process workers in chunks sized by how fast the function is."""
+
+    @pytest.fixture
+    def chunk_sizes(self, monkeypatch):
+        from dataflow.parallel import _tasks
+
+        sizes = []
+        flush = _tasks.TaskChannel.flush
+
+        def recording_flush(channel):
+            if channel._items:
+                sizes.append(len(channel._items) // 2)
+            flush(channel)
+
+        monkeypatch.setattr(_tasks.TaskChannel, "flush", recording_flush)
+        return sizes
+
+    @pytest.mark.timeout(60)
+    def test_a_cheap_function_gets_long_chunks(self, chunk_sizes):
+        with MultiProcessMapDataZMQ(_source(5000), 2, _identity, strict=True) as df:
+            df.reset_state()
+            assert sorted(_values(df)) == list(range(5000))
+        assert chunk_sizes[0] == 1  # the first credits ask for one task each
+        assert max(chunk_sizes) >= 32 and sum(chunk_sizes) == 5000
+
+    @pytest.mark.timeout(60)
+    def test_a_slow_function_gets_one_task_at_a_time(self, chunk_sizes):
+        with MultiProcessMapDataZMQ(_source(60), 2, _slow, strict=True) as df:
+            df.reset_state()
+            assert sorted(_values(df)) == list(range(60))
+        assert set(chunk_sizes) == {1}
+
+    @pytest.mark.timeout(60)
+    def test_mixed_fast_and_slow_tasks_keep_order_and_count(self):
+        with MultiProcessMapDataZMQ(
+            _source(1000), 2, _slow_every_fiftieth, strict=True, ordered=True
+        ) as df:
+            df.reset_state()
+            for _ in range(2):
+                assert _values(df) == list(range(1000))
+
+
 class TestMultiProcessMapData:
     @pytest.mark.timeout(60)
     def test_is_multi_process_map_data_zmq(self):
