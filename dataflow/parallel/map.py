@@ -319,10 +319,10 @@ class MultiThreadMapData(_MapperBase):
 class MultiProcessMapDataZMQ(_MapperBase):
     """Yield ``map_func(dp)`` for the datapoints of *ds*, computed by *num_proc* processes.
 
-    The consumer reads ``ds`` and sends each datapoint over ZeroMQ (the wire
-    format of :class:`MultiProcessRunnerZMQ`: msgpack, large arrays as raw
-    frames) to a free worker, with at most *buffer_size* out at once; the
-    worker applies *map_func* and sends the result back. A ``None`` result
+    The consumer reads ``ds`` and sends datapoints over ZeroMQ to free
+    workers, in chunks of as many as take a worker about 2 ms, with at most
+    *buffer_size* out at once; the worker applies *map_func* and sends the
+    results back, large arrays through shared memory (see *shm*). A ``None`` result
     drops the datapoint. ``len()`` is ``len(ds)`` (less the dropped ones).
     Results come in the order they finish, or in the order of ``ds`` with
     *ordered*. Passes follow *strict* (see :mod:`dataflow.parallel.map`);
@@ -349,6 +349,8 @@ class MultiProcessMapDataZMQ(_MapperBase):
             ``TimeoutError`` with each worker's current Python stack; time
             the caller spends between datapoints does not count (default
             ``None``: wait, and warn with the stacks after a minute of silence).
+        shm, shm_bytes: large arrays of the results through shared memory, as
+            in :class:`MultiProcessRunnerZMQ`.
 
     Example:
         >>> df = MultiProcessMapDataZMQ(DataFromList([[i] for i in range(5)], shuffle=False),
@@ -503,7 +505,7 @@ class MultiProcessMapAndBatchDataZMQ(MultiProcessMapDataZMQ):
     The consumer reads ``ds`` in groups of *batch_size* datapoints and sends
     each group to a free worker, which maps every datapoint and stacks the
     results component-wise as :class:`BatchData` does, so the consumer only
-    receives finished batches (sent as raw frames, without copies).
+    receives finished batches (through shared memory).
     ``len()`` is ``len(ds) // batch_size`` (plus one for a last, smaller
     batch with *remainder*). A ``None`` result drops its datapoint, which
     makes its batch smaller. Passes, order, errors and shutdown are as in
@@ -521,8 +523,8 @@ class MultiProcessMapAndBatchDataZMQ(MultiProcessMapDataZMQ):
             list of values; a list of bools (list datapoints) or a dict of
             bools by key (dict datapoints) chooses per component. Default
             ``False``: stack everything that can be stacked.
-        strict, ordered, seed, start_method, serializer, timeout: as in
-            MultiProcessMapDataZMQ.
+        strict, ordered, seed, start_method, serializer, timeout, shm, shm_bytes:
+            as in MultiProcessMapDataZMQ.
 
     Example:
         >>> df = MultiProcessMapAndBatchDataZMQ(

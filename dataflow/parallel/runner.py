@@ -206,10 +206,11 @@ class MultiProcessRunnerZMQ(_RunnerBase):
 
     Each worker process resets its own copy of ``ds`` and pushes its
     datapoints over ZeroMQ (an ``ipc://`` abstract socket on Linux, loopback
-    TCP elsewhere), msgpack-encoded; numpy arrays of 64 KiB or more travel as
-    raw frames beside the message, without copies, and arrive as writable
-    arrays viewing the received memory. Small datapoints are batched into
-    larger messages.
+    TCP elsewhere), msgpack-encoded; small datapoints are batched into
+    larger messages. numpy arrays of 64 KiB or more travel through shared
+    memory: the worker copies them into its region of the runner's arena,
+    and they arrive as writable arrays that view it, valid for as long as
+    they are referenced (see ``shm``).
 
     **Clones (default).** Every worker iterates its copy of ``ds`` again and
     again. With ``num_proc=1`` the output is exactly ``ds``'s, in order;
@@ -262,6 +263,11 @@ class MultiProcessRunnerZMQ(_RunnerBase):
             ``TimeoutError`` with each worker's current Python stack; time
             the caller spends between datapoints does not count (default
             ``None``: wait, and warn with the stacks after a minute of silence).
+        shm: large arrays through shared memory (``None``, the default: where
+            the platform has it; ``True``: also warn when it cannot be used;
+            ``False``: as ZeroMQ frames); see docs/parallel.md.
+        shm_bytes: the arena's size, split over the workers (default: 1 GiB of
+            address space per worker, committed as the arrays need it).
 
     Example:
         >>> df = MultiProcessRunnerZMQ(DataFromList([[i] for i in range(6)], shuffle=False),
@@ -277,7 +283,8 @@ class MultiProcessRunnerZMQ(_RunnerBase):
         per ``num_proc`` passes, in no fixed order (e.g. with
         ``DataFromList([[0], [1]], shuffle=False)`` and 2 workers a pass may
         be ``[[0], [0]]``). A datapoint must not be changed after it was
-        yielded: its large arrays are sent from their own memory, later.
+        yielded: with ``shm=False`` its large arrays are sent from their own
+        memory, later.
     """
 
     def __init__(
