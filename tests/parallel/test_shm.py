@@ -315,6 +315,17 @@ class TestMappers:
             assert labels.tolist() == list(range(8 * k, 8 * k + 8))
             assert (arrays[:, 3, 3] == labels % 251).all()
 
+    @pytest.mark.timeout(SPAWN_TIMEOUT_S)
+    def test_batches_arrive_in_the_arena_under_spawn(self, multiprocessing_helpers):
+        source = DataFromList([[i] for i in range(16)], shuffle=False)
+        with MultiProcessMapAndBatchDataZMQ(
+            source, 2, _fill, batch_size=4, strict=True, ordered=True, start_method="spawn"
+        ) as df:
+            df.reset_state()
+            batches = list(df)
+        assert [b[1].tolist() for b in batches] == [list(range(k, k + 4)) for k in (0, 4, 8, 12)]
+        assert all(_in_arena(b[0]) for b in batches)
+
 
 # ---- processes killed -------------------------------------------------------------------
 
