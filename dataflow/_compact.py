@@ -37,8 +37,7 @@ import numpy as np
 from msgpack import ExtType
 
 from ._arrays import Packer, ext_hook_writable, msgpack_default, unpackb
-from ._worker_state import current_state
-from .worker import _shard_array
+from .worker import shard_order_array
 
 # msgpack_numpy.patch(), which importing tensorpack calls, replaces msgpack.Unpacker
 # with a slower wrapper: use msgpack's own (see dataflow._arrays).
@@ -323,13 +322,8 @@ def packed(items: Sequence[Any], *, check_shared: bool) -> Sequence[Any]:
 
 
 def order_array(n: int, rng: np.random.RandomState, seed: Optional[int]) -> np.ndarray:
-    """:func:`dataflow.worker.shard_order` with an *rng*, as a numpy array: the
-    same draws and the same order, without a Python int per index."""
-    state = current_state()
-    if state is None or not state.info.sharded or state.info.part[1] == 1:
-        return rng.permutation(n)
-    part = _shard_array(state.info, n, seed, state.pass_number or 0)
-    return rng.permutation(part)
+    """:func:`dataflow.worker.shard_order_array` (kept for the callers that use this name)."""
+    return shard_order_array(n, rng, seed=seed)
 
 
 # Objects whose _pack_for_fork() runs before the next fork of this process.

@@ -9,15 +9,59 @@ storage formats and the dataset readers of the library are built on it.
 
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, Optional, Sequence
+import itertools
+from collections.abc import Sequence as _SequenceABC
+from typing import Any, Dict, Iterator, Optional, Sequence, Union
+
+import numpy as np
 
 from ._checks import check_bool as _check_bool
 from ._checks import is_int as _is_int
 from ._state import rng_from_state, rng_state
 from .base import Datapoint, RNGDataFlow
-from .worker import shard_order, shard_range
+from .worker import shard_order_array, shard_range
 
 __all__ = ["RandomAccessDataFlow"]
+
+# Orders of at most this many indices are kept as int32 (half of int64's memory).
+_MAX_INT32 = (1 << 31) - 1
+# Indices converted to Python ints at a time while a pass iterates its order.
+_CHUNK = 4096
+
+
+class IndexOrder(_SequenceABC):
+    """The indices of a shuffled pass: a read-only sequence of Python ints over
+    a numpy array, which takes 4 or 8 bytes per index where a list takes 36.
+
+    Iterating it converts a few thousand indices at a time; indexing with an
+    int gives an ``int``, with a slice another :class:`IndexOrder` (a view);
+    ``numpy.asarray()`` gives the array itself, for a :meth:`read` that
+    gathers rows at once.
+    """
+
+    __slots__ = ("_array",)
+
+    def __init__(self, array: np.ndarray) -> None:
+        self._array = array
+
+    def __len__(self) -> int:
+        return len(self._array)
+
+    def __getitem__(self, index: Any) -> Any:
+        if isinstance(index, slice):
+            return IndexOrder(self._array[index])
+        return int(self._array[index])
+
+    def __iter__(self) -> Iterator[int]:
+        array = self._array
+        chunks = (array[k : k + _CHUNK].tolist() for k in range(0, len(array), _CHUNK))
+        return itertools.chain.from_iterable(chunks)
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        return self._array if dtype is None else self._array.astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"IndexOrder({self._array!r})"
 
 
 class _Pass:
@@ -110,9 +154,12 @@ class RandomAccessDataFlow(RNGDataFlow):
         """The datapoints at *indices*, in that order: ``get(i)`` for each *i*.
 
         One pass calls it once, with the indices still to visit: a ``range``
-        when they are consecutive (not shuffled), else a list. Override it to
-        read faster, e.g. a block of consecutive records at once; it must
-        yield one datapoint per index, lazily.
+        when they are consecutive (not shuffled), else a read-only sequence
+        of ``int`` over a numpy array (``numpy.asarray(indices)`` gives the
+        array; a list of millions of ints would take 36 bytes an index in
+        every worker). Override it to read faster, e.g. a block of
+        consecutive records at once; it must yield one datapoint per index,
+        lazily.
         """
         return map(self.get, indices)
 
@@ -123,10 +170,13 @@ class RandomAccessDataFlow(RNGDataFlow):
         pending, self._pending = self._pending, None
         n = self.num_datapoints()
         pass_rng = None
-        order: Sequence[int]
+        order: Union[range, IndexOrder]
         if self.shuffle:
             pass_rng = self.rng.get_state()
-            order = shard_order(n, self.rng)
+            array = shard_order_array(n, self.rng)
+            if n <= _MAX_INT32:
+                array = array.astype(np.int32)
+            order = IndexOrder(array)
         else:
             order = shard_range(n)
         start = 0 if pending is None else min(pending["pos"], len(order))

@@ -3,14 +3,20 @@ that read by index, and what it gives them (passes, sharding, resume)."""
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
+import tracemalloc
 
+import numpy as np
 import pytest
 
 from dataflow import BatchData, check_dataflow
+from dataflow._random_access import IndexOrder
+from dataflow._worker_state import begin_pass
 from dataflow.sources import RandomAccessDataFlow
 from dataflow.testing import check_resume
-from dataflow.worker import WorkerInfo, _worker_context
+from dataflow.worker import WorkerInfo, _worker_context, shard_order
 
 
 class Squares(RandomAccessDataFlow):
@@ -154,3 +160,84 @@ class TestRandomAccessDataFlow:
     def test_shuffle_must_be_a_bool(self):
         with pytest.raises(TypeError, match="shuffle must be"):
             Squares(3, shuffle="yes")
+
+
+class TestShuffledOrderAsAnArray:
+    """A shuffled pass keeps its order in a numpy array, not a list of ints."""
+
+    @pytest.mark.parametrize(
+        "info",
+        [
+            None,
+            WorkerInfo(1, 3, seed=4),
+            WorkerInfo(0, 1, sharded=True, shared_seed=2),
+            WorkerInfo(0, 3, sharded=True, shared_seed=2),
+            WorkerInfo(2, 3, sharded=True, shared_seed=2),
+        ],
+    )
+    def test_passes_are_those_of_the_list_order(self, info):
+        with contextlib.ExitStack() as stack:
+            if info is not None:
+                stack.enter_context(_worker_context(info))
+            df = Squares(50, seed=6)
+            df.reset_state()
+            for pass_number in (1, 2, 3):
+                if info is not None:
+                    begin_pass(pass_number)
+                rng = copy.deepcopy(df.rng)
+                assert pass_of(df) == shard_order(50, rng)  # the list form, same draws
+                assert df.rng.randint(1 << 30) == rng.randint(1 << 30)
+
+    def test_read_gets_python_ints_and_the_array(self):
+        df = Blocks(30, seed=1)
+        df.reset_state()
+        passed = list(df)
+        (indices,) = df.reads
+        assert isinstance(indices, IndexOrder) and len(indices) == 30
+        assert all(type(i) is int for i in indices)
+        assert all(type(dp[0]) is int and type(dp[1]) is int for dp in passed)
+        array = np.asarray(indices)
+        assert array.dtype == np.int32 and array.tolist() == [dp[0] for dp in passed]
+        assert type(indices[3]) is int and indices[3] == passed[3][0]
+        assert indices[-1] == passed[-1][0]
+        tail = indices[28:]
+        assert isinstance(tail, IndexOrder) and list(tail) == [passed[28][0], passed[29][0]]
+        assert np.asarray(indices, dtype=np.int64).dtype == np.int64
+        assert sorted(indices) == list(range(30)) and 5 in indices
+        assert repr(tail).startswith("IndexOrder(array(")
+
+    def test_iteration_crosses_chunks_in_order(self, monkeypatch):
+        import dataflow._random_access as ra
+
+        monkeypatch.setattr(ra, "_CHUNK", 3)
+        array = np.random.RandomState(0).permutation(10).astype(np.int32)
+        assert list(IndexOrder(array)) == array.tolist()
+        assert list(IndexOrder(array[:0])) == []
+
+    def test_a_resumed_shuffled_pass_reads_the_rest_of_the_order(self):
+        df = Blocks(40, seed=3)
+        df.reset_state()
+        it = iter(df)
+        head = [next(it)[0] for _ in range(15)]
+        state = df.state_dict()
+        rest = [dp[0] for dp in it]
+        resumed = Blocks(40, seed=3)
+        resumed.reset_state()
+        resumed.load_state_dict(state)
+        assert pass_of(resumed) == rest and sorted(head + rest) == list(range(40))
+        assert isinstance(resumed.reads[0], IndexOrder) and list(resumed.reads[0]) == rest
+
+    def test_the_order_of_a_pass_takes_a_few_bytes_per_index(self):
+        n = 200_000
+        df = Squares(n, seed=0)
+        df.reset_state()
+        df.get = lambda index: [index]  # no record of the reads
+        tracemalloc.start()
+        try:
+            it = iter(df)
+            next(it)
+            held, _ = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert held < 6 * n  # int32: 4 bytes an index; a list of ints takes about 36
+        assert sum(1 for _ in it) == n - 1

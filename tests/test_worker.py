@@ -29,7 +29,7 @@ from dataflow import (
 from dataflow._rng import shared_seed as _shared_seed
 from dataflow._worker_state import begin_pass, worker_context
 from dataflow.parallel._workers import worker_seeds
-from dataflow.worker import shard_order
+from dataflow.worker import shard_order, shard_order_array
 
 TIMEOUT_S = 30
 
@@ -394,6 +394,39 @@ class TestShardOrder:
         assert shard_order(4, np.random.RandomState(1)) == (
             np.random.RandomState(1).permutation(4).tolist()
         )
+
+
+class TestShardOrderArray:
+    @pytest.mark.timeout(TIMEOUT_S)
+    @pytest.mark.parametrize("seed", [None, 3])
+    def test_the_same_order_and_draws_as_the_list_everywhere(self, seed):
+        infos = [None, WorkerInfo(1, 3, seed=2), WorkerInfo(0, 1, sharded=True, shared_seed=3)]
+        infos += [WorkerInfo(i, 3, sharded=True, shared_seed=8) for i in range(3)]
+        infos += [WorkerInfo(0, 2, sharded=True, shard_index=1, num_shards=3, shared_seed=1)]
+        for info in infos:
+            for pass_number in (None, 2):
+                a, b = np.random.RandomState(7), np.random.RandomState(7)
+                with contextlib.ExitStack() as stack:
+                    if info is not None:
+                        stack.enter_context(worker_context(info))
+                        if pass_number is not None:
+                            begin_pass(pass_number)
+                    for _ in range(2):  # two passes: the rng moves on alike
+                        expected = shard_order(41, a, seed=seed)
+                        got = shard_order_array(41, b, seed=seed)
+                        assert isinstance(got, np.ndarray) and got.dtype.kind == "i"
+                        assert got.tolist() == expected, (info, pass_number)
+                assert a.randint(1 << 30) == b.randint(1 << 30)
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_empty_and_one(self):
+        assert shard_order_array(0, np.random.RandomState(0)).tolist() == []
+        assert shard_order_array(1, np.random.RandomState(0)).tolist() == [0]
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_needs_a_generator(self):
+        with pytest.raises(TypeError, match=r"needs the source's random generator, got rng=None"):
+            shard_order_array(3, None)
 
 
 class TestSharedSeed:
