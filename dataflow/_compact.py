@@ -47,6 +47,7 @@ except ImportError:  # pragma: no cover - msgpack without its C extension
     from msgpack.fallback import Unpacker
 
 __all__ = [
+    "COMPACT_MIN_ITEMS",
     "CompactList",
     "compact",
     "order_array",
@@ -56,6 +57,10 @@ __all__ = [
 ]
 
 _log = logging.getLogger(__name__)
+
+#: Lists at least this long are packed before a fork by the sources that
+#: pack automatically (shorter ones cost little to copy, and read faster as lists).
+COMPACT_MIN_ITEMS = 100_000
 
 _EXT_TUPLE = 3  # codes 1 and 2 are the arrays and scalars of dataflow._arrays
 _EXT_PICKLED = 4
@@ -308,15 +313,18 @@ def shares_objects(items: Sequence[Any], sample: int = 64) -> bool:
     return encoded > 2 * _deep_size(picks, set()) + 4096
 
 
-def packed(items: Sequence[Any], *, check_shared: bool) -> Sequence[Any]:
+def packed(
+    items: Sequence[Any], *, check_shared: bool, owner: str = "DataFromList"
+) -> Sequence[Any]:
     """*items* in a :class:`CompactList`, or *items* itself if one cannot be
-    stored (or, with *check_shared*, if they seem to share large objects)."""
+    stored (or, with *check_shared*, if they seem to share large objects);
+    *owner* names the holder of *items* in the log."""
     if check_shared and shares_objects(items):
-        _log.info("DataFromList: the datapoints share large objects; keeping the list")
+        _log.info("%s: the items share large objects; keeping the list", owner)
         return items
     store = compact(items)
     if store is None:
-        _log.info("DataFromList: a datapoint cannot be encoded or pickled; keeping the list")
+        _log.info("%s: an item cannot be encoded or pickled; keeping the list", owner)
         return items
     return store
 

@@ -23,15 +23,13 @@ from .worker import shard_order_array, shard_range
 
 __all__ = ["RandomAccessDataFlow"]
 
-# Orders of at most this many indices are kept as int32 (half of int64's memory).
-_MAX_INT32 = (1 << 31) - 1
 # Indices converted to Python ints at a time while a pass iterates its order.
 _CHUNK = 4096
 
 
 class IndexOrder(_SequenceABC):
     """The indices of a shuffled pass: a read-only sequence of Python ints over
-    a numpy array, which takes 4 or 8 bytes per index where a list takes 36.
+    a numpy array, which takes 4 bytes per index where a list takes 36.
 
     Iterating it converts a few thousand indices at a time; indexing with an
     int gives an ``int``, with a slice another :class:`IndexOrder` (a view);
@@ -173,10 +171,7 @@ class RandomAccessDataFlow(RNGDataFlow):
         order: Union[range, IndexOrder]
         if self.shuffle:
             pass_rng = self.rng.get_state()
-            array = shard_order_array(n, self.rng)
-            if n <= _MAX_INT32:
-                array = array.astype(np.int32)
-            order = IndexOrder(array)
+            order = IndexOrder(shard_order_array(n, self.rng))
         else:
             order = shard_range(n)
         start = 0 if pending is None else min(pending["pos"], len(order))

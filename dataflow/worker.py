@@ -32,6 +32,8 @@ from ._worker_state import worker_context as _worker_context  # noqa: F401
 
 __all__ = ["WorkerInfo", "get_worker_info", "shard_order", "shard_order_array"]
 
+_MAX_INT32 = (1 << 31) - 1
+
 
 @dataclass(frozen=True)
 class WorkerInfo:
@@ -227,11 +229,12 @@ def shard_order_array(
     draws and the same order, without a Python ``int`` per index.
 
     A list of *n* Python ints takes about 36 bytes per index, private to
-    every worker process (each builds its own every pass); the array takes 8
-    (``astype(np.int32)`` halves it when ``n < 2**31``). Use it when a
-    source shuffles many indices per pass. Drawing it leaves *rng* in the
-    same state as :func:`shard_order` does, so the two can replace each other
-    without changing a seeded sequence of passes.
+    every worker process (each builds its own every pass); the array takes 4
+    (``int32``; ``int64`` when *n* is ``2**31`` or more), and is drawn in
+    place, without a larger temporary array. Use it when a source shuffles
+    many indices per pass. Drawing it leaves *rng* in the same state as
+    :func:`shard_order` does, so the two can replace each other without
+    changing a seeded sequence of passes.
 
     Args:
         n: the number of items, indexed ``0 .. n-1``.
@@ -241,7 +244,7 @@ def shard_order_array(
 
     Example:
         >>> shard_order_array(5, np.random.RandomState(0))
-        array([2, 0, 1, 3, 4])
+        array([2, 0, 1, 3, 4], dtype=int32)
         >>> shard_order(5, np.random.RandomState(0))
         [2, 0, 1, 3, 4]
     """
@@ -250,8 +253,13 @@ def shard_order_array(
             "shard_order_array() needs the source's random generator, got rng=None; "
             "an order without shuffling is shard_order(n, None), a range"
         )
+    dtype = np.int32 if n <= _MAX_INT32 else np.int64
     state = current_state()
     if state is None or not state.info.sharded or state.info.part[1] == 1:
-        return rng.permutation(n)
-    part = _shard_array(state.info, n, seed, state.pass_number or 0)
-    return rng.permutation(part)
+        order = np.arange(n, dtype=dtype)
+    else:
+        order = _shard_array(state.info, n, seed, state.pass_number or 0).astype(dtype)
+    # rng.permutation(x) is a copy of x (np.arange(x) for an int) that
+    # rng.shuffle() shuffles: shuffling in place makes the same draws.
+    rng.shuffle(order)
+    return order

@@ -411,12 +411,17 @@ class TestShardOrderArray:
                         stack.enter_context(worker_context(info))
                         if pass_number is not None:
                             begin_pass(pass_number)
+                    sharded = info is not None and info.sharded and info.part[1] > 1
+                    if sharded:
+                        part = info.shard_indices(41, seed=seed, pass_number=pass_number or 0)
+                    ref = np.random.RandomState(7)  # rng.permutation, as before the array
                     for _ in range(2):  # two passes: the rng moves on alike
+                        reference = ref.permutation(np.array(part) if sharded else 41)
                         expected = shard_order(41, a, seed=seed)
                         got = shard_order_array(41, b, seed=seed)
-                        assert isinstance(got, np.ndarray) and got.dtype.kind == "i"
-                        assert got.tolist() == expected, (info, pass_number)
-                assert a.randint(1 << 30) == b.randint(1 << 30)
+                        assert isinstance(got, np.ndarray) and got.dtype == np.int32
+                        assert got.tolist() == expected == reference.tolist(), info
+                assert a.randint(1 << 30) == b.randint(1 << 30) == ref.randint(1 << 30)
 
     @pytest.mark.timeout(TIMEOUT_S)
     def test_empty_and_one(self):

@@ -18,11 +18,12 @@
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional, Sequence, Set, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 
 from .._checks import check_seed
+from .._compact import COMPACT_MIN_ITEMS, CompactList, pack_before_fork, packed
 from .._optional import import_optional
 from ..base import Datapoint
 from ..sources import RandomAccessDataFlow
@@ -281,7 +282,15 @@ class FileListReader(RandomAccessDataFlow):
     Inside a runner with ``exactly_once=True``, each worker reads only its
     shard (a contiguous block of the files, see :meth:`WorkerInfo.shard`),
     shuffled within it, and ``len()`` counts it.
-    Holds the list of file names, not the images: about 160 bytes per file.
+
+    Holds the list of file names, not the images. ``imglist`` holds the
+    ``(name, label)`` pairs. A list of at least 100,000 of them (ILSVRC12
+    has 1.28 million) is packed into a read-only compact store (see "Memory
+    with many workers" in the docs) when the process next forks or the
+    reader is pickled, so that forked workers share it instead of each
+    copying it: about 40 bytes per ILSVRC file instead of 160, in one copy.
+    The store gives back the same tuples, by index, slice or iteration; it
+    cannot be modified (assign a new list to ``imglist`` instead).
     """
 
     #: Optional modules the reader needs, imported in ``__init__`` to fail early.
@@ -302,7 +311,7 @@ class FileListReader(RandomAccessDataFlow):
         for module in self._requires:
             import_optional(module, type(self).__name__)
         self.full_dir = ""
-        self.imglist: List[Tuple[str, int]] = []
+        self.imglist: Sequence[Tuple[str, int]] = []
         self._prefix = ""
 
     def _set_list(self, full_dir: str, imglist: List[Tuple[str, int]]) -> None:
@@ -311,6 +320,19 @@ class FileListReader(RandomAccessDataFlow):
         self.full_dir = full_dir
         self.imglist = imglist
         self._prefix = os.path.join(full_dir, "")
+        self._pack_pending = len(imglist) >= COMPACT_MIN_ITEMS
+        if self._pack_pending:
+            pack_before_fork(self)
+
+    def _pack_for_fork(self) -> None:
+        """Swap a long ``imglist`` for a compact store before workers fork or
+        this reader is pickled for them (once)."""
+        if self.__dict__.pop("_pack_pending", False) and isinstance(self.imglist, (list, tuple)):
+            self.imglist = packed(self.imglist, check_shared=False, owner=type(self).__name__)
+
+    def __getstate__(self) -> Dict[str, Any]:
+        self._pack_for_fork()  # workers started by spawn get the store too
+        return dict(self.__dict__)
 
     def num_datapoints(self) -> int:
         return len(self.imglist)
@@ -318,6 +340,16 @@ class FileListReader(RandomAccessDataFlow):
     def get(self, index: int) -> Datapoint:
         name, label = self.imglist[index]
         return [self._prefix + name, label]
+
+    def read(self, indices: Sequence[int]) -> Iterator[Datapoint]:
+        """``get(i)`` for each of *indices*; from a packed ``imglist``, decoded
+        a chunk at a time (when a subclass does not define its own ``get``)."""
+        store = self.imglist
+        if not isinstance(store, CompactList) or type(self).get is not FileListReader.get:
+            return super().read(indices)
+        order = indices if isinstance(indices, range) else np.asarray(indices)
+        prefix = self._prefix
+        return ([prefix + name, label] for name, label in store.read(order))
 
 
 def read_image(df: FileListReader, index: int) -> Datapoint:

@@ -22,11 +22,12 @@ import re
 import secrets
 import socket
 import zlib
-from typing import Any, Iterator, List, Optional, Sequence
+from typing import Any, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 
 from .._checks import check_seed as _check_seed
+from .._compact import COMPACT_MIN_ITEMS, CompactList, pack_before_fork, packed
 from .._progress import ProgressBar as _ProgressBar
 from ..base import DataFlow, Datapoint, UnknownLengthError
 from ..sources import RandomAccessDataFlow
@@ -217,6 +218,14 @@ class ColumnsData(RandomAccessDataFlow):
     block of rows, see :meth:`WorkerInfo.shard`), shuffled within it, and
     ``len()`` counts it.
 
+    A column that is a Python list or tuple of at least 100,000 rows is
+    packed into a read-only compact store (see "Memory with many workers"
+    in the docs) when the process next forks or the dataflow is pickled, so
+    that forked workers share it instead of each copying it; it yields the
+    same values. Not packed: numpy columns (shared as they are), other
+    sequences, lists of numpy arrays (often views into one loaded array,
+    which the store would copy), and lists that the store cannot hold.
+
     Args:
         columns: one sequence per component, each with *size* rows.
         keys: ``None`` to yield lists, or the dict key of each column.
@@ -238,6 +247,24 @@ class ColumnsData(RandomAccessDataFlow):
         self._size = size
         self.shuffle = shuffle
         self.seed = _check_seed(seed)
+        self._pack_pending = any(map(_packable, self._columns))
+        if self._pack_pending:
+            pack_before_fork(self)
+
+    def _pack_for_fork(self) -> None:
+        """Swap long list columns for compact stores before workers fork or
+        this dataflow is pickled for them (once)."""
+        if self.__dict__.pop("_pack_pending", False):
+            self._columns = [
+                packed(column, check_shared=True, owner="ColumnsData")
+                if _packable(column)
+                else column
+                for column in self._columns
+            ]
+
+    def __getstate__(self) -> Dict[str, Any]:
+        self._pack_for_fork()  # workers started by spawn get the stores too
+        return dict(self.__dict__)
 
     def num_datapoints(self) -> int:
         return self._size
@@ -249,7 +276,33 @@ class ColumnsData(RandomAccessDataFlow):
 
     def read(self, indices: Sequence[int]) -> Iterator[Datapoint]:
         columns = self._columns
+        if any(isinstance(column, CompactList) for column in columns):
+            return self._read_packed(indices)
         if self._keys is None:
             return ([column[i] for column in columns] for i in indices)
         keys = self._keys
         return ({key: column[i] for key, column in zip(keys, columns)} for i in indices)
+
+    def _read_packed(self, indices: Sequence[int]) -> Iterator[Datapoint]:
+        """:meth:`read` when some columns are compact stores: each decodes its
+        rows a chunk at a time, the others are indexed row by row."""
+        order = indices if isinstance(indices, range) else np.asarray(indices)
+        rows = zip(
+            *(
+                column.read(order)
+                if isinstance(column, CompactList)
+                else map(column.__getitem__, indices)
+                for column in self._columns
+            )
+        )
+        keys = self._keys
+        if keys is None:
+            return map(list, rows)
+        return (dict(zip(keys, row)) for row in rows)
+
+
+def _packable(column: Any) -> bool:
+    """Whether *column* is a list or tuple long enough to pack, holding no numpy array."""
+    if type(column) not in (list, tuple) or len(column) < COMPACT_MIN_ITEMS:
+        return False
+    return not any(issubclass(kind, np.ndarray) for kind in set(map(type, column)))
