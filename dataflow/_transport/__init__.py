@@ -30,7 +30,6 @@ from .message import DATA, END, ERROR, MARK, Message, Receiver, Sender, Stopped
 from .queue import QueueReceiver, QueueSender
 from .shm import Arena, SharedMemoryWarning, create_arena
 from .wire import (
-    EAGER_S,
     OUT_OF_BAND_BYTES,
     PREFIX,
     ItemPacker,
@@ -56,7 +55,6 @@ __all__ = [
     "SharedMemoryWarning",
     "create_arena",
     "DATA",
-    "EAGER_S",
     "END",
     "ERROR",
     "MARK",

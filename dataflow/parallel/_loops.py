@@ -13,7 +13,8 @@ the consumer sends each pass number through a pipe, and the worker begins
 that pass, abandoning the one it was in). Mappers: the worker takes tasks
 in chunks (``[seq, datapoint, seq, datapoint, ...]``), applies the function,
 and sends ``[epoch, seq, result]`` back; a process worker asks for each
-chunk (credits, see :class:`~._tasks.TaskChannel`).
+chunk (credits: ``[epoch, -n, None]`` with its results asks for *n* more
+tasks; see :class:`~._tasks.TaskChannel`).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ import zmq
 
 from .._transport import (
     DATA,
-    EAGER_S,
     ERROR,
     RECONNECT_MS,
     Arena,
@@ -72,7 +72,7 @@ _NOTHING = object()
 # evenly at the end of a pass.
 CREDITS = 2
 CREDIT = b"1"
-CHUNK_S = 0.002
+CHUNK_S = 0.005
 CHUNK_TASKS = 64
 
 
@@ -420,6 +420,7 @@ def mapper_zmq_worker(
                 continue
             _, _, epoch, items = decode(frames, serializer)
             start = last = monotonic()
+            final = len(items) - 2
             for i in range(0, len(items), 2):
                 result = map_func(items[i + 1])
                 try:
@@ -429,13 +430,15 @@ def mapper_zmq_worker(
                     sender.packer.pack(result)
                     raise
                 now = monotonic()
-                if now - last > EAGER_S:  # a slow task: its result goes at once
+                if now - last > CHUNK_S and i < final:  # a slow task: send its result
                     sender.flush()
                 last = now
-            sender.flush()
-            # Ask for as many tasks as take about CHUNK_S, judging by this chunk.
+            # Ask for as many tasks as take about CHUNK_S, judging by this chunk: a
+            # negative seq, sent with the last results (see TaskChannel).
             each = (last - start) / max(1, len(items) // 2)
-            tasks.send(b"%d" % min(CHUNK_TASKS, max(1, int(CHUNK_S / max(each, 1e-7)))))
+            wanted = min(CHUNK_TASKS, max(1, int(CHUNK_S / max(each, 1e-7))))
+            sender.put_now([epoch, -wanted, None])
+            sender.flush()
     except Stopped:
         pass
     except BaseException as exc:

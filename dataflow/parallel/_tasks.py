@@ -27,6 +27,7 @@ from .._transport import (
     send_frames,
 )
 from ..serialize import Serializer
+from ._loops import CREDITS, routing_id
 
 __all__ = ["TaskChannel", "ThreadTasks"]
 
@@ -48,7 +49,7 @@ class ThreadTasks:
     def flush(self) -> None:
         pass
 
-    def on_results(self, worker: int, n: int) -> None:
+    def credit(self, worker: int, n: int) -> None:
         pass
 
     def recv(self, timeout_s: float) -> Optional[Message]:
@@ -63,14 +64,15 @@ class TaskChannel:
 
     Tasks travel in chunks: a worker asks for its next chunk with a credit
     that says how many tasks it wants (see :func:`~._loops.mapper_zmq_worker`:
-    as many as take it a few milliseconds), at first ``CREDITS`` chunks of
-    one task, and one more each time it finished a chunk. A chunk goes only
-    to a worker that asked for one, so a busy worker never has tasks queued
-    behind a slow one, and a ROUTER with ``ROUTER_MANDATORY`` never drops a
-    chunk silently. The consumer asks :meth:`room` how many tasks the next
-    chunk may hold, adds them (:meth:`add`) and sends it (:meth:`flush`);
-    :meth:`recv` waits for results, and while no worker has asked for tasks
-    also for the next credit.
+    as many as take it a few milliseconds): at first ``CREDITS`` credits for
+    one task each, through the task socket, then one with the results of
+    each chunk it finished (:meth:`credit`). A chunk goes only to a worker
+    that asked for one, so a busy worker never has tasks queued behind a
+    slow one, and a ROUTER with ``ROUTER_MANDATORY`` never drops a chunk
+    silently. The consumer asks :meth:`room` how many tasks the next chunk
+    may hold, adds them (:meth:`add`) and sends it (:meth:`flush`);
+    :meth:`recv` waits for results, and while first credits are still to
+    come, for those too.
     """
 
     def __init__(
@@ -101,18 +103,18 @@ class TaskChannel:
         self._items: List[bytes] = []  # the packed [seq, dp] pairs of the chunk being made
         self._epoch = 0
         self._chunk: Optional[List[Any]] = None  # a chunk made, waiting for a worker
+        self._routing_ids = [routing_id(i) for i in range(num_workers)]
+        self._first_credits = num_workers * CREDITS  # first credits not yet received
         self._send_blocked = False
 
     def _take_credits(self) -> None:
-        """Read the credits that arrived, without waiting."""
+        """Read the first credits that arrived, without waiting; later ones come with
+        results, so once all are in, the task socket need not be looked at again."""
         sock = self.sock
-        while sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
-            worker, wanted = sock.recv_multipart()
-            try:
-                n = max(1, int(wanted))
-            except ValueError:
-                n = 1
-            self._credits.append((worker, n))
+        while self._first_credits and sock.poll(0, zmq.POLLIN):
+            worker, _ = sock.recv_multipart()
+            self._credits.append((worker, 1))
+            self._first_credits -= 1
 
     def room(self) -> int:
         """How many tasks the next chunk may hold; 0 while no worker asked for one."""
@@ -120,9 +122,9 @@ class TaskChannel:
             return 0
         if not self._credits:
             self._take_credits()
-        if not self._credits:
-            self._send_blocked = True
-            return 0
+            if not self._credits:
+                self._send_blocked = self._first_credits > 0
+                return 0
         return self._credits[0][1]
 
     def add(self, epoch: int, seq: int, dp: Any) -> None:
@@ -149,7 +151,7 @@ class TaskChannel:
             if not self._credits:
                 self._take_credits()
                 if not self._credits:
-                    self._send_blocked = True
+                    self._send_blocked = self._first_credits > 0
                     return False
             worker, _ = self._credits.popleft()
             # copy=True: zero-copy sends would start pyzmq's garbage-collector thread in
@@ -163,13 +165,15 @@ class TaskChannel:
             self._chunk = None
             return True
 
-    def on_results(self, worker: int, n: int) -> None:
-        pass  # credits come on their own
+    def credit(self, worker: int, n: int) -> None:
+        """Worker *worker* asked for a chunk of *n* tasks (with its results)."""
+        if 0 <= worker < len(self._routing_ids):
+            self._credits.append((self._routing_ids[worker], max(1, n)))
 
     def recv(self, timeout_s: float) -> Optional[Message]:
         if self._send_blocked:
-            # No worker asked for tasks: wake up as soon as one does, not only when a
-            # result arrives (there may be none in flight).
+            # No worker asked for tasks yet: wake up as soon as one does, not only when
+            # a result arrives (there may be none in flight).
             self._send_blocked = False
             events = dict(self._poller.poll(int(timeout_s * 1000)))
             if self.results.sock not in events:

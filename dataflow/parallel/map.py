@@ -114,9 +114,10 @@ class _MapperBase(ParallelBase):
         if message is None:
             return
         epoch = self._epoch
-        results = message.payload
-        self._receiver.on_results(message.worker, len(results))
-        for result_epoch, seq, result in results:
+        for result_epoch, seq, result in message.payload:
+            if seq < 0:  # not a result: the worker asks for -seq more tasks
+                self._receiver.credit(message.worker, -seq)
+                continue
             self._inflight -= 1
             if self.strict and result_epoch != epoch:
                 continue  # from an abandoned pass
