@@ -45,8 +45,9 @@ def multiprocessing_helpers():
 
 
 def _dev_shm() -> set:
+    """The entries of /dev/shm this library could have made (other programs' come and go)."""
     try:
-        return set(os.listdir("/dev/shm"))
+        return {name for name in os.listdir("/dev/shm") if "dataflow" in name}
     except OSError:
         return set()
 
