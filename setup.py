@@ -30,6 +30,8 @@ EXTRAS = {
     "torch": ["torch>=2.1"],
     "jax": ["jax>=0.4.26"],
     "tf": ["tensorflow>=2.15"],
+    # dataflow.ray.RayRunner: workers as Ray actors anywhere in a cluster; not in "all".
+    "ray": ["ray>=2.9"],
     # The documentation site (sphinx-build -W docs docs/_build).
     "docs": ["sphinx>=7.2", "myst-parser>=2.0", "furo>=2024.1.29"],
 }

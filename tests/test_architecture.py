@@ -23,8 +23,10 @@ The rules:
    ``_remote_parts.py`` do not reach ``parallel/``; outside ``parallel/``
    only ``dataflow/__init__.py``, ``graph.py`` (which draws what runs in
    workers), ``profiling.py`` (which times only what does not, through
-   ``graph.py``) and ``integrations/`` (which feeds whole pipelines to the
-   frameworks, and looks at their workers through ``graph.py``) reach it;
+   ``graph.py``), ``integrations/`` (which feeds whole pipelines to the
+   frameworks, and looks at their workers through ``graph.py``) and
+   ``ray.py`` (which re-exports ``parallel/ray.py``, the runner whose
+   workers are Ray actors) reach it;
    ``_transport/``, ``_arrays``, ``_rng``, ``_collate`` and
    ``_worker_state`` do not reach ``base`` (every module of dataflows
    imports ``base``, so these import no module of dataflows). "Reach"
@@ -62,7 +64,8 @@ REMOTE = ("dataflow.remote", "dataflow._remote_parts")
 PARALLEL = "dataflow.parallel"
 # profiling.py reaches parallel/ through graph.py: it tells the stages that run in
 # workers from those it can time, with graph.py's test for parallel dataflows.
-ABOVE_PARALLEL = ("dataflow", "dataflow.graph", "dataflow.profiling")
+# dataflow/ray.py is the public home of parallel/ray.py (RayRunner), which it re-exports.
+ABOVE_PARALLEL = ("dataflow", "dataflow.graph", "dataflow.profiling", "dataflow.ray")
 # Packages above parallel/ as a whole: the adapters that feed the frameworks take
 # whole pipelines, and look at what runs in workers through graph.py.
 ABOVE_PARALLEL_PACKAGES = ("dataflow.integrations",)
@@ -384,12 +387,13 @@ LAYERS = (
         any_of(PARALLEL),
     ),
     Layer(
-        "outside parallel/, only dataflow/__init__.py, graph.py, profiling.py and "
-        "integrations/ use parallel/",
+        "outside parallel/, only dataflow/__init__.py, graph.py, profiling.py, "
+        "integrations/ and ray.py use parallel/",
         "parallel/ is above the sources and wrappers: move the code into parallel/, or "
         "what parallel/ and this module share into a lower module",
-        lambda name: not any_of(PARALLEL, *ABOVE_PARALLEL_PACKAGES)(name)
-        and name not in ABOVE_PARALLEL,
+        lambda name: (
+            not any_of(PARALLEL, *ABOVE_PARALLEL_PACKAGES)(name) and name not in ABOVE_PARALLEL
+        ),
         any_of(PARALLEL),
     ),
     Layer(
