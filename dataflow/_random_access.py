@@ -56,7 +56,9 @@ class IndexOrder(_SequenceABC):
         return itertools.chain.from_iterable(chunks)
 
     def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
-        return self._array if dtype is None else self._array.astype(dtype)
+        if dtype is not None and np.dtype(dtype) != self._array.dtype:
+            return self._array.astype(dtype)
+        return self._array.copy() if copy else self._array
 
     def __repr__(self) -> str:
         return f"IndexOrder({self._array!r})"

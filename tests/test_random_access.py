@@ -203,6 +203,8 @@ class TestShuffledOrderAsAnArray:
         tail = indices[28:]
         assert isinstance(tail, IndexOrder) and list(tail) == [passed[28][0], passed[29][0]]
         assert np.asarray(indices, dtype=np.int64).dtype == np.int64
+        assert np.asarray(indices, dtype=np.int32) is array
+        assert np.array(indices) is not array and np.array(indices).tolist() == array.tolist()
         assert sorted(indices) == list(range(30)) and 5 in indices
         assert repr(tail).startswith("IndexOrder(array(")
 
