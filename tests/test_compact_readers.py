@@ -154,10 +154,21 @@ class TestFileListReader:
         assert df.imglist is data and "Files: an item cannot be encoded" in caplog.text
 
     def test_a_list_assigned_later_is_packed_too(self):
-        df = Files(150)
-        df.imglist = df.imglist[:120]  # a subset, as users of tensorpack's readers do
+        df = Files(99)
+        df.imglist = image_list(120)  # as users of tensorpack's readers do
         df._pack_for_fork()
         assert isinstance(df.imglist, CompactList) and len(df) == 120
+        df.imglist = df.imglist[:110]  # a subset of a packed list: a new list
+        assert type(df.imglist) is list
+        pid = os.fork()
+        if pid == 0:
+            os._exit(0 if isinstance(df.imglist, CompactList) else 1)
+        assert os.waitpid(pid, 0)[1] == 0
+        assert isinstance(df.imglist, CompactList) and len(df) == 110
+        assert list(df.imglist) == image_list(110)
+        df.imglist = image_list(50)
+        df._pack_for_fork()
+        assert type(df.imglist) is list  # short: kept
 
     @pytest.mark.timeout(TIMEOUT_S)
     def test_an_exactly_once_runner_yields_every_file_once(self):

@@ -311,7 +311,7 @@ class FileListReader(RandomAccessDataFlow):
         for module in self._requires:
             import_optional(module, type(self).__name__)
         self.full_dir = ""
-        self.imglist: Sequence[Tuple[str, int]] = []
+        self.imglist = []
         self._prefix = ""
 
     def _set_list(self, full_dir: str, imglist: List[Tuple[str, int]]) -> None:
@@ -320,15 +320,29 @@ class FileListReader(RandomAccessDataFlow):
         self.full_dir = full_dir
         self.imglist = imglist
         self._prefix = os.path.join(full_dir, "")
-        self._pack_pending = len(imglist) >= COMPACT_MIN_ITEMS
-        if self._pack_pending:
+
+    @property
+    def imglist(self) -> Sequence[Tuple[str, int]]:
+        """The ``(name, label)`` pairs of the files, each name relative to
+        ``full_dir``: a list, or once packed a read-only compact store giving
+        the same tuples. Assigning a new list is allowed (a long one is
+        packed in turn before the next fork)."""
+        return self._imglist
+
+    @imglist.setter
+    def imglist(self, imglist: Sequence[Tuple[str, int]]) -> None:
+        self._imglist = imglist
+        long_list = isinstance(imglist, (list, tuple)) and len(imglist) >= COMPACT_MIN_ITEMS
+        self._pack_pending = long_list
+        if long_list:
             pack_before_fork(self)
 
     def _pack_for_fork(self) -> None:
         """Swap a long ``imglist`` for a compact store before workers fork or
-        this reader is pickled for them (once)."""
-        if self.__dict__.pop("_pack_pending", False) and isinstance(self.imglist, (list, tuple)):
-            self.imglist = packed(self.imglist, check_shared=False, owner=type(self).__name__)
+        this reader is pickled for them (once per list)."""
+        if self.__dict__.pop("_pack_pending", False):
+            owner = type(self).__name__
+            self._imglist = packed(self._imglist, check_shared=False, owner=owner)
 
     def __getstate__(self) -> Dict[str, Any]:
         self._pack_for_fork()  # workers started by spawn get the store too
@@ -344,7 +358,7 @@ class FileListReader(RandomAccessDataFlow):
     def read(self, indices: Sequence[int]) -> Iterator[Datapoint]:
         """``get(i)`` for each of *indices*; from a packed ``imglist``, decoded
         a chunk at a time (when a subclass does not define its own ``get``)."""
-        store = self.imglist
+        store = self._imglist
         if not isinstance(store, CompactList) or type(self).get is not FileListReader.get:
             return super().read(indices)
         order = indices if isinstance(indices, range) else np.asarray(indices)
