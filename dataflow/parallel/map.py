@@ -113,13 +113,12 @@ class _MapperBase(ParallelBase):
         message = self._poll_message()
         if message is None:
             return
-        epoch = self._epoch
         for result_epoch, seq, result in message.payload:
             if seq < 0:  # not a result: the worker asks for -seq more tasks
                 self._receiver.credit(message.worker, -seq)
                 continue
             self._inflight -= 1
-            if self.strict and result_epoch != epoch:
+            if self.strict and result_epoch != self._epoch:
                 continue  # from an abandoned pass
             self._received += 1
             self._file(seq, result)
