@@ -10,6 +10,8 @@ RayRunner uses a local Ray started for the run (an object store of 1 GiB).
 * **small**: ``[float32 (28, 28), int]``, datapoints/s.
 * **large**: one ``uint8 (32, 224, 224, 3)`` array (4.8 MB) per datapoint,
   MB/s; target: RayRunner at least half of MultiProcessRunnerZMQ's rate.
+* **large** also runs ``MultiProcessRunnerZMQ(shm=False)`` (arrays as ZeroMQ
+  frames, without the shared-memory arena), for comparison.
 * **start-up**: seconds from ``reset_state()`` to the first datapoint of a new
   runner (a Ray actor is a new process that imports Ray and the library).
 
@@ -22,6 +24,7 @@ Run: ``python -m benchmarks.bench_ray [--repeats R] [--seconds S]``
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import shutil
 import statistics
@@ -66,12 +69,18 @@ def datapoint(kind: str) -> List[Any]:
 def runners() -> Dict[str, Callable[[Any], Any]]:
     from dataflow.ray import RayRunner
 
-    return {
+    makes = {
         "MultiProcessRunnerZMQ": lambda ds: dataflow.MultiProcessRunnerZMQ(
             ds, NUM_WORKERS, exactly_once=True
         ),
-        "RayRunner": lambda ds: RayRunner(ds, NUM_WORKERS),
     }
+    if "shm" in inspect.signature(dataflow.MultiProcessRunnerZMQ).parameters:
+        # Large arrays as ZeroMQ frames, as before the shared-memory arena.
+        makes["MultiProcessRunnerZMQ(shm=False)"] = lambda ds: dataflow.MultiProcessRunnerZMQ(
+            ds, NUM_WORKERS, exactly_once=True, shm=False
+        )
+    makes["RayRunner"] = lambda ds: RayRunner(ds, NUM_WORKERS)
+    return makes
 
 
 def stream(df: Any) -> Iterator[Any]:
@@ -105,6 +114,33 @@ def first_datapoint_s(make: Callable[[Any], Any]) -> float:
         return time.perf_counter() - start
     finally:
         df.close()
+
+
+def put_probe() -> str:
+    """How long writing one large array into Ray's object store takes inside an
+    actor, beside a plain copy of it: what bounds RayRunner's rate for large arrays."""
+    import ray
+
+    def probe() -> Dict[str, float]:
+        a = datapoint("large")[0]
+        out = np.empty_like(a)
+        start = time.perf_counter()
+        for _ in range(20):
+            np.copyto(out, a)
+        copy = (time.perf_counter() - start) / 20
+        start = time.perf_counter()
+        for _ in range(20):
+            ref = ray.put(a)
+            del ref
+        return {"copy": copy, "put": (time.perf_counter() - start) / 20}
+
+    times = ray.get(ray.remote(probe).remote(), timeout=120)
+    return (
+        f"note: in a Ray worker on this machine, ray.put() of one uint8 (32, 224, 224, 3) "
+        f"array takes {times['put'] * 1000:.1f} ms ({4.816896 / times['put']:,.0f} "
+        f"MB/s), a copy of it with np.copyto {times['copy'] * 1000:.2f} ms: the object "
+        "store's write bounds RayRunner's rate for large arrays"
+    )
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Optional[Dict[str, Any]]:
@@ -143,7 +179,9 @@ def _measure(args: Any) -> Dict[str, Any]:
     makes = runners()
     results: Dict[str, Dict[str, List[float]]] = {}
     for kind in ("small", "large"):
-        dfs = {name: started(make, kind) for name, make in makes.items()}
+        # The arena carries large arrays only: small runs the default ZeroMQ runner.
+        names = [n for n in makes if kind == "large" or "shm" not in n]
+        dfs = {name: started(makes[name], kind) for name in names}
         try:
             streams = {name: stream(df) for name, df in dfs.items()}
             for it in streams.values():  # warm-up: every worker started and running
@@ -156,7 +194,11 @@ def _measure(args: Any) -> Dict[str, Any]:
             for df in dfs.values():
                 df.close()
     results["startup"] = interleaved_runs(
-        {name: (lambda make=make: first_datapoint_s(make)) for name, make in makes.items()},
+        {
+            name: (lambda make=make: first_datapoint_s(make))
+            for name, make in makes.items()
+            if "shm" not in name
+        },
         args.repeats,
     )
     rows = []
@@ -182,12 +224,14 @@ def _measure(args: Any) -> Dict[str, Any]:
                     target,
                 ]
             )
+    note = put_probe()
     print_table(
         f"RayRunner vs MultiProcessRunnerZMQ, {NUM_WORKERS} workers, exactly-once, "
         f"median of {args.repeats} interleaved trials",
         rows,
         ["benchmark", "runner", "median", "min - max", "this / ZMQ", "target"],
     )
+    print(note)
     return results
 
 

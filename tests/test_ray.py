@@ -211,6 +211,31 @@ class TestRayRunner:
         assert new[0] != old[0] and new[1] == old[1]
         assert_ended(new)
 
+    def test_a_result_lost_with_its_node_is_made_again(self):
+        class LosesOneResult:
+            """Ray, except that the 5th result fetched is lost (as with its node)."""
+
+            def __init__(self):
+                self.gets = 0
+
+            def get(self, ref, timeout=None):
+                self.gets += 1
+                if self.gets == 5:
+                    raise ray.exceptions.ObjectLostError(ref.hex(), None, "test")
+                return ray.get(ref, timeout=timeout)
+
+            def __getattr__(self, name):
+                return getattr(ray, name)
+
+        with RayRunner(items(2000, shuffle=True, seed=3), 2, seed=2, chunk_size=32) as df:
+            df.reset_state()
+            df._workers.ray = LosesOneResult()
+            got = firsts(df)
+            lost = [slot.lost for slot in df._workers.slots]
+        assert sorted(got) == list(range(2000))
+        assert sum(len(reasons) for reasons in lost) == 1
+        assert "ObjectLostError" in [r for reasons in lost for r in reasons][0]
+
     def test_a_worker_that_dies_in_its_dataflow_is_replaced_exactly(self, tmp_path):
         ds = KillOnce(400, at=123, marker=str(tmp_path / "killed"))
         with RayRunner(ds, 2, seed=0, chunk_size=8) as df:

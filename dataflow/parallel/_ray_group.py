@@ -278,7 +278,7 @@ class RayActorGroup:
             if slot.dead is None and slot.hello is not None and now - slot.started > limit:
                 slot.dead = (
                     f"its actor did not start within {limit:g} s (start_timeout); Ray may have "
-                    f"no node with the resources it asks for (worker_options="
+                    f"no node with the resources it asks for (Ray actor options "
                     f"{self.settings.options!r}): see `ray status`"
                 )
                 slot.calls.clear()

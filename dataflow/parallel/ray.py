@@ -181,10 +181,10 @@ class RayRunner(_RunnerBase):
             ``{"scheduling_strategy": "SPREAD"}``, ``{"runtime_env": ...}``
             (default: one CPU per actor).
         chunk_size: most datapoints per call, >= 1 (default 256).
-        max_inflight: most calls outstanding per actor, >= 1 (default 2:
-            one being made while the consumer takes the other).
+        max_inflight: most calls outstanding per actor, >= 1 (default 3:
+            one being made while the consumer takes another).
         max_restarts: how many times per pass a lost worker is replaced,
-            >= 0 (default 3).
+            >= 0 (default 3; with clones, over the runner's life).
         start_timeout: seconds an actor may take to start (to be placed
             and running) before the consumer gives up (default 120).
         timeout: seconds to wait for the next datapoint before raising
@@ -220,7 +220,7 @@ class RayRunner(_RunnerBase):
         world_size: Optional[int] = None,
         worker_options: Optional[Dict[str, Any]] = None,
         chunk_size: int = 256,
-        max_inflight: int = 2,
+        max_inflight: int = 3,
         max_restarts: int = 3,
         start_timeout: float = _DEFAULT_START_TIMEOUT_S,
         timeout: Optional[float] = None,
