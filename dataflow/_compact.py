@@ -37,7 +37,6 @@ import numpy as np
 from msgpack import ExtType
 
 from ._arrays import Packer, ext_hook_writable, msgpack_default, unpackb
-from .worker import shard_order_array
 
 # msgpack_numpy.patch(), which importing tensorpack calls, replaces msgpack.Unpacker
 # with a slower wrapper: use msgpack's own (see dataflow._arrays).
@@ -50,7 +49,6 @@ __all__ = [
     "COMPACT_MIN_ITEMS",
     "CompactList",
     "compact",
-    "order_array",
     "pack_before_fork",
     "packed",
     "shares_objects",
@@ -327,11 +325,6 @@ def packed(
         _log.info("%s: an item cannot be encoded or pickled; keeping the list", owner)
         return items
     return store
-
-
-def order_array(n: int, rng: np.random.RandomState, seed: Optional[int]) -> np.ndarray:
-    """:func:`dataflow.worker.shard_order_array` (kept for the callers that use this name)."""
-    return shard_order_array(n, rng, seed=seed)
 
 
 # Objects whose _pack_for_fork() runs before the next fork of this process.

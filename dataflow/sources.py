@@ -12,7 +12,7 @@ import numpy as np
 
 from ._checks import check_bool as _check_bool
 from ._checks import check_int as _check_int
-from ._compact import CompactList, order_array, pack_before_fork, packed
+from ._compact import COMPACT_MIN_ITEMS, CompactList, pack_before_fork, packed
 from ._fake import fake_domains, fake_dtypes, fake_sampler, fake_shape
 from ._random_access import RandomAccessDataFlow
 from ._state import (
@@ -33,7 +33,7 @@ from .base import (
     UnknownLengthError,
     init_args,
 )
-from .worker import get_worker_info, shard_order, shard_range
+from .worker import get_worker_info, shard_order, shard_order_array, shard_range
 
 __all__ = ["DataFromGenerator", "DataFromIterable", "DataFromList", "DataFromQueue", "FakeData"]
 __all__ += ["RandomAccessDataFlow"]  # defined in _random_access.py
@@ -73,8 +73,7 @@ def _pass_maker(iterable: Iterable[Any], owner: str, advice: str) -> Callable[[]
 
 
 # With compact=None, lists at least this long are kept in a compact store.
-_COMPACT_MIN_ITEMS = 100_000
-_MAX_INT32 = (1 << 31) - 1
+_COMPACT_MIN_ITEMS = COMPACT_MIN_ITEMS
 
 
 class DataFromList(RNGDataFlow):
@@ -211,9 +210,7 @@ class DataFromList(RNGDataFlow):
         pass_rng = None
         if self.shuffle:
             pass_rng = self.rng.get_state()
-            order: Any = order_array(len(store), self.rng, self.seed)
-            if len(store) <= _MAX_INT32:
-                order = order.astype(np.int32)  # half the memory, in every worker
+            order: Any = shard_order_array(len(store), self.rng, seed=self.seed)  # int32
         else:
             order = shard_range(len(store))
         reader = store.read(order, 0 if pending is None else pending["pos"])

@@ -28,10 +28,10 @@ from dataflow import (
 )
 from dataflow import _compact as compact_module
 from dataflow import sources as sources_module
-from dataflow._compact import CompactList, compact, order_array, shares_objects
+from dataflow._compact import CompactList, compact, shares_objects
 from dataflow._worker_state import begin_pass, worker_context
 from dataflow.testing import check_resume
-from dataflow.worker import shard_order
+from dataflow.worker import shard_order, shard_order_array
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -287,7 +287,7 @@ class TestOrderArray:
     def test_equals_shard_order_everywhere(self, n, seed):
         def both():
             a, b = np.random.RandomState(5), np.random.RandomState(5)
-            return shard_order(n, a, seed=seed), order_array(n, b, seed), a, b
+            return shard_order(n, a, seed=seed), shard_order_array(n, b, seed=seed), a, b
 
         cases = [None, WorkerInfo(0, 1, sharded=True, shared_seed=2), WorkerInfo(1, 3)]
         cases += [WorkerInfo(i, 3, sharded=True, shared_seed=2) for i in range(3)]
