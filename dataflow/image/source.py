@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Optional, Sequence, Tuple, Union
 
 from .._checks import check_seed as _check_seed
+from .._compact import COMPACT_MIN_ITEMS, pack_before_fork, packed
 from .._optional import import_optional
 from ..base import Datapoint
 from ..imgaug._common import shape2d
@@ -72,11 +73,33 @@ class ImageFromFile(RandomAccessDataFlow):
         if channel not in (1, 3) or isinstance(channel, bool):
             raise ValueError(f"channel must be 1 or 3, got {channel!r}")
         import_optional("cv2", _FEATURE)
-        self.files: List[str] = [os.fspath(f) for f in paths]
+        self.files = [os.fspath(f) for f in paths]
         self.channel = int(channel)
         self.resize = None if resize is None else shape2d(resize, "resize")
         self.shuffle = shuffle
         self.seed = _check_seed(seed)
+
+    @property
+    def files(self) -> Sequence[str]:
+        """The paths: a list, or once packed (a list of 100,000 paths or more, before
+        workers fork or this dataflow is pickled for them) a read-only compact
+        store that forked workers share (see "Memory with many workers")."""
+        return self._files
+
+    @files.setter
+    def files(self, files: Sequence[str]) -> None:
+        self._files = files
+        self._pack_pending = isinstance(files, list) and len(files) >= COMPACT_MIN_ITEMS
+        if self._pack_pending:
+            pack_before_fork(self)
+
+    def _pack_for_fork(self) -> None:
+        if self.__dict__.pop("_pack_pending", False):
+            self._files = packed(self._files, check_shared=False, owner="ImageFromFile")
+
+    def __getstate__(self) -> Dict[str, Any]:
+        self._pack_for_fork()  # workers started by spawn get the store too
+        return dict(self.__dict__)
 
     def num_datapoints(self) -> int:
         return len(self.files)

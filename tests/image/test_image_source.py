@@ -161,3 +161,30 @@ class TestImageFromFile:
         again = [dp[0] for dp in resumed]
         assert len(read) == len(again) == 9 - 5
         assert all(np.array_equal(a, b) for a, b in zip(again, rest))
+
+    def test_a_long_list_of_paths_is_packed_before_a_fork_with_the_same_passes(
+        self, image_files, monkeypatch
+    ):
+        import os
+        import pickle
+
+        from dataflow import _compact
+        from dataflow.image import source as source_module
+
+        paths = [str(p) for p in image_files] * 3
+        plain = ImageFromFile(paths, shuffle=True, seed=1)  # short: never packed
+        monkeypatch.setattr(source_module, "COMPACT_MIN_ITEMS", 4)
+        df = ImageFromFile(paths, shuffle=True, seed=1)
+        assert isinstance(df.files, list)
+        pid = os.fork()
+        if pid == 0:  # the child only has to exist: packing happens before it
+            os._exit(0)
+        os.waitpid(pid, 0)
+        assert isinstance(df.files, _compact.CompactList)
+        assert list(df.files) == paths
+        copy = pickle.loads(pickle.dumps(df))
+        for d in (df, copy, plain):
+            d.reset_state()
+        assert isinstance(plain.files, list)
+        got = [[int(dp[0].sum()) for dp in d] for d in (df, copy, plain)]
+        assert got[0] == got[1] == got[2] and len(got[0]) == len(paths)
