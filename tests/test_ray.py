@@ -315,6 +315,25 @@ class TestRayRunner:
         assert sorted(head + tail) == list(range(600))
         assert sorted(following) == list(range(600))
 
+    def test_a_worker_lost_in_a_resumed_pass_resumes_from_what_was_received(self):
+        def make():
+            return RayRunner(items(1200, shuffle=True, seed=6), 2, seed=8, chunk_size=16)
+
+        with make() as df:
+            df.reset_state()
+            it = iter(df)
+            head = [next(it)[0] for _ in range(300)]
+            state = df.state_dict()
+        with make() as resumed:
+            resumed.reset_state()
+            resumed.load_state_dict(state)
+            it = iter(resumed)
+            tail = [next(it)[0] for _ in range(200)]
+            os.kill(actor_pids(resumed)[1], signal.SIGKILL)
+            tail += firsts(it)
+            assert resumed._workers.slots[1].restarts == 1
+        assert sorted(head + tail) == list(range(1200))
+
     def test_stopping_early_then_close_leaves_nothing_running(self):
         df = RayRunner(items(10000), 2, chunk_size=4)
         df.reset_state()

@@ -87,6 +87,7 @@ class _Slot:
         self.received = 0
         self.end_state: Any = None
         self.end_known = False
+        self.ended_before = False  # the part had ended in the state this pass resumed
 
     def where(self) -> str:
         if self.pid is None:
@@ -166,7 +167,7 @@ class RayActorGroup:
             "state": slot.state,
             "count": slot.count,
             "skip": slot.received - slot.count,
-            "ended": False,
+            "ended": slot.ended_before,
         }
         if self.shared_seed is not None:
             command["shared_seed"] = self.shared_seed
@@ -202,6 +203,7 @@ class RayActorGroup:
                 self._cancel(ref)
             slot.calls.clear()
             slot.epoch, slot.ended, slot.restarts = epoch, False, 0
+            slot.ended_before = bool(command and command.get("ended"))
             if command is not None:
                 slot.state, slot.count = command.get("state"), int(command.get("count", 0))
                 slot.received = slot.count + int(command.get("skip", 0))
@@ -370,7 +372,11 @@ class RayActorGroup:
                 return
             self._stopped = True
         actors = [s.actor for s in self.slots if s.actor is not None]
-        pids = [s.pid for s in self.slots if s.pid is not None and s.node is not None]
+        try:  # the processes of this node's actors can be watched until they end
+            here = self.ray.util.get_node_ip_address()
+        except Exception:
+            here = None
+        pids = [s.pid for s in self.slots if s.pid is not None and s.node == here]
         for slot in self.slots:
             slot.calls.clear()
             slot.actor = slot.hello = None
