@@ -378,6 +378,16 @@ class TestArguments:
             ({"max_inflight": "2"}, TypeError, "max_inflight must be a positive int, got '2'"),
             ({"max_restarts": -1}, ValueError, "max_restarts must be a non-negative int"),
             ({"worker_options": [1]}, TypeError, "worker_options must be a dict"),
+            (
+                {"worker_options": {"bogus": 1}},
+                ValueError,
+                "worker_options: Invalid option keyword bogus",
+            ),
+            (
+                {"worker_options": {"max_concurrency": 4}},
+                ValueError,
+                "worker_options must not set 'max_concurrency' (each actor must run one call",
+            ),
             ({"rank": 0}, ValueError, "give both rank and world_size"),
             ({"rank": 2, "world_size": 2}, ValueError, "rank must be an int in"),
             (

@@ -106,6 +106,26 @@ def _rank_and_world(rank: Any, world_size: Any) -> Any:
     return rank, world_size
 
 
+# Actor options that would break what the runner relies on: one call at a time, in the
+# order sent, by actors of its own.
+_REFUSED_OPTIONS = {
+    "max_concurrency": "each actor must run one call at a time, in order",
+    "concurrency_groups": "each actor must run one call at a time, in order",
+    "allow_out_of_order_execution": "each actor must run its calls in the order sent",
+    "name": "the runner makes several actors, and replaces lost ones",
+    "get_if_exists": "the runner makes several actors, and replaces lost ones",
+    "lifetime": "the runner's actors end with it",
+}
+
+
+def _check_options(options: Dict[str, Any]) -> None:
+    for key, why in _REFUSED_OPTIONS.items():
+        if key in options and not (key == "max_concurrency" and options[key] == 1):
+            raise ValueError(
+                f"worker_options must not set {key!r} ({why}), got {key}={options[key]!r}"
+            )
+
+
 class RayRunner(_RunnerBase):
     """Yield the merged output of *num_workers* Ray actors, each running its shard of *ds*.
 
@@ -179,7 +199,9 @@ class RayRunner(_RunnerBase):
         worker_options: passed to Ray's ``.options()`` of each actor, e.g.
             ``{"num_cpus": 2}``, ``{"resources": {"reader": 1}}``,
             ``{"scheduling_strategy": "SPREAD"}``, ``{"runtime_env": ...}``
-            (default: one CPU per actor).
+            (default: one CPU per actor). Options that would let an actor
+            run calls concurrently or out of order, name it, or let it
+            outlive the runner are refused.
         chunk_size: most datapoints per call, >= 1 (default 256).
         max_inflight: most calls outstanding per actor, >= 1 (default 3:
             one being made while the consumer takes another).
@@ -241,6 +263,7 @@ class RayRunner(_RunnerBase):
         self.worker_options = worker_options
         self._options = {"max_restarts": 0, "max_task_retries": 0, "num_cpus": 1}
         self._options.update(worker_options or {})
+        _check_options(self._options)
         self.chunk_size = check_int("chunk_size", chunk_size, 1, "a positive int")
         self.max_inflight = check_int("max_inflight", max_inflight, 1, "a positive int")
         self.max_restarts = check_int("max_restarts", max_restarts, 0, "a non-negative int")
@@ -261,6 +284,10 @@ class RayRunner(_RunnerBase):
             self._shared_seed = shared_seed(self._seed if self._seed is not None else 0)
         self._quota_cache: Optional[List[int]] = None
         self._ray: Any = import_ray("RayRunner")
+        try:  # Ray checks the names and types of the options (no connection needed)
+            _actor_class(self._ray).options(**self._options)
+        except (TypeError, ValueError) as err:
+            raise type(err)(f"worker_options: {err}") from None
         self._commands: List[Any] = []
 
     @property
