@@ -280,6 +280,20 @@ class TestRayRunner:
         with pytest.raises(RuntimeError, match="stopped after a worker failed"):
             next(iter(df))
 
+    def test_a_pipeline_the_actors_cannot_unpickle_says_what_to_do(self, tmp_path, monkeypatch):
+        # A module only this process can import: its functions are pickled by reference.
+        (tmp_path / "only_here_xyz.py").write_text("def same(dp):\n    return dp\n")
+        monkeypatch.syspath_prepend(str(tmp_path))
+        import only_here_xyz
+
+        try:
+            with RayRunner(MapData(items(4), only_here_xyz.same), 1) as df:
+                df.reset_state()
+                with pytest.raises(ModuleNotFoundError, match="register_pickle_by_value"):
+                    firsts(df)
+        finally:
+            sys.modules.pop("only_here_xyz", None)
+
     def test_two_ranks_read_disjoint_shares_of_equal_length(self):
         dfs = [
             RayRunner(items(23, shuffle=True), 2, rank=r, world_size=2, seed=7) for r in range(2)

@@ -130,7 +130,16 @@ class RayWorker:
         if self.ds is None:
             set_process_worker(self.info)
             seed_globals(self.info)
-            ds = pickle.loads(self.pickled)
+            try:
+                ds = pickle.loads(self.pickled)
+            except (ImportError, AttributeError) as err:  # same type, with what to do
+                raise type(err)(
+                    f"{err}. The actor could not unpickle the pipeline: the modules that "
+                    "define its classes and functions must be importable where the actor "
+                    "runs (install them on every node, pass worker_options={'runtime_env': "
+                    "...}, or call cloudpickle.register_pickle_by_value(module) before "
+                    "reset_state())"
+                ) from err
             self.pickled = b""
             ds.reset_state()
             self.ds = ds
