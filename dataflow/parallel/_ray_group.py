@@ -27,7 +27,7 @@ import collections
 import os
 import threading
 import time
-from typing import Any, Callable, Deque, Dict, List, Optional, Tuple
+from typing import Any, Deque, Dict, List, Optional, Tuple
 
 from .._transport import DATA, END, ERROR, MARK, Message
 from ._errors import WorkerDiedError
@@ -202,7 +202,7 @@ class RayActorGroup:
             for ref in slot.calls:
                 self._cancel(ref)
             slot.calls.clear()
-            slot.epoch, slot.ended, slot.restarts = epoch, False, 0
+            slot.epoch, slot.ended, slot.restarts, slot.lost = epoch, False, 0, []
             slot.ended_before = bool(command and command.get("ended"))
             if command is not None:
                 slot.state, slot.count = command.get("state"), int(command.get("count", 0))
@@ -291,7 +291,7 @@ class RayActorGroup:
         try:
             slot.pid, slot.node = self.ray.get(ref, timeout=_GET_TIMEOUT_S)
         except Exception as err:
-            self._lose(slot, _why_lost(self.ray, err))
+            self._lose(slot, _why_lost(err))
             return
         slot.hello = None
 
@@ -306,7 +306,7 @@ class RayActorGroup:
             self._pending.append(Message(ERROR, slot.index, slot.epoch, report))
             return
         except Exception as err:  # lost: the actor, its node, or the result
-            self._lose(slot, _why_lost(ray, err))
+            self._lose(slot, _why_lost(err))
             return
         slot.calls.popleft()
         for kind, payload in messages:
@@ -348,9 +348,10 @@ class RayActorGroup:
         slot = self.slots[index]
         lost = len(slot.lost)
         if slot.lost and slot.dead == slot.lost[-1]:
+            when = "in this pass" if self.settings.exactly_once else "since the runner started"
             message = (
-                f"{self.owner} worker {index} ({slot.where()}) was lost {lost} time(s) in "
-                f"this pass and is not restarted again (max_restarts="
+                f"{self.owner} worker {index} ({slot.where()}) was lost {lost} time(s) {when} "
+                f"and is not restarted again (max_restarts="
                 f"{self.settings.max_restarts}); the last time: {slot.dead}. A worker that "
                 "dies at the same datapoint every time (out of memory, a crash in native "
                 "code) dies again after each restart: look at that datapoint"
@@ -391,7 +392,8 @@ class RayActorGroup:
         _wait_for_exit(pids, _EXIT_WAIT_S)
 
 
-def _why_lost(ray: Any, err: BaseException) -> str:
+def _why_lost(err: BaseException) -> str:
+    """The first line of what Ray said, with the error's type."""
     first = str(err).strip().splitlines()[0] if str(err).strip() else ""
     return f"{type(err).__name__}: {first}" if first else type(err).__name__
 
@@ -399,11 +401,10 @@ def _why_lost(ray: Any, err: BaseException) -> str:
 def _wait_for_exit(pids: List[int], timeout: float) -> None:
     """Wait until the processes *pids* of this node ended (others are not visible)."""
     deadline = time.monotonic() + timeout
-    alive: Callable[[int], bool] = _alive
-    pending = [p for p in pids if alive(p)]
+    pending = [p for p in pids if _alive(p)]
     while pending and time.monotonic() < deadline:
         time.sleep(0.02)
-        pending = [p for p in pending if alive(p)]
+        pending = [p for p in pending if _alive(p)]
 
 
 def _alive(pid: int) -> bool:
