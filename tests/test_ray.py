@@ -192,6 +192,16 @@ class TestRayRunner:
             out = firsts(df)
         assert len(out) == 10 and set(out) <= set(range(10))
 
+    def test_a_lost_clone_is_replaced(self):
+        with RayRunner(items(50, shuffle=True), 2, exactly_once=False, chunk_size=4) as df:
+            df.reset_state()
+            it = iter(df)
+            got = [next(it)[0] for _ in range(20)]
+            os.kill(actor_pids(df)[0], signal.SIGKILL)
+            got += firsts(it) + firsts(df)
+            assert df._workers.slots[0].restarts == 1
+        assert len(got) == 100 and set(got) <= set(range(50))
+
     @pytest.mark.parametrize("how", ["ray.kill", "SIGKILL"])
     def test_a_worker_lost_mid_pass_loses_and_repeats_nothing(self, how):
         with RayRunner(items(3000, shuffle=True, seed=2), 2, seed=1, chunk_size=16) as df:
@@ -416,6 +426,23 @@ class TestArguments:
         kwargs = {"num_workers": 1, **kwargs}
         with pytest.raises(error, match=message.replace("(", r"\(")):
             RayRunner(items(4), **kwargs)
+
+    def test_rank_and_world_size_default_to_torch_distributed(self, monkeypatch):
+        class Distributed:
+            is_available = is_initialized = staticmethod(lambda: True)
+            get_rank = staticmethod(lambda: 1)
+            get_world_size = staticmethod(lambda: 3)
+
+        class Torch:
+            distributed = Distributed
+
+        monkeypatch.setitem(sys.modules, "torch", Torch)
+        df = RayRunner(items(30), 2)
+        assert (df.rank, df.world_size) == (1, 3)
+        assert len(df) == 10
+        assert "rank=1, world_size=3" in repr(df)
+        monkeypatch.delitem(sys.modules, "torch")
+        assert (RayRunner(items(30), 2).world_size, RayRunner(items(30), 2).rank) == (1, 0)
 
     def test_a_dataflow_that_does_not_pickle_is_refused(self):
         ds = items(4)
