@@ -18,6 +18,7 @@ from .parallel import (
     MultiThreadMapData,
     MultiThreadRunner,
 )
+from .parallel.ray import RayRunner  # Ray itself is imported only when one starts
 
 __all__ = ["PipelineTree", "describe"]
 
@@ -109,6 +110,7 @@ def _parallelism(df: Any) -> Optional[Tuple[bool, Any, str]]:
     many workers, and whether they are processes or threads."""
     for classes, inputs_in_workers, count, kind in (
         ((MultiProcessRunnerZMQ, MultiProcessRunner), True, "num_proc", "process"),
+        ((RayRunner,), True, "num_workers", "process"),  # Ray actors are processes
         ((MultiThreadRunner,), True, "num_thread", "thread"),
         ((MultiProcessMapDataZMQ,), False, "num_proc", "process"),
         ((MultiThreadMapData,), False, "num_thread", "thread"),

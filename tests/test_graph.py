@@ -32,7 +32,7 @@ from dataflow import (
 )
 from dataflow._repr import short_repr
 from dataflow.base import init_args
-from dataflow.graph import PipelineTree
+from dataflow.graph import PipelineTree, parallel_stages
 
 
 def double(dp):
@@ -762,3 +762,12 @@ class TestPipelineTree:
         assert tree.root is df
         assert tree.lines == ("MapData(func=double)", "  DataFromList(n=2, shuffle=False)")
         assert str(tree) == repr(tree) == "\n".join(tree.lines)
+
+
+def test_a_ray_runner_draws_its_inputs_in_its_workers():
+    pytest.importorskip("ray")
+    from dataflow.ray import RayRunner
+
+    text = str(describe(RayRunner(BatchData(DataFromList([[1]] * 4), 2), 2)))
+    assert "in each of 2 worker processes" in text
+    assert parallel_stages(RayRunner(DataFromList([[1]]), 3))[0][1:] == ("process", True, 3)

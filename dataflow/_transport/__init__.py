@@ -28,7 +28,7 @@ a sender and a receiver; the consumers hold a receiver and do not change.
 from .guard import Limits, Malformed, decode_untrusted, unpack_untrusted
 from .message import DATA, END, ERROR, MARK, Message, Receiver, Sender, Stopped
 from .queue import QueueReceiver, QueueSender
-from .shm import Arena, SharedMemoryWarning, create_arena
+from .shm import Arena, SharedMemoryWarning, create_arena, forget_other_arenas
 from .wire import (
     OUT_OF_BAND_BYTES,
     PREFIX,
@@ -54,6 +54,7 @@ __all__ = [
     "Arena",
     "SharedMemoryWarning",
     "create_arena",
+    "forget_other_arenas",
     "DATA",
     "END",
     "ERROR",

@@ -53,6 +53,7 @@ from .._arrays import DECODE_HEADERS, parse_header, remember
 
 __all__ = [
     "DEFAULT_REGION_BYTES",
+    "forget_other_arenas",
     "MIN_REGION_BYTES",
     "TICKETS",
     "Arena",
@@ -79,10 +80,16 @@ _COMMIT_STEP = 16 << 20  # memory is committed in steps of this many bytes
 _WAIT_MIN_S = 0.0002
 _WAIT_MAX_S = 0.005
 _STOP_CHECK_S = 0.1
-# The consumer copies arrays out of the arena while it holds more than this share of
-# a worker's region, and stops copying below the second share.
+# The arrays of one message may take this share of a region and of the tickets; the
+# consumer copies arrays out of the arena while the ones it holds take more than
+# _COPY_ABOVE of either (so a message always finds room, with some to spare for room
+# cut into pieces), and stops below _COPY_BELOW.
+_MESSAGE_SHARE = 0.25
 _COPY_ABOVE = 0.5
 _COPY_BELOW = 0.25
+# A worker waiting for room sends frames instead once the consumer has waited this
+# long for a message: then the consumer holds all the room and frees none.
+_STALEMATE_S = 0.05
 
 DESCRIPTOR = struct.Struct("<IQ")  # ticket, offset in the worker's region
 
@@ -156,12 +163,17 @@ class Arena:
         self.workers = workers
         self.region = region
         self.directory = directory
-        self.header = _round_up(workers * (TICKETS + 1), _PAGE)
+        self.header = _header_bytes(workers)
         self.size = self.header + workers * region
         self.mm: Any = mmap.mmap(fd, self.size)
         self.tickets = np.ndarray((workers, TICKETS), np.uint8, self.mm)
         self.status = np.ndarray((workers,), np.uint8, self.mm, workers * TICKETS)
+        #: since when the consumer waits for a message (``time.monotonic()``, which all
+        #: processes share), or 0.0: a worker waiting for room then knows that none
+        #: will come back (the consumer holds it all) and sends frames instead.
+        self.waiting = np.ndarray((1,), np.float64, self.mm, _round_up(workers * (TICKETS + 1), 8))
         self.creator_pid = os.getpid()
+        _ARENAS.add(self)
 
     def base(self, worker: int) -> int:
         """Where region *worker* starts in the arena."""
@@ -182,7 +194,22 @@ class Arena:
         # Never mm.close(): arrays made with np.ndarray(buffer=mm) keep the mmap object
         # alive, but not a buffer export, so close() would unmap memory they still view.
         # Dropping the references unmaps it once the last array is gone.
-        del self.tickets, self.status, self.mm
+        del self.tickets, self.status, self.waiting, self.mm
+
+
+def _header_bytes(workers: int) -> int:
+    return _round_up(_round_up(workers * (TICKETS + 1), 8) + 8, _PAGE)
+
+
+_ARENAS: weakref.WeakSet[Arena] = weakref.WeakSet()
+
+
+def forget_other_arenas(keep: Optional[Arena]) -> None:
+    """In a new worker process: release the arenas of other dataflows it inherited
+    from its parent by forking, so that they do not outlive their dataflows."""
+    for arena in list(_ARENAS):
+        if arena is not keep and arena.fd >= 0:
+            arena.close()
 
 
 def _rebuild_arena(dupfd: Any, workers: int, region: int) -> Arena:
@@ -209,13 +236,18 @@ def create_arena(workers: int, size: Optional[int]) -> Tuple[Optional[Arena], st
             )
     region = region // _PAGE * _PAGE
     if region < MIN_REGION_BYTES:
+        if size is not None:
+            return None, (
+                f"shm_bytes={size} gives each of the {workers} workers {region >> 20} MiB, "
+                f"less than the {MIN_REGION_BYTES >> 20} MiB a worker needs"
+            )
+        where = "memory" if directory is None else f"space in {directory}"
         return None, (
-            f"only {region >> 20} MiB of shared memory per worker is available (at least "
-            f"{MIN_REGION_BYTES >> 20} MiB are needed; in Docker, raise --shm-size)"
+            f"only {region >> 20} MiB of shared memory per worker could be taken (a quarter "
+            f"of the available {where}; at least {MIN_REGION_BYTES >> 20} MiB are needed)"
         )
-    header = _round_up(workers * (TICKETS + 1), _PAGE)
     try:
-        fd, directory = _open_anonymous(header + workers * region)
+        fd, directory = _open_anonymous(_header_bytes(workers) + workers * region)
     except OSError as err:
         return None, f"shared memory could not be created ({err})"
     return Arena(fd, workers, region, directory), ""
@@ -244,18 +276,21 @@ class ArenaWriter:
         self._free: List[Tuple[int, int]] = [(0, self.region)]  # sorted extents
         self._committed = 0
         self.pending: List[int] = []  # tickets packed but not yet sent
+        self._pending_bytes = 0
 
     def put(self, array: np.ndarray) -> Optional[bytes]:
         """Copy *array* into the region; its descriptor, or ``None`` when it must travel
-        as frames (larger than the region, or no memory left)."""
+        as frames: the arrays of one message may take a quarter of the region and
+        of the tickets (the consumer may hold half), and memory must be left."""
         size = _round_up(max(array.nbytes, 1), _ALIGN)
-        if size > self.region:
+        budget = self.region * _MESSAGE_SHARE
+        if self._pending_bytes + size > budget or len(self.pending) >= TICKETS * _MESSAGE_SHARE:
             self.arena.status[self.worker] = TOO_LARGE
             return None
         offset = self._allocate(size)
         if offset is None:
-            self.arena.status[self.worker] = OUT_OF_MEMORY
             return None
+        self._pending_bytes += size
         ticket = self._free_tickets.pop()
         self._live[ticket] = (offset, size)
         dst = np.ndarray(array.shape, array.dtype, self.arena.mm, self.base + offset)
@@ -267,17 +302,23 @@ class ArenaWriter:
     def sent(self) -> None:
         """The pending arrays were sent: their room is the consumer's to release."""
         self.pending.clear()
+        self._pending_bytes = 0
 
     def discard(self, since: int = 0) -> None:
         """Take back the room of the pending arrays after the first *since* (never sent)."""
         for ticket in self.pending[since:]:
             self.tickets[ticket] = 0
+            self._pending_bytes -= self._live[ticket][1]
         del self.pending[since:]
         self._reclaim()
 
     def _allocate(self, size: int) -> Optional[int]:
+        """Room for *size* bytes, waiting while the consumer will give some back;
+        ``None`` when there is no memory to commit, or the consumer waits for a
+        message while it holds the room (none will come back before it gets one)."""
         wait = _WAIT_MIN_S
         next_check = 0.0
+        waiting = self.arena.waiting
         while True:
             self._reclaim()
             if self._free_tickets:
@@ -285,9 +326,13 @@ class ArenaWriter:
                 if offset is not None:
                     if not self._commit(offset + size):
                         self._release(offset, size)
+                        self.arena.status[self.worker] = OUT_OF_MEMORY
                         return None
                     return offset
             now = time.monotonic()
+            since = float(waiting[0])
+            if since and now - since > _STALEMATE_S:
+                return None
             if now >= next_check:
                 self.check_stop()
                 next_check = now + _STOP_CHECK_S
@@ -348,8 +393,8 @@ def _release_ticket(held: np.ndarray, tickets: np.ndarray, worker: int, ticket: 
 
 
 _REASONS = {
-    TOO_LARGE: "an array was larger than a worker's region of the arena ({region} MiB); "
-    "pass a larger shm_bytes",
+    TOO_LARGE: "the large arrays of one datapoint came to more than a quarter of a worker's "
+    "region of the arena ({share} MiB) or {tickets} arrays; pass a larger shm_bytes",
     OUT_OF_MEMORY: "the machine (or its cgroup) had no memory left to commit for shared memory",
 }
 
@@ -382,29 +427,50 @@ class ArenaReader:
             )
         array = np.ndarray(shape, dtype, arena.mm, arena.base(worker) + offset)
         held = self.held[worker]
-        if self._copying[worker] or held.sum() + nbytes > _COPY_ABOVE * arena.region:
+        if self._copying[worker] or self._holds_much(held, nbytes, _COPY_ABOVE):
             return self._copy_out(worker, ticket, array)
         held[ticket] = nbytes
         done = weakref.finalize(array, _release_ticket, self.held, arena.tickets, worker, ticket)
         done.atexit = False
         return array
 
+    def _holds_much(self, held: np.ndarray, more: int, share: float) -> bool:
+        """Whether the arrays held (and *more* bytes) take more than *share* of a region
+        or of the tickets."""
+        if held.sum() + more > share * self.arena.region:
+            return True
+        return bool(np.count_nonzero(held) + 1 > share * TICKETS)
+
     def _copy_out(self, worker: int, ticket: int, array: np.ndarray) -> np.ndarray:
         out = array.copy()
         self.arena.tickets[worker, ticket] = 0
-        kept = int(self.held[worker].sum())
-        self._copying[worker] = kept > _COPY_BELOW * self.arena.region
+        held = self.held[worker]
+        kept = int(held.sum())
+        self._copying[worker] = self._holds_much(held, 0, _COPY_BELOW)
         if not self._warned.get(-1):
             self._warned[-1] = True
             warnings.warn(
-                f"{self.owner}: arrays received earlier and still alive hold {kept >> 20} MiB "
-                f"of worker {worker}'s {self.arena.region >> 20} MiB of shared memory; new "
+                f"{self.owner}: {np.count_nonzero(held)} arrays received earlier and still "
+                f"alive hold {kept >> 20} MiB of worker {worker}'s {self.arena.region >> 20} MiB "
+                "of shared memory; new "
                 "arrays are copied out of it (slower) until those are released. Copy the "
                 "arrays you keep (array.copy()), or pass a larger shm_bytes",
                 SharedMemoryWarning,
                 stacklevel=2,
             )
         return out
+
+    def wait_begins(self) -> None:
+        """The consumer waits for a message (see ``Arena.waiting``): from now on,
+        unless it already waited (it waits in slices)."""
+        waiting = self.arena.waiting
+        if not waiting[0]:
+            waiting[0] = time.monotonic()
+
+    def wait_ends(self) -> None:
+        """A message arrived (or the consumer stopped receiving)."""
+        if hasattr(self.arena, "waiting"):
+            self.arena.waiting[0] = 0.0
 
     def frames_used(self, worker: int) -> None:
         """A worker sent an array as frames: warn once per reason."""
@@ -414,7 +480,10 @@ class ArenaReader:
         if reason == FITS or self._warned.get(reason):
             return
         self._warned[reason] = True
-        why = _REASONS.get(reason, "unknown").format(region=self.arena.region >> 20)
+        why = _REASONS.get(reason, "unknown").format(
+            share=int(self.arena.region * _MESSAGE_SHARE) >> 20,
+            tickets=int(TICKETS * _MESSAGE_SHARE),
+        )
         warnings.warn(
             f"{self.owner}: some arrays travel through ZeroMQ frames instead of shared "
             f"memory: {why}",

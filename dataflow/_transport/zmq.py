@@ -132,13 +132,20 @@ class ZmqReceiver:
         if ms != self._timeout_ms:
             self.sock.setsockopt(zmq.RCVTIMEO, ms)
             self._timeout_ms = ms
+        shm = self.shm
+        if shm is not None and ms:
+            shm.wait_begins()  # workers waiting for room the consumer holds send frames
         try:
             frames = self.sock.recv_multipart(copy=False)
         except zmq.Again:
             return None
-        return decode(frames, self.serializer, self.shm)
+        if shm is not None:
+            shm.wait_ends()
+        return decode(frames, self.serializer, shm)
 
     def close(self) -> None:
+        if self.shm is not None:
+            self.shm.wait_ends()
         self.sock.close(linger=0)
 
 
@@ -362,6 +369,8 @@ class ZmqSender(BatchSender):
                 or time.monotonic() - self._first_time > BATCH_DELAY_S
             ):
                 self._flush_locked()
+            elif self._rouse:  # the flusher sends it if the next item takes long
+                self._rouse_flusher()
 
     def flush(self) -> None:
         self.check_stop()

@@ -325,6 +325,11 @@ class ParallelBase(ProxyDataFlow):
             raise TypeError(f"shm must be True, False or None, got {shm!r}")
         if shm_bytes is not None:
             check_int("shm_bytes", shm_bytes, 1, "a positive int (bytes) or None")
+        if shm and getattr(self, "_serializer", None) is not None:
+            raise ValueError(
+                "shm=True needs the built-in wire format, which sends arrays as such; a "
+                "serializer sends bytes. Pass shm=None or leave out serializer"
+            )
         self.shm = shm
         self.shm_bytes = shm_bytes
 

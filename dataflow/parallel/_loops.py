@@ -38,6 +38,7 @@ from .._transport import (
     Stopped,
     ZmqSender,
     decode,
+    forget_other_arenas,
 )
 from .._worker_state import begin_pass, current_state, worker_context
 from ..base import DataFlow
@@ -283,6 +284,7 @@ def runner_zmq_worker(
 ) -> None:
     """Entry point of a :class:`MultiProcessRunnerZMQ` worker process."""
     parent_pid = start_worker_process(info, parent_pid, pdeathsig)
+    forget_other_arenas(arena)
     failure = _reset_in_worker(ds)
     ctx = zmq.Context()
     stopped = functools.partial(_stopped, stop_event, parent_pid)
@@ -325,6 +327,7 @@ def runner_queue_worker(
 ) -> None:
     """Entry point of a :class:`MultiProcessRunner` worker process."""
     parent_pid = start_worker_process(info, parent_pid, pdeathsig)
+    forget_other_arenas(None)
     stopped = functools.partial(_stopped, stop_event, parent_pid)
     sender = QueueSender(queue, info.index, stopped, serializer)
     failure = _reset_in_worker(ds)
@@ -394,6 +397,7 @@ def mapper_zmq_worker(
 ) -> None:
     """Entry point of a mapper's worker process."""
     parent_pid = start_worker_process(info, parent_pid, pdeathsig)
+    forget_other_arenas(arena)
     watch_creator()
     ctx = zmq.Context()
     # The worker asks for CREDITS tasks at first and for one more with each result;

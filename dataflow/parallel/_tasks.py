@@ -131,8 +131,9 @@ class TaskChannel:
         """Add task *seq* of pass *epoch* to the chunk being made."""
         self._epoch = epoch
         packer = self._packer
+        packed = packer.pack(dp)  # first: if it cannot be packed, nothing was added
         self._items.append(packer.pack(seq))
-        self._items.append(packer.pack(dp))
+        self._items.append(packed)
 
     def flush(self) -> None:
         """Send the chunk being made to the worker that asked first."""

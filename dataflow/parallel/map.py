@@ -320,7 +320,7 @@ class MultiProcessMapDataZMQ(_MapperBase):
     """Yield ``map_func(dp)`` for the datapoints of *ds*, computed by *num_proc* processes.
 
     The consumer reads ``ds`` and sends datapoints over ZeroMQ to free
-    workers, in chunks of as many as take a worker about 2 ms, with at most
+    workers, in chunks of as many as take a worker about 5 ms, with at most
     *buffer_size* out at once; the worker applies *map_func* and sends the
     results back, large arrays through shared memory (see *shm*). A ``None`` result
     drops the datapoint. ``len()`` is ``len(ds)`` (less the dropped ones).

@@ -6,6 +6,7 @@ from __future__ import annotations
 import collections
 import gc
 import itertools
+import multiprocessing
 import multiprocessing.forkserver
 import multiprocessing.resource_tracker
 import os
@@ -20,7 +21,7 @@ import numpy as np
 import pytest
 
 import dataflow
-from dataflow import BatchData, DataFromGenerator, DataFromList, MapData
+from dataflow import BatchData, DataFlow, DataFromGenerator, DataFromList, MapData
 from dataflow.base import ReentrancyError
 from dataflow.parallel import (
     MultiProcessMapAndBatchData,
@@ -840,6 +841,54 @@ class TestTaskChunks:
             df.reset_state()
             for _ in range(2):
                 assert _values(df) == list(range(1000))
+
+
+class _FirstPassHasAnObject(DataFlow):
+    """Five datapoints; in the first pass the third holds an object msgpack cannot pack."""
+
+    def __init__(self):
+        self.passes = 0
+
+    def __len__(self):
+        return 5
+
+    def __iter__(self):
+        self.passes += 1
+        for i in range(5):
+            yield [object()] if (i == 2 and self.passes == 1) else [i]
+
+
+_RELEASED = None
+
+
+def _wait_for_release(dp):
+    if dp[0] == 40:
+        return [dp[0], _RELEASED.wait(20)]
+    return dp
+
+
+class TestTaskChunksUnhappy:
+    @pytest.mark.timeout(60)
+    def test_a_task_that_cannot_be_packed_spoils_no_later_pass(self):
+        with MultiProcessMapDataZMQ(_FirstPassHasAnObject(), 2, _identity, strict=True) as df:
+            df.reset_state()
+            with pytest.raises(TypeError, match="cannot serialize"):
+                list(df)
+            assert sorted(_values(df)) == [0, 1, 2, 3, 4]
+
+    @pytest.mark.timeout(60)
+    def test_results_made_before_a_slow_task_arrive_while_it_runs(self):
+        global _RELEASED
+        _RELEASED = multiprocessing.get_context("fork").Event()
+        with MultiProcessMapDataZMQ(_source(60), 1, _wait_for_release, strict=True) as df:
+            df.reset_state()
+            out = []
+            for dp in df:
+                out.append(dp)
+                if len(out) == 40:  # all that came before the slow task
+                    _RELEASED.set()
+        assert [dp[0] for dp in out] == list(range(60))
+        assert out[40] == [40, True]  # released by the consumer, not by the timeout
 
 
 class TestMultiProcessMapData:

@@ -174,10 +174,10 @@ class TestRunner:
             assert not df._arena.tickets.any()
 
     @pytest.mark.timeout(60)
-    def test_an_array_larger_than_a_region_travels_as_frames_with_one_warning(self):
-        with pytest.warns(SharedMemoryWarning, match="larger than a worker's region") as record:
+    def test_an_array_larger_than_a_quarter_region_travels_as_frames_with_one_warning(self):
+        with pytest.warns(SharedMemoryWarning, match="more than a quarter") as record:
             with MultiProcessRunnerZMQ(
-                Filled(3, (20 << 20,)), 1, exactly_once=True, shm_bytes=16 << 20
+                Filled(3, (5 << 20,)), 1, exactly_once=True, shm_bytes=16 << 20
             ) as df:
                 df.reset_state()
                 arrays = [dp[0] for dp in df]
@@ -188,7 +188,7 @@ class TestRunner:
     @pytest.mark.timeout(60)
     def test_too_little_shared_memory_falls_back_at_reset_with_a_warning(self, monkeypatch):
         monkeypatch.setattr(shm_module, "_available_bytes", lambda path: 8 << 20)
-        with pytest.warns(SharedMemoryWarning, match="per worker is available"):
+        with pytest.warns(SharedMemoryWarning, match="per worker could be taken"):
             df = MultiProcessRunnerZMQ(Filled(4), 2, exactly_once=True)
             df.reset_state()
         with df:
@@ -223,6 +223,125 @@ class TestRunner:
                 assert _in_arena(dp[0])
                 got.append(dp[1])
         assert sorted(got) == list(range(12))
+
+
+class Several(DataFlow):
+    """*n* datapoints of *count* arrays of *shape* each, all full of i % 251."""
+
+    def __init__(self, n, count, shape):
+        self.n, self.count, self.shape = n, count, shape
+
+    def __len__(self):
+        return self.n
+
+    def __iter__(self):
+        for i in range(self.n):
+            yield [i, *[np.full(self.shape, i % 251, np.uint8) for _ in range(self.count)]]
+
+
+class TestNoStalemate:
+    """The process that iterates always holds its last datapoint (and a buffer may
+    hold many) while it waits for the next one: a worker never waits for that room."""
+
+    @pytest.mark.timeout(60)
+    def test_arrays_of_a_datapoint_beyond_a_quarter_of_a_region_travel_as_frames(self):
+        with pytest.warns(SharedMemoryWarning, match="more than a quarter of a worker's"):
+            with MultiProcessRunnerZMQ(
+                Several(10, 3, (3 << 20,)), 1, exactly_once=True, shm_bytes=16 << 20, timeout=20
+            ) as df:
+                df.reset_state()
+                got = []
+                for dp in df:  # nothing kept but the loop's own variable
+                    assert all((a == dp[0] % 251).all() for a in dp[1:])
+                    got.append(dp[0])
+        assert got == list(range(10))
+
+    @pytest.mark.timeout(60)
+    def test_more_arrays_in_a_datapoint_than_a_quarter_of_the_tickets(self):
+        with pytest.warns(SharedMemoryWarning, match="or 256 arrays"):
+            with MultiProcessRunnerZMQ(
+                Several(3, 300, (1 << 16,)), 1, exactly_once=True, timeout=20
+            ) as df:
+                df.reset_state()
+                got = []
+                for dp in df:  # nothing kept but the loop's own variable
+                    assert all((a == dp[0] % 251).all() for a in dp[1:])
+                    got.append(dp[0])
+        assert got == [0, 1, 2]
+
+    @pytest.mark.timeout(120)
+    def test_a_large_shuffle_buffer_after_the_runner(self):
+        from dataflow import LocallyShuffleData
+
+        runner = MultiProcessRunnerZMQ(Filled(3000), 2, exactly_once=True, timeout=30)
+        with pytest.warns(SharedMemoryWarning, match="still alive hold"):
+            with LocallyShuffleData(runner, buffer_size=2000) as df:
+                df.reset_state()
+                seen = []
+                for dp in df:
+                    _check(dp)
+                    seen.append(dp[1])
+        assert sorted(seen) == list(range(3000))
+
+
+class TestArenaWriter:
+    @pytest.fixture
+    def arena(self):
+        arena, why = shm_module.create_arena(1, 16 << 20)
+        assert arena is not None, why
+        yield arena
+        arena.close()
+
+    def test_a_full_region_waits_for_the_consumer(self, arena):
+        class Stop(Exception):
+            pass
+
+        deadline = time.monotonic() + 0.3
+
+        def check_stop():
+            if time.monotonic() > deadline:
+                raise Stop
+
+        writer = shm_module.ArenaWriter(arena, 0, check_stop)
+        array = np.zeros(3 << 20, np.uint8)
+        for _ in range(5):  # 15 of 16 MiB held by "the consumer", which reads on
+            assert writer.put(array) is not None
+            writer.sent()
+        with pytest.raises(Stop):
+            writer.put(array)  # waits for room until told to stop
+
+    def test_gives_up_waiting_when_the_consumer_waits_while_holding_the_room(self, arena):
+        writer = shm_module.ArenaWriter(arena, 0, lambda: None)
+        array = np.zeros(3 << 20, np.uint8)
+        for _ in range(5):
+            assert writer.put(array) is not None
+            writer.sent()
+        arena.waiting[0] = time.monotonic() - 1.0  # waiting for a message for a second
+        start = time.monotonic()
+        assert writer.put(array) is None  # frames instead
+        assert time.monotonic() - start < 5
+
+    def test_room_comes_back_when_the_consumer_releases_it(self, arena):
+        writer = shm_module.ArenaWriter(arena, 0, lambda: None)
+        array = np.arange(3 << 20, dtype=np.int64).astype(np.uint8)
+        first = writer.put(array)
+        writer.sent()
+        ticket, offset = shm_module.DESCRIPTOR.unpack_from(first)
+        assert arena.tickets[0, ticket] == 1
+        arena.tickets[0, ticket] = 0  # released
+        second = writer.put(array)
+        assert shm_module.DESCRIPTOR.unpack_from(second)[1] == offset  # the same room
+        view = np.ndarray(array.shape, array.dtype, arena.mm, arena.base(0) + offset)
+        assert (view == array).all()
+        writer.discard()  # not sent: its ticket is free again
+        assert not arena.tickets.any()
+
+    def test_one_message_takes_at_most_a_quarter_of_the_region(self, arena):
+        writer = shm_module.ArenaWriter(arena, 0, lambda: None)
+        assert writer.put(np.zeros(3 << 20, np.uint8)) is not None
+        assert writer.put(np.zeros(2 << 20, np.uint8)) is None  # 5 MiB > 4 MiB
+        writer.sent()
+        assert writer.put(np.zeros(2 << 20, np.uint8)) is not None  # a new message
 
 
 DTYPES = [
