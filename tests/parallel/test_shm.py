@@ -209,6 +209,10 @@ class TestRunner:
             MultiProcessRunnerZMQ(Filled(2), 1, shm="yes")
         with pytest.raises(ValueError, match="shm_bytes must be a positive int"):
             MultiProcessRunnerZMQ(Filled(2), 1, shm_bytes=0)
+        from dataflow.serialize import PickleSerializer
+
+        with pytest.raises(ValueError, match="shm=True needs the built-in wire format"):
+            MultiProcessMapDataZMQ(Filled(2), 1, _fill, shm=True, serializer=PickleSerializer())
 
     @pytest.mark.timeout(SPAWN_TIMEOUT_S)
     @pytest.mark.parametrize("start_method", ["spawn", "forkserver"])
