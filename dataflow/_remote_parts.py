@@ -214,11 +214,24 @@ class _Sender(BatchSender):
         if thread is not None:
             thread.join(5.0)
 
-    def send_end(self, count: int, reason: Optional[str] = None) -> None:
-        """Send what is batched, then the end of the pass (blocking at the high-water mark)."""
+    def send_end(self, count: int, wait_s: float) -> bool:
+        """Send what is batched, then the end of the pass, waiting at most *wait_s*
+        for room in the queue (a bound socket with no receiver has none); whether
+        it was queued."""
         with self._lock:
             self._flush_locked()
-            self._send(encode_end(self.index, self.epoch, count, reason))
+            frames = encode_end(self.index, self.epoch, count)
+            deadline = time.monotonic() + wait_s
+            while True:
+                try:
+                    send_frames(self.sock, frames, True)
+                    return True
+                except zmq.Again:
+                    pass
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self.sock.poll(min(_POLL_MS, max(1, int(left * 1000))), zmq.POLLOUT)
 
     def try_send(self, frames: List[Any]) -> bool:
         """Queue *frames* if that can be done at once; whether it was."""
@@ -280,8 +293,10 @@ def _send_pass(
                 bar.update(1)
             sender.flush()
             sender.stop_flusher()
-            sender.send_end(sender.count)
-            close_linger[:] = [linger, True]
+            if sender.send_end(sender.count, linger):
+                close_linger[:] = [linger, True]
+            else:
+                _warn_undelivered(addr, linger, "the end of the pass")
             return sender.count
         except KeyboardInterrupt:
             sender.stop_flusher()
@@ -329,6 +344,16 @@ def _send(sock: zmq.Socket, frames: List[Any], bar: Any) -> None:
         bar.set_postfix_str("")
 
 
+def _warn_undelivered(addr: str, linger: float, what: str) -> None:
+    warnings.warn(
+        f"send_dataflow_zmq gave up after {linger:g} s delivering {what} to {addr!r} and "
+        "dropped what was left: the receiver is gone or too slow (pass a larger linger= to "
+        "wait longer)",
+        RuntimeWarning,
+        stacklevel=4,
+    )
+
+
 def _close_sender(
     ctx: zmq.Context, sock: Optional[zmq.Socket], addr: str, linger: float, warn: bool
 ) -> None:
@@ -337,13 +362,7 @@ def _close_sender(
     start = time.monotonic()
     ctx.term()  # waits up to the linger for queued messages
     if warn and linger > 0 and time.monotonic() - start >= linger * 0.99:
-        warnings.warn(
-            f"send_dataflow_zmq gave up after {linger:g} s delivering the last datapoints to "
-            f"{addr!r} and dropped them: the receiver is gone or too slow (pass a larger "
-            "linger= to wait longer)",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+        _warn_undelivered(addr, linger, "the last datapoints")
 
 
 # ---- receiving -------------------------------------------------------------------
