@@ -198,9 +198,15 @@ class TestRayRunner:
             it = iter(df)
             got = [next(it)[0] for _ in range(20)]
             os.kill(actor_pids(df)[0], signal.SIGKILL)
-            got += firsts(it) + firsts(df)
+            got += firsts(it)
+            # The other clone may serve whole passes before the loss is seen.
+            for _ in range(100):
+                got += firsts(df)
+                if df._workers.slots[0].restarts:
+                    break
             assert df._workers.slots[0].restarts == 1
-        assert len(got) == 100 and set(got) <= set(range(50))
+            got += firsts(df)
+        assert len(got) % 50 == 0 and set(got) <= set(range(50))
 
     @pytest.mark.parametrize("how", ["ray.kill", "SIGKILL"])
     def test_a_worker_lost_mid_pass_loses_and_repeats_nothing(self, how):
