@@ -47,7 +47,9 @@ __all__ = [
     "check_use_list",
     "collate",
     "map_and_collate",
+    "new_array",
     "not_a_datapoint",
+    "set_array_maker",
 ]
 
 #: ``use_list``: one bool for every component, a list of bools (one per
@@ -120,6 +122,10 @@ def _stack(owner: str, key: Any, values: Sequence[Any]) -> Any:
     kind = type(first)
     try:
         if kind is np.ndarray or isinstance(first, (np.ndarray, np.generic)):
+            if _ARRAY_MAKER is not None and kind is np.ndarray:
+                made = _stack_made(values, first)
+                if made is not None:
+                    return made
             out = np.array(values)  # np.stack, but faster for small arrays
             if out.shape[1:] != first.shape:  # numpy < 1.24 makes ragged object arrays
                 raise ValueError("inconsistent shapes")
@@ -267,6 +273,45 @@ def _listed(use_list: UseList, key: Any) -> bool:
     return bool(use_list[key])
 
 
+# Makes the arrays that batches are filled into: in a worker process with a shared-
+# memory arena, there (the batch is then sent without a copy); else None.
+_ARRAY_MAKER: Optional[Callable[[Tuple[int, ...], np.dtype], Optional[np.ndarray]]] = None
+
+
+def set_array_maker(
+    maker: Optional[Callable[[Tuple[int, ...], np.dtype], Optional[np.ndarray]]],
+) -> None:
+    """Make the batches' large arrays with ``maker(shape, dtype)`` from now on (in
+    this process), unless it returns ``None``; ``None``: with ``np.empty``."""
+    global _ARRAY_MAKER
+    _ARRAY_MAKER = maker
+
+
+def new_array(shape: Tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """An uninitialised array for a batch (see :func:`set_array_maker`)."""
+    maker = _ARRAY_MAKER
+    if maker is not None:
+        out = maker(shape, dtype)
+        if out is not None:
+            return out
+    return np.empty(shape, dtype)
+
+
+def _stack_made(values: Sequence[Any], first: np.ndarray) -> Optional[np.ndarray]:
+    """*values* stacked into an array of the array maker, when they are all arrays of
+    one shape and dtype (so the result equals ``np.array(values)``); else ``None``."""
+    shape, dtype = first.shape, first.dtype
+    if dtype.hasobject:
+        return None
+    for v in values:
+        if type(v) is not np.ndarray or v.shape != shape or v.dtype != dtype:
+            return None
+    out = new_array((len(values),) + shape, dtype)
+    for i, v in enumerate(values):
+        out[i] = v
+    return out
+
+
 class Filler:
     """Stacks the large array components of a batch as its datapoints arrive.
 
@@ -308,7 +353,7 @@ class Filler:
                 and value.dtype.kind != "O"
                 and (use_list is False or not _listed(use_list, key))
             ):
-                out = np.empty((self.batch_size,) + value.shape, value.dtype)
+                out = new_array((self.batch_size,) + value.shape, value.dtype)
                 out[0] = value
                 arrays[key] = out
         if arrays:

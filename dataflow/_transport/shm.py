@@ -41,6 +41,7 @@ import mmap
 import os
 import struct
 import tempfile
+import threading
 import time
 import warnings
 import weakref
@@ -277,6 +278,47 @@ class ArenaWriter:
         self._committed = 0
         self.pending: List[int] = []  # tickets packed but not yet sent
         self._pending_bytes = 0
+        # Arrays made in the region by place(), not yet sent: id -> (ticket, offset, size).
+        self._placed: Dict[int, Tuple[int, int, int]] = {}
+        self._thread = threading.get_ident()
+
+    def place(self, shape: Tuple[int, ...], dtype: np.dtype) -> Optional[np.ndarray]:
+        """A new, uninitialised array in the region, for a batch to be filled in place
+        and sent without a copy; ``None`` (make it elsewhere) when it should not be
+        here: too large, no room without waiting for the consumer, another thread.
+
+        Its room is taken (its ticket is set) until it is sent, when it becomes the
+        consumer's, or until it is garbage collected unsent.
+        """
+        if threading.get_ident() != self._thread:
+            return None  # the allocator serves the thread that sends
+        dtype = np.dtype(dtype)
+        size = _round_up(max(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize, 1), _ALIGN)
+        if size > self.region * _MESSAGE_SHARE:
+            return None
+        self._reclaim()
+        offset = self._first_fit(size) if self._free_tickets else None
+        if offset is None:
+            return None  # no waiting here: the batch is made on the heap instead
+        if not self._commit(offset + size):
+            self._release(offset, size)
+            return None
+        ticket = self._free_tickets.pop()
+        self._live[ticket] = (offset, size)
+        self.tickets[ticket] = 1  # held by this worker: not to be reclaimed
+        array = np.ndarray(shape, dtype, self.arena.mm, self.base + offset)
+        key = id(array)
+        self._placed[key] = (ticket, offset, size)
+        weakref.finalize(array, self._unplace, key, ticket).atexit = False
+        return array
+
+    def _unplace(self, key: int, ticket: int) -> None:
+        """A placed array was garbage collected: if it was never sent, free its room
+        (only the ticket's byte: the next allocation takes the room back)."""
+        entry = self._placed.get(key)
+        if entry is not None and entry[0] == ticket:
+            del self._placed[key]
+            self.tickets[ticket] = 0
 
     def put(self, array: np.ndarray) -> Optional[bytes]:
         """Copy *array* into the region; its descriptor, or ``None`` when it must travel
@@ -287,9 +329,16 @@ class ArenaWriter:
         if self._pending_bytes + size > budget or len(self.pending) >= TICKETS * _MESSAGE_SHARE:
             self.arena.status[self.worker] = TOO_LARGE
             return None
-        offset = self._allocate(size)
-        if offset is None:
+        placed = self._placed.pop(id(array), None) if self._placed else None
+        if placed is not None:  # made here by place(): send it as it is, once
+            ticket, offset, _ = placed
+            self._pending_bytes += size
+            self.pending.append(ticket)
+            return DESCRIPTOR.pack(ticket, offset)
+        room = self._allocate(size)
+        if room is None:
             return None
+        offset = room
         self._pending_bytes += size
         ticket = self._free_tickets.pop()
         self._live[ticket] = (offset, size)

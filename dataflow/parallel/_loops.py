@@ -26,11 +26,14 @@ import threading
 import time
 from typing import Any, Callable, Optional, Tuple
 
+import numpy as np
 import zmq
 
+from .._collate import set_array_maker
 from .._transport import (
     DATA,
     ERROR,
+    OUT_OF_BAND_BYTES,
     RECONNECT_MS,
     Arena,
     Message,
@@ -289,6 +292,7 @@ def runner_zmq_worker(
     ctx = zmq.Context()
     stopped = functools.partial(_stopped, stop_event, parent_pid)
     sender = ZmqSender(ctx, address, hwm, info.index, owner, stopped, serializer, arena)
+    _batches_in_arena(sender)
     try:
         _serve(ds, sender, failure, info.sharded, commands)
     finally:
@@ -297,6 +301,21 @@ def runner_zmq_worker(
         finally:
             sender.close()
             ctx.term()
+
+
+def _batches_in_arena(sender: Any) -> None:
+    """Have batches made in this worker (``BatchData``, map-and-batch) filled straight
+    into its region of the arena, so they are sent without a copy."""
+    writer = sender.packer.shm
+    if writer is None:
+        return
+
+    def make(shape: Tuple[int, ...], dtype: Any) -> Any:
+        if int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize < OUT_OF_BAND_BYTES:
+            return None
+        return writer.place(shape, dtype)
+
+    set_array_maker(make)
 
 
 def _serve(
@@ -412,6 +431,7 @@ def mapper_zmq_worker(
         tasks.send(CREDIT)
     stopped = functools.partial(_stopped, stop_event, parent_pid)
     sender = ZmqSender(ctx, result_address, 0, info.index, owner, stopped, serializer, arena)
+    _batches_in_arena(sender)
     tasks.setsockopt(zmq.RCVTIMEO, int(_POLL_S * 1000))
     monotonic = time.monotonic
     try:

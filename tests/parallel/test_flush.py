@@ -432,14 +432,18 @@ class TestSender:
             close_pair(receiver, sender, ctx)
         assert flusher_threads() == []
 
-    def test_the_mapper_way_starts_no_thread(self):
+    def test_the_mapper_way_sends_results_that_wait_without_a_flush(self):
+        # A mapper's worker adds results with put_now and flushes after a chunk; a
+        # result made before a slow task must not wait for that task to end.
         receiver, sender, _, ctx = sender_pair()
         try:
             for i in range(3):
                 sender.put_now([i])
+            msgs = messages(receiver)  # no flush: the flusher thread sends them
+            assert data_items(msgs) == [[0], [1], [2]]
+            sender.put_now([3])
             sender.flush()
-            assert flusher_threads() == []
-            msgs = messages(receiver)
+            assert data_items(messages(receiver)) == [[3]]
         finally:
             close_pair(receiver, sender, ctx)
-        assert data_items(msgs) == [[0], [1], [2]]
+        assert flusher_threads() == []  # and close() ends it

@@ -288,6 +288,88 @@ class TestNoStalemate:
         assert sorted(seen) == list(range(3000))
 
 
+def _image(dp):
+    return [np.full((64, 64, 3), dp[0] % 251, np.uint8), dp[0]]
+
+
+def _every_other(batch):
+    return batch if batch[1][0] % 64 == 0 else None  # drops the batch in the worker
+
+
+def _no_copy(dst, src):
+    raise AssertionError("an array was copied into the arena")
+
+
+def _batches(n, batch_size):
+    from dataflow import BatchData, MapData
+
+    return BatchData(
+        MapData(DataFromList([[i] for i in range(n)], shuffle=False), _image), batch_size
+    )
+
+
+class TestBatchesFilledInPlace:
+    """BatchData in a worker fills its batches straight into the arena: no copy."""
+
+    @pytest.mark.timeout(60)
+    def test_a_runner_sends_batches_made_in_the_arena(self, monkeypatch):
+        monkeypatch.setattr(shm_module, "_copy", _no_copy)  # the forked workers' too
+        with MultiProcessRunnerZMQ(_batches(256, 32), 2, exactly_once=True) as df:
+            df.reset_state()
+            for _ in range(2):
+                seen = []
+                for images, labels in df:
+                    assert _in_arena(images) and images.shape == (32, 64, 64, 3)
+                    assert (images[:, 5, 5, 0] == labels % 251).all()
+                    seen += labels.tolist()
+                assert sorted(seen) == list(range(256))
+            del images, labels
+            gc.collect()
+            assert not df._arena.tickets.any()
+
+    @pytest.mark.timeout(60)
+    def test_map_and_batch_sends_batches_made_in_the_arena(self, monkeypatch):
+        monkeypatch.setattr(shm_module, "_copy", _no_copy)
+        source = DataFromList([[i] for i in range(64)], shuffle=False)
+        with MultiProcessMapAndBatchDataZMQ(
+            source, 2, _image, batch_size=16, strict=True, ordered=True
+        ) as df:
+            df.reset_state()
+            batches = list(df)
+        assert [b[1].tolist() for b in batches] == [
+            list(range(k, k + 16)) for k in range(0, 64, 16)
+        ]
+        assert all(_in_arena(b[0]) and (b[0][:, 1, 1, 2] == b[1] % 251).all() for b in batches)
+
+    @pytest.mark.timeout(60)
+    def test_a_batch_sent_twice_arrives_twice_intact(self):
+        from dataflow import RepeatedDataPoint
+
+        with MultiProcessRunnerZMQ(
+            RepeatedDataPoint(_batches(128, 32), 2), 1, exactly_once=True
+        ) as df:
+            df.reset_state()
+            kept = list(df)
+        assert [b[1][0] for b in kept] == [0, 0, 32, 32, 64, 64, 96, 96]
+        for images, labels in kept:  # later batches never overwrote a kept one
+            assert (images[:, 7, 7, 1] == labels % 251).all()
+        assert kept[0][0] is not kept[1][0] and _in_arena(kept[1][0])
+
+    @pytest.mark.timeout(60)
+    def test_the_room_of_batches_dropped_in_the_worker_comes_back(self):
+        from dataflow import MapData
+
+        dropped = MapData(_batches(3200, 32), _every_other)
+        with MultiProcessRunnerZMQ(
+            dropped, 1, exactly_once=True, shm_bytes=16 << 20, timeout=30
+        ) as df:
+            df.reset_state()
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", SharedMemoryWarning)
+                firsts = [int(labels[0]) for images, labels in df if _in_arena(images)]
+        assert firsts == list(range(0, 3200, 64))
+
+
 class TestArenaWriter:
     @pytest.fixture
     def arena(self):
