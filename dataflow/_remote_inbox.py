@@ -31,6 +31,7 @@ from ._transport import (
     Limits,
     Malformed,
     decode_untrusted,
+    message_bytes,
     unpack_untrusted,
 )
 from .base import Datapoint
@@ -41,6 +42,7 @@ __all__ = ["Inbox", "SenderError"]
 # The first byte of this library's messages; tensorpack's (a msgpack list or map, or a
 # pickle) never start with one of them.
 _KINDS = (DATA, END, ERROR, MARK)
+_DATAPOINT_TYPES = frozenset((list, dict))
 
 
 class SenderError(RuntimeError):
@@ -83,11 +85,12 @@ class Inbox:
         """The datapoints of one message received on *endpoint* (maybe none)."""
         peers = self.peers
         head = frames[0].buffer
-        peers.bytes += sum(len(f.buffer) for f in frames) if len(frames) > 1 else len(head)
+        nbytes = message_bytes(frames)
+        peers.bytes += nbytes
         if len(frames) == 1 and (len(head) == 0 or head[0] not in _KINDS):
             return self._tensorpack(frames[0], endpoint)
         try:
-            kind, marker, epoch, payload = decode_untrusted(frames, self.limits)
+            kind, marker, epoch, payload = decode_untrusted(frames, self.limits, nbytes)
         except Malformed as err:
             peers.drop(peer_address(frames[0], endpoint), str(err))
             return []
@@ -107,8 +110,11 @@ class Inbox:
         peer = peers.by_id.get(epoch)
         if kind == DATA:
             # Decoded before the sender is registered: garbage makes no new sender.
-            who = peer.name() if peer is not None else peer_address(frames[0], endpoint)
-            items = self._items(codec, payload, who)
+            if codec == _NATIVE and _DATAPOINT_TYPES.issuperset(map(type, payload)):
+                items = payload  # the common case, checked at C speed
+            else:
+                who = peer.name() if peer is not None else peer_address(frames[0], endpoint)
+                items = self._items(codec, payload, who)
             if not items and payload:
                 return []
         if peer is None or peer.state != "live":
@@ -183,12 +189,12 @@ class Inbox:
 
     def _items(self, codec: int, payload: List[Any], who: str) -> List[Datapoint]:
         if codec == _NATIVE:
-            for dp in payload:
-                if type(dp) is not list and type(dp) is not dict:
-                    self.peers.drop(
-                        who, f"a datapoint of type {type(dp).__name__}, not a list or dict"
-                    )
-                    return []
+            if not _DATAPOINT_TYPES.issuperset(map(type, payload)):
+                wrong = next(dp for dp in payload if type(dp) not in _DATAPOINT_TYPES)
+                self.peers.drop(
+                    who, f"a datapoint of type {type(wrong).__name__}, not a list or dict"
+                )
+                return []
             return payload
         if codec == _PICKLE:
             if not self._pickle_allowed(who, "the sender used format='pickle'", ""):

@@ -46,6 +46,13 @@ _HEARTBEAT_S = 1.0
 _HEARTBEAT_TIMEOUT_S = 10.0
 # How long a sender waits to deliver its error report before it exits.
 _REPORT_LINGER_S = 3.0
+# The monitor events of a handshake: it succeeded, or the receiver refused it.
+_HANDSHAKE_EVENTS = int(
+    zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+)
 # How long an interrupted sender tries to deliver the news.
 _INTERRUPT_LINGER_S = 0.5
 # Every wait polls in slices this long, so that Ctrl-C is seen promptly.
@@ -172,15 +179,67 @@ class _Sender(BatchSender):
         self._greeted = False
         self._beat_stop = threading.Event()
         self._beat: Optional[threading.Thread] = None
+        # Handshake failures (a receiver that refuses this sender's key, or expects
+        # keys it does not have) would otherwise leave the sender waiting forever.
+        self.addr = ""
+        self.monitor: Optional[zmq.Socket] = sock.get_monitor_socket(_HANDSHAKE_EVENTS)
+        self.admitted = False
+
+    def check_refused(self, wait_ms: int = 0) -> None:
+        """Raise ``PermissionError`` if the receiver refused the handshake; note a
+        handshake that succeeded (in ``self.admitted``)."""
+        monitor = self.monitor
+        if monitor is None:
+            return
+        from zmq.utils.monitor import recv_monitor_message
+
+        while monitor.poll(wait_ms):
+            wait_ms = 0
+            event = recv_monitor_message(monitor)["event"]
+            if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                self.admitted = True
+            else:
+                self._refused(event)
+
+    def wait_admitted(self, wait_s: float) -> bool:
+        """Wait up to *wait_s* for a handshake with the receiver; whether there was one."""
+        deadline = time.monotonic() + wait_s
+        while not self.admitted and self.monitor is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self.check_refused(min(_POLL_MS, max(1, int(left * 1000))))
+        return True
+
+    def _refused(self, event: int) -> None:
+        why = (
+            "does not allow this sender's CURVE key"
+            if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH
+            else "expects other security (CURVE keys on one side only, or the wrong "
+            "receiver's public key)"
+        )
+        raise PermissionError(
+            f"send_dataflow_zmq: the receiver at {self.addr!r} refused the connection: it {why}. "
+            "Pass curve=(this sender's .key_secret, the receiver's .key) and add this "
+            "sender's .key to the receiver's allowed keys"
+        )
+
+    def close_monitor(self) -> None:
+        monitor, self.monitor = self.monitor, None
+        if monitor is not None:
+            try:
+                self.sock.disable_monitor()
+            finally:
+                monitor.close(linger=0)
 
     def _heartbeat(self) -> List[Any]:
         return encode_mark(self.index, self.epoch, self.count, self.info, None)
 
     def _send(self, frames: List[Any]) -> None:
         if not self._greeted:  # under the lock, as every send
-            _send(self.sock, self._heartbeat(), self.bar)
+            _send(self.sock, self._heartbeat(), self.bar, self.check_refused)
             self._greeted = True
-        _send(self.sock, frames, self.bar)
+        _send(self.sock, frames, self.bar, self.check_refused)
 
     def start_heartbeat(self) -> None:
         """Greet the receiver if it can take it now, and start the heartbeat thread."""
@@ -231,6 +290,7 @@ class _Sender(BatchSender):
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return False
+                self.check_refused()
                 self.sock.poll(min(_POLL_MS, max(1, int(left * 1000))), zmq.POLLOUT)
 
     def try_send(self, frames: List[Any]) -> bool:
@@ -267,18 +327,26 @@ def _send_pass(
     df: DataFlow,
     sock: zmq.Socket,
     addr: str,
+    bind: bool,
     codec: int,
     serializer: Optional[Serializer],
     lingers: Tuple[float, List[Any]],
 ) -> int:
-    """Reset *df* and send one pass of it with hello, heartbeats and an end (or an
-    error report); the number sent. Sets ``lingers[1]`` to ``[seconds, warn]``:
+    """Attach *sock* to *addr* (watching its handshakes from before), reset *df* and
+    send one pass of it with hello, heartbeats and an end (or an error report);
+    the number sent. Sets ``lingers[1]`` to ``[seconds, warn]``:
     how long closing may wait to deliver (*lingers[0]* after a complete pass), and
     whether to warn if it gives up (only after a complete pass)."""
     linger, close_linger = lingers
     desc = f"send_dataflow_zmq to {addr}"
     with ProgressBar(total=None, desc=desc, unit="dp", leave=True) as bar:
         sender = _Sender(sock, codec, serializer, bar, sender_info(df))
+        sender.addr = addr
+        try:
+            _attach(sock, addr, bind, "send_dataflow_zmq")
+        except BaseException:
+            sender.close_monitor()
+            raise
         sender.start_heartbeat()
         try:
             df.reset_state()
@@ -293,15 +361,20 @@ def _send_pass(
                 bar.update(1)
             sender.flush()
             sender.stop_flusher()
-            if sender.send_end(sender.count, linger):
-                close_linger[:] = [linger, True]
-            else:
+            if not sender.send_end(sender.count, linger):
                 _warn_undelivered(addr, linger, "the end of the pass")
+            elif not sender.wait_admitted(linger):  # no receiver ever took the connection
+                if linger > 0:
+                    _warn_undelivered(addr, linger, "the last datapoints and the end of the pass")
+            else:
+                close_linger[:] = [linger, True]
             return sender.count
         except KeyboardInterrupt:
             sender.stop_flusher()
             sender.try_send(encode_end(sender.index, sender.epoch, sender.count, "interrupted"))
             close_linger[:] = [_INTERRUPT_LINGER_S, False]
+            raise
+        except PermissionError:  # refused by the receiver: nothing can reach it
             raise
         except Exception as err:
             sender.stop_flusher()
@@ -316,9 +389,10 @@ def _send_pass(
         finally:
             sender.stop_flusher()
             sender.stop_heartbeat()
+            sender.close_monitor()
 
 
-def _send(sock: zmq.Socket, frames: List[Any], bar: Any) -> None:
+def _send(sock: zmq.Socket, frames: List[Any], bar: Any, check: Any = None) -> None:
     """Queue one message, waiting in short slices while the queue is full.
 
     ``copy=True``: a zero-copy send would read the arrays later, after *df*
@@ -339,6 +413,8 @@ def _send(sock: zmq.Socket, frames: List[Any], bar: Any) -> None:
         elif not noted and now - blocked_since > _BLOCKED_NOTE_S:
             bar.set_postfix_str("waiting for the receiver")
             noted = True
+        if check is not None:
+            check()
         sock.poll(_POLL_MS, zmq.POLLOUT)
     if noted:
         bar.set_postfix_str("")

@@ -18,6 +18,8 @@ __all__ = ["PeerWarning", "RemoteStats", "SenderInfo"]
 # A peer's warnings of one kind are given at most once per this many seconds;
 # the ones in between are counted and mentioned in the next.
 WARN_EVERY_S = 10.0
+# At most this many warnings in all per WARN_EVERY_S.
+WARNINGS_PER_WINDOW = 20
 # At most this many peers are remembered for rate-limiting and counting drops.
 _MAX_TRACKED = 1024
 # The longest text of a sender's report (repr, traceback) that is kept.
@@ -134,10 +136,14 @@ class Peer:
 
 
 class Warner:
-    """Warnings per (peer, kind), at most one per WARN_EVERY_S, counting the rest."""
+    """Warnings per (peer, kind), at most one per WARN_EVERY_S, counting the rest; and
+    at most WARNINGS_PER_WINDOW in all per WARN_EVERY_S (many peers, e.g. forged ids)."""
 
     def __init__(self) -> None:
         self._last: Dict[Tuple[str, str], Tuple[float, int]] = {}
+        self._window_start = 0.0
+        self._in_window = 0
+        self._held_back = 0
 
     def warn(self, who: str, kind: str, text: str, stacklevel: int = 4) -> None:
         key = (who, kind)
@@ -146,11 +152,20 @@ class Warner:
         if last is not None and now - last[0] < WARN_EVERY_S:
             self._last[key] = (last[0], last[1] + 1)
             return
+        if now - self._window_start >= WARN_EVERY_S:
+            self._window_start, self._in_window = now, 0
+        if self._in_window >= WARNINGS_PER_WINDOW:
+            self._held_back += 1
+            return
+        self._in_window += 1
         if len(self._last) >= _MAX_TRACKED:
             self._last.clear()
         self._last[key] = (now, 0)
         if last is not None and last[1]:
             text += f" ({last[1]} more like it since the last warning)"
+        if self._held_back:
+            text += f" ({self._held_back} warnings about other peers were held back)"
+            self._held_back = 0
         warnings.warn(text, PeerWarning, stacklevel=stacklevel)
 
 
@@ -197,6 +212,8 @@ class Peers:
         if peer is None:
             if len(self.by_id) >= _MAX_TRACKED:
                 self._forget_done()
+            if len(self.by_id) >= _MAX_TRACKED:  # ids made up by a peer: forget the oldest
+                del self.by_id[min(self.by_id.values(), key=lambda p: p.seen).id]
             peer = self.by_id[sender_id] = Peer(sender_id, address, now)
             self.seen_in_pass += 1
         elif peer.state == "silent":

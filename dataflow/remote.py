@@ -54,7 +54,6 @@ from ._remote_inbox import SenderError
 from ._remote_parts import (
     _HEARTBEAT_TIMEOUT_S,
     _POLL_MS,
-    _attach,
     _check_address,
     _check_seconds,
     _close_sender,
@@ -161,6 +160,12 @@ def send_dataflow_zmq(
     Returns:
         The number of datapoints sent.
 
+    Raises:
+        PermissionError: the receiver refused the connection: it does not allow
+            this sender's CURVE key, or it expects keys this sender does not use
+            (or the other way round). Without the check the sender would wait
+            for it forever.
+
     Example:
         >>> import threading
         >>> receiver = RemoteDataZMQ("tcp://127.0.0.1:*", timeout=30)
@@ -198,9 +203,8 @@ def send_dataflow_zmq(
         sock.setsockopt(zmq.SNDHWM, hwm)
         if keys is not None:
             keys.apply(sock)
-        _attach(sock, addr, bind, "send_dataflow_zmq")
         _log.info("send_dataflow_zmq: sending %s to %s", type(df).__name__, addr)
-        count = _send_pass(df, sock, addr, codec, serializer, (linger, close_linger))
+        count = _send_pass(df, sock, addr, bind, codec, serializer, (linger, close_linger))
         _log.info("send_dataflow_zmq: sent %d datapoints to %s", count, addr)
         return count
     finally:

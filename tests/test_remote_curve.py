@@ -160,9 +160,12 @@ class TestCurve:
             good.start()
             received = list(df)
             good.join(WAIT_S)
-            for s in intruders:  # they queued their datapoints, and gave up at close
+            for s in intruders:  # each learns that it was refused
                 s.join(WAIT_S)
                 assert not s.is_alive()
+                assert isinstance(s.error, PermissionError), s.error
+            assert "does not allow this sender's CURVE key" in str(intruders[0].error)
+            assert "expects other security" in str(intruders[1].error)
             deadline = time.monotonic() + WAIT_S
             while df.stats.refused == 0 and time.monotonic() < deadline:
                 time.sleep(0.05)

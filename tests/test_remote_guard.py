@@ -339,6 +339,35 @@ class TestReceiverWithUntrustedPeers:
                 ctx.term()
         assert [dp[0] for dp in received] == list(range(10))
 
+    def test_made_up_sender_ids_are_bounded_in_memory_and_in_warnings(self):
+        from dataflow import _remote_peers
+
+        addr = tcp_address()
+
+        def forge():
+            ctx, sock = raw_socket(addr)
+            try:
+                for sender_id in range(2, 1502):  # 1500 heartbeats of made-up senders
+                    sock.send_multipart(
+                        message(msgpack.packb([0, {"host": "x"}, None]), kind=MARK, epoch=sender_id)
+                    )
+            finally:
+                sock.close(linger=WAIT_S * 1000)
+                ctx.term()
+
+        with RemoteDataZMQ(addr, timeout=WAIT_S, heartbeat_timeout=1.5) as df:
+            df.reset_state()
+            forger = threading.Thread(target=forge)
+            forger.start()
+            try:
+                with pytest.warns(PeerWarning) as caught:
+                    assert list(df) == []  # they all went silent: the pass is over
+            finally:
+                forger.join(WAIT_S)
+            assert len(df.stats.senders) <= 1024
+        assert len(caught) <= _remote_peers.WARNINGS_PER_WINDOW
+        assert all("sent nothing for" in str(w.message) for w in caught)
+
 
 def test_warnings_are_peer_warnings_which_are_runtime_warnings():
     assert issubclass(PeerWarning, RuntimeWarning)

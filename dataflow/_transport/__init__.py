@@ -25,7 +25,7 @@ A new transport (shared memory, Ray) is one more module here that provides
 a sender and a receiver; the consumers hold a receiver and do not change.
 """
 
-from .guard import Limits, Malformed, decode_untrusted, unpack_untrusted
+from .guard import Limits, Malformed, decode_untrusted, message_bytes, unpack_untrusted
 from .message import DATA, END, ERROR, MARK, Message, Receiver, Sender, Stopped
 from .queue import QueueReceiver, QueueSender
 from .shm import Arena, SharedMemoryWarning, create_arena, forget_other_arenas
@@ -81,6 +81,7 @@ __all__ = [
     "encode_end",
     "encode_mark",
     "encode_report",
+    "message_bytes",
     "new_address",
     "private_address",
     "send_frames",

@@ -33,7 +33,14 @@ from .._arrays import DECODE_HEADERS, ext_hook_writable, pairs_hook, parse_heade
 from .message import DATA, END, ERROR, MARK, Message
 from .wire import PREFIX
 
-__all__ = ["FAST_MAX_LEN", "Limits", "Malformed", "decode_untrusted", "unpack_untrusted"]
+__all__ = [
+    "FAST_MAX_LEN",
+    "Limits",
+    "Malformed",
+    "decode_untrusted",
+    "message_bytes",
+    "unpack_untrusted",
+]
 
 # The longest array (and map) the C unpacker is allowed to pre-allocate: 1024 nested
 # levels of 8-byte slots stay below 64 MiB. Longer ones go through the pure-Python path.
@@ -63,6 +70,8 @@ class Limits(NamedTuple):
 class _ArrayHook:
     """The ``ext_hook`` of one decoding attempt: arrays in the body or in the next frame."""
 
+    __slots__ = ("frames", "used")
+
     def __init__(self, frames: List[Any]) -> None:
         self.frames = frames
         self.used = 0
@@ -88,27 +97,51 @@ class _ArrayHook:
         return np.ndarray(shape, dtype, buf)
 
 
+def _in_band(code: int, data: bytes, _writable: Any = ext_hook_writable) -> Any:
+    """The ``ext_hook`` of a message without array frames (a function: faster)."""
+    if code in (_EXT_ARRAY, _EXT_SCALAR):
+        return _writable(code, data)
+    if code == _EXT_OUT_OF_BAND:
+        raise Malformed("an array's frame is missing")
+    raise Malformed(f"an unknown msgpack extension type {code}")
+
+
+def _hook_for(frames: List[Any]) -> Any:
+    return _ArrayHook(frames) if frames else _in_band
+
+
 def _attempts(body: Any, frames: List[Any], object_hook: Optional[Hook]) -> Any:
     """Decode *body*, trying the fast C unpacker first; the object and the hook used."""
     size = len(body)
     fast = min(size, FAST_MAX_LEN)
-    hook = _ArrayHook(frames)
+    hook = _hook_for(frames)
     extra = {} if object_hook is None else {"object_hook": object_hook}
     try:
-        return unpackb(
-            body,
-            ext_hook=hook,
-            raw=False,
-            strict_map_key=False,
-            max_array_len=fast,
-            max_map_len=fast,
-            **extra,
-        ), hook
+        if object_hook is None:
+            obj = unpackb(
+                body,
+                ext_hook=hook,
+                raw=False,
+                strict_map_key=False,
+                max_array_len=fast,
+                max_map_len=fast,
+            )
+        else:
+            obj = unpackb(
+                body,
+                ext_hook=hook,
+                object_hook=object_hook,
+                raw=False,
+                strict_map_key=False,
+                max_array_len=fast,
+                max_map_len=fast,
+            )
+        return obj, hook
     except ValueError as err:
         if isinstance(err, Malformed) or "exceeds max_" not in str(err):
             raise
     # A long array or map: the pure-Python unpacker, which allocates as it reads.
-    hook = _ArrayHook(frames)
+    hook = _hook_for(frames)
     obj = _fallback.unpackb(bytes(body), ext_hook=hook, raw=False, strict_map_key=False, **extra)
     return obj, hook
 
@@ -125,7 +158,7 @@ def unpack_untrusted(body: Any, frames: List[Any], object_hook: Optional[Hook] =
         try:
             obj, hook = _attempts(body, frames, object_hook)
         except TypeError:  # a tuple dict key (stored as a list): see MsgpackSerializer.loads
-            hook = _ArrayHook(frames)
+            hook = _hook_for(frames)
             obj = _fallback.unpackb(
                 bytes(body),
                 ext_hook=hook,
@@ -137,23 +170,31 @@ def unpack_untrusted(body: Any, frames: List[Any], object_hook: Optional[Hook] =
         raise
     except Exception as err:  # ExtraData, StackError, FormatError, RecursionError, ...
         raise Malformed(f"not valid msgpack ({type(err).__name__}: {err})") from None
-    if hook.used != len(frames):
+    if frames and hook.used != len(frames):
         raise Malformed(f"{len(frames)} array frames, but the body refers to {hook.used}")
     return obj
 
 
-def decode_untrusted(frames: List[Any], limits: Limits) -> Message:
+def message_bytes(frames: List[Any]) -> int:
+    """The size of a message: the sum of its frames' sizes."""
+    if len(frames) == 1:
+        return len(frames[0].buffer)
+    return sum(len(frame.buffer) for frame in frames)
+
+
+def decode_untrusted(frames: List[Any], limits: Limits, nbytes: Optional[int] = None) -> Message:
     """The :class:`Message` of *frames* from an untrusted peer, or :class:`Malformed`.
 
-    *frames* are pyzmq frames (each with a ``.buffer``). The payload's shape
-    is checked for its kind: ``DATA`` a list, ``END`` a list starting with
-    an int, ``ERROR`` a list of strings, ``MARK`` a list of three.
+    *frames* are pyzmq frames (each with a ``.buffer``); *nbytes* is their
+    :func:`message_bytes`, if the caller knows it. The payload's shape is
+    checked for its kind: ``DATA`` a list, ``END`` a list starting with an
+    int, ``ERROR`` a list of strings, ``MARK`` a list of three.
     """
     if not frames:
         raise Malformed("an empty message")
     if len(frames) > limits.max_frames:
         raise Malformed(f"{len(frames)} frames, more than the limit of {limits.max_frames}")
-    total = sum(len(frame.buffer) for frame in frames)
+    total = message_bytes(frames) if nbytes is None else nbytes
     if total > limits.max_bytes:
         raise Malformed(f"{total} bytes, more than the limit of {limits.max_bytes}")
     head = frames[0].buffer
