@@ -399,6 +399,42 @@ class TestRayRunner:
         assert_ended(pids)
 
 
+class TestPassesBrokenOff:
+    def test_a_pass_broken_off_costs_no_restart_and_no_wait(self):
+        # Calls of a pass broken off are left to run: cancelling queued actor calls
+        # would leave a gap in the actor's call order, which Ray reports after 30 s.
+        with RayRunner(items(500), 2, seed=1, chunk_size=8, max_restarts=0, timeout=20) as df:
+            df.reset_state()
+            for _ in range(6):
+                it = iter(df)
+                for _ in range(37):
+                    next(it)
+                it.close()
+                assert sorted(firsts(df)) == list(range(500))
+            assert [slot.restarts for slot in df._workers.slots] == [0, 0]
+
+    def test_close_from_another_thread_ends_the_iteration_cleanly(self):
+
+        df = RayRunner(Forever(), 2, exactly_once=False, chunk_size=4)
+        df.reset_state()
+        errors = []
+
+        def iterate():
+            try:
+                for _ in df:
+                    pass
+            except BaseException as err:  # DataFlowTerminated is a BaseException
+                errors.append(err)
+
+        thread = threading.Thread(target=iterate)
+        thread.start()
+        time.sleep(1.0)
+        df.close()
+        thread.join(20)
+        assert not thread.is_alive()
+        assert len(errors) == 1 and isinstance(errors[0], DataFlowTerminated), errors
+
+
 class TestArguments:
     @pytest.mark.parametrize(
         "kwargs,error,message",

@@ -151,7 +151,9 @@ class RayActorGroup:
         with self._lock:
             if self._stopped or slot.dead is not None:
                 return
-            while not slot.ended and len(slot.calls) < s.inflight:
+            # A resumed part that had ended needs one call (its end, sent again).
+            most = 1 if slot.ended_before else s.inflight
+            while not slot.ended and len(slot.calls) < most:
                 first, slot.first = slot.first, None
                 ref = slot.actor.next_chunk.remote(
                     slot.epoch, first, s.exactly_once, s.chunk_size, s.chunk_bytes
@@ -199,20 +201,17 @@ class RayActorGroup:
         self.shared_seed = shared_seed
         self._pending.clear()
         for slot, command in zip(self.slots, commands):
-            for ref in slot.calls:
-                self._cancel(ref)
-            slot.calls.clear()
+            # The calls of the last pass are left to run (their results are dropped by
+            # pass number): cancelling a queued actor call leaves a gap in the actor's
+            # call order, which Ray waits 30 s for and then reports as a lost actor.
+            with self._lock:
+                slot.calls.clear()
             slot.epoch, slot.ended, slot.restarts, slot.lost = epoch, False, 0, []
             slot.ended_before = bool(command and command.get("ended"))
             if command is not None:
                 slot.state, slot.count = command.get("state"), int(command.get("count", 0))
                 slot.received = slot.count + int(command.get("skip", 0))
-                slot.ended = bool(command.get("ended"))
-                slot.first = command
-                if slot.ended:  # the actor says so once more, then rests
-                    slot.first = dict(command)
-                    self._submit_once(slot)
-                    continue
+                slot.first = command  # a part that had ended: its end comes once more
             else:
                 # Going on from the last pass: a replacement loads the state after it
                 # (unknown after an abandoned pass: a new actor then starts its part
@@ -221,24 +220,6 @@ class RayActorGroup:
                 slot.count = slot.received = 0
                 slot.first = None
             self._fill(slot)
-
-    def _submit_once(self, slot: _Slot) -> None:
-        with self._lock:
-            if self._stopped or slot.dead is not None:
-                return
-            s = self.settings
-            first, slot.first = slot.first, None
-            slot.calls.append(
-                slot.actor.next_chunk.remote(
-                    slot.epoch, first, s.exactly_once, s.chunk_size, s.chunk_bytes
-                )
-            )
-
-    def _cancel(self, ref: Any) -> None:
-        try:
-            self.ray.cancel(ref)
-        except Exception:  # already done, or not cancellable: its result is dropped
-            pass
 
     # -- the receiver -------------------------------------------------------------------
 
@@ -295,20 +276,31 @@ class RayActorGroup:
             return
         slot.hello = None
 
+    def _took(self, slot: _Slot, ref: Any) -> bool:
+        """Remove the answered call *ref* from *slot*'s outstanding calls; ``False`` if
+        it is no longer there (the actors were stopped, or the pass restarted)."""
+        with self._lock:
+            if self._stopped or not slot.calls or slot.calls[0] is not ref:
+                return False
+            slot.calls.popleft()
+            return True
+
     def _took_chunk(self, slot: _Slot, ref: Any) -> None:
         ray = self.ray
         try:
             messages = ray.get(ref, timeout=_GET_TIMEOUT_S)
         except ray.exceptions.RayTaskError as err:  # the call itself failed (not user code)
-            slot.calls.popleft()
-            cause = err.cause if isinstance(err.cause, BaseException) else err
-            report = [type(cause).__name__, str(cause), str(err)]
-            self._pending.append(Message(ERROR, slot.index, slot.epoch, report))
+            if self._took(slot, ref):
+                cause = err.cause if isinstance(err.cause, BaseException) else err
+                report = [type(cause).__name__, str(cause), str(err)]
+                self._pending.append(Message(ERROR, slot.index, slot.epoch, report))
             return
         except Exception as err:  # lost: the actor, its node, or the result
-            self._lose(slot, _why_lost(err))
+            if not self._stopped and slot.calls and slot.calls[0] is ref:
+                self._lose(slot, _why_lost(err))
             return
-        slot.calls.popleft()
+        if not self._took(slot, ref):
+            return
         for kind, payload in messages:
             if kind == DATA:
                 slot.received += len(payload)
@@ -320,9 +312,8 @@ class RayActorGroup:
                 slot.end_state = payload[1] if len(payload) > 1 else None
             self._pending.append(Message(kind, slot.index, slot.epoch, payload))
         if slot.ended:
-            for rest in slot.calls:
-                self._cancel(rest)
-            slot.calls.clear()
+            with self._lock:
+                slot.calls.clear()  # left to run; what they return is not read
         else:
             self._fill(slot)
 
