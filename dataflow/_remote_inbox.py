@@ -117,6 +117,15 @@ class Inbox:
                 items = self._items(codec, payload, who)
             if not items and payload:
                 return []
+        if peer is None and kind != MARK:
+            # Only a hello (or heartbeat) makes a sender: data of an id never announced
+            # counts as anonymous (it cannot hold the pass open), and its end or error
+            # report is dropped (it cannot end the pass).
+            address = peer_address(frames[0], endpoint)
+            if kind == DATA:
+                return self._data_of_stranger(address, items)
+            peers.drop(address, f"an end or error report of sender {epoch}, never announced")
+            return []
         if peer is None or peer.state != "live":
             peer = peers.peer(epoch, peer_address(frames[0], endpoint))
         else:
@@ -132,6 +141,16 @@ class Inbox:
         else:
             self._failed(peer, payload)
         return []
+
+    def _data_of_stranger(self, address: str, items: List[Datapoint]) -> List[Datapoint]:
+        peers = self.peers
+        if not self.allow_anonymous:
+            peers.drop(address, "datapoints of a sender that never announced itself")
+            return []
+        stranger = peers.anonymous_peer(address)
+        stranger.received += len(items)
+        peers.received += len(items)
+        return items
 
     # -- a sender's story ---------------------------------------------------------
 

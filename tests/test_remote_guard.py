@@ -320,18 +320,19 @@ class TestReceiverWithUntrustedPeers:
         assert len(caught) == 2
         assert str(caught[1].message).endswith("(4 more like it since the last warning)")
 
-    def test_forged_messages_of_no_sender_do_not_end_the_loop(self):
-        # An END or ERROR whose id no sender announced: a new, ended peer; the loop
-        # still waits for the real sender.
+    def test_forged_messages_of_no_sender_do_not_end_the_pass(self):
+        # An END or ERROR whose id no sender announced is dropped: it neither ends
+        # the pass nor counts as a sender; the loop waits for the real sender.
         addr = ipc_address()
-        with RemoteDataZMQ(addr, timeout=WAIT_S, min_senders=2) as df:
+        with RemoteDataZMQ(addr, timeout=WAIT_S) as df:
             df.reset_state()
             ctx, sock = raw_socket(addr)
             try:
                 sock.send_multipart(message(msgpack.packb(["X", "forged", ""]), kind=ERROR))
+                sock.send_multipart(message(msgpack.packb([0]), kind=END, epoch=4242))
                 sender = Sender(Counting(10), addr)
                 sender.start()
-                with pytest.warns(PeerWarning, match="raised X: forged"):
+                with pytest.warns(PeerWarning, match="never announced"):
                     received = list(df)
                 sender.join(WAIT_S)
             finally:

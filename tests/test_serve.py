@@ -184,7 +184,7 @@ def receive(*args):
 class TestReceive:
     def test_prints_a_row_each_second_and_a_summary(self):
         addr = tcp_address()
-        proc = receive(addr, "--seconds", "3")
+        proc = receive(addr, "--seconds", "5")  # room for a slow start on a busy machine
         try:
             time.sleep(0.5)
             count = send_dataflow_zmq(
@@ -205,7 +205,7 @@ class TestReceive:
             "(datapoints)",
         ]
         rows = lines[1:-1]
-        assert 2 <= len(rows) <= 5
+        assert 2 <= len(rows) <= 7
         assert f"{os.uname().nodename}:{os.getpid()} 500 (finished)" in rows[-1]
         assert lines[-1].startswith(f"python -m dataflow.receive: {count} datapoints (")
         assert "0 messages dropped, 0 connections refused" in lines[-1]
