@@ -60,7 +60,16 @@ TRANSPORT_MAY_USE = (
     "dataflow._checks",
     "dataflow._optional",
 )
-REMOTE = ("dataflow.remote", "dataflow._remote_parts")
+REMOTE = (
+    "dataflow.remote",
+    "dataflow._remote_parts",
+    "dataflow._remote_inbox",
+    "dataflow._remote_peers",
+    "dataflow._remote_curve",
+    "dataflow.serve",
+    "dataflow.receive",
+    "dataflow.keys",
+)
 PARALLEL = "dataflow.parallel"
 # profiling.py reaches parallel/ through graph.py: it tells the stages that run in
 # workers from those it can time, with graph.py's test for parallel dataflows.
