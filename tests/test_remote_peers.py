@@ -56,6 +56,9 @@ def _quiet_send(df, addr):
     import contextlib
     import io
 
+    from dataflow.parallel._workers import own_progress_lock
+
+    own_progress_lock()  # some tests kill this process: it must not hold the parent's lock
     with contextlib.redirect_stderr(io.StringIO()):
         send_dataflow_zmq(df, addr)
 

@@ -235,7 +235,18 @@ def start_worker_process(info: WorkerInfo, parent_pid: int, pdeathsig: bool) -> 
         pass
     set_process_worker(info)
     seed_globals(info)
+    own_progress_lock()
     return parent_pid
+
+
+def own_progress_lock() -> None:
+    """Give tqdm a lock of this process only. A forked process shares its parent's
+    tqdm lock (a multiprocessing semaphore); killed while it holds it (a progress
+    bar printing, then SIGKILL), it would leave every later progress bar of the
+    parent waiting forever."""
+    tqdm_std = sys.modules.get("tqdm.std")
+    if tqdm_std is not None:
+        tqdm_std.tqdm.set_lock(threading.RLock())
 
 
 def parent_alive(parent_pid: int) -> bool:

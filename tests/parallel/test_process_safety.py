@@ -523,3 +523,48 @@ class TestForkWithoutThreads:
             assert sorted(dp[0] for dp in df) == list(range(8))
         assert len(counts) == 4
         assert max(counts) <= baseline, (counts, baseline)  # no thread of ours at any fork
+
+
+class _HoldsTheProgressLock(DataFlow):
+    """Takes tqdm's lock (as a progress bar does while it prints) and keeps it."""
+
+    def __iter__(self):
+        import tqdm
+
+        tqdm.tqdm.get_lock().acquire()
+        yield [0]
+        while True:
+            time.sleep(0.05)
+
+
+class TestProgressBarsOfKilledWorkers:
+    @pytest.mark.timeout(60)
+    def test_a_worker_killed_holding_the_progress_lock_leaves_the_parents_bars_working(
+        self, monkeypatch
+    ):
+        import io
+
+        import tqdm
+
+        monkeypatch.setattr(tqdm.tqdm, "monitor_interval", 0)  # no monitor thread
+
+        with tqdm.tqdm(total=1, file=io.StringIO()):
+            pass  # the parent's lock exists before the fork, as in a script with bars
+        df = MultiProcessRunnerZMQ(_HoldsTheProgressLock(), 1)
+        df.reset_state()
+        try:
+            assert next(iter(df)) == [0]  # the worker holds its lock now
+            os.kill(df._workers.pid(0), signal.SIGKILL)
+        finally:
+            df.close()
+        done = threading.Event()
+
+        def bar():
+            with tqdm.tqdm(total=1, file=io.StringIO()):
+                pass
+            done.set()
+
+        thread = threading.Thread(target=bar, daemon=True)
+        thread.start()
+        assert done.wait(10), "a progress bar of the parent waits for a dead worker's lock"
+        thread.join(5)
