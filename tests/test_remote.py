@@ -121,6 +121,9 @@ class SenderThread(threading.Thread):
     def __init__(self, df, addr, **kwargs):
         super().__init__(name="test-sender")
         self.args = (df, addr)
+        # Closing waits up to linger for undelivered messages (the last ones may find
+        # a receiver that stopped reading): not the default 30 s, a test's timeout.
+        kwargs.setdefault("linger", 5.0)
         self.kwargs = kwargs
         self.result = None
         self.error = None
@@ -812,7 +815,7 @@ class TestRemoteDataZMQ:
         sender = SenderThread(DataFromList([[i] for i in range(3)], shuffle=False), addr)
         sender.start()
         assert receive(df, 3) == [[0], [1], [2]]
-        sender.join()
+        sender.join(WAIT_S)
         with pytest.raises(RuntimeError, match="not open"):
             df.endpoints  # noqa: B018
         with RemoteDataZMQ(addr) as again:  # the port is free
