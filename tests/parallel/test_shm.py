@@ -30,6 +30,12 @@ from dataflow import (
 from dataflow._transport import shm as shm_module
 from dataflow.parallel import SharedMemoryWarning, WorkerDiedError
 
+# Python 3.12+ warns at a fork while threads run (a test's own helpers may); inside
+# pytest.warns() that warning would be re-raised as an error.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:This process .* is multi-threaded:DeprecationWarning"
+)
+
 BIG = (64, 1024)  # 64 KiB of uint8: at the threshold, so it travels out of band
 SPAWN_TIMEOUT_S = 90
 
