@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib.util
 import os
 import signal
+import sys
+import threading
 
 import numpy as np
 import pytest
@@ -34,6 +36,33 @@ def no_leftover_threads_or_processes():
             except ProcessLookupError:
                 pass
         pytest.fail("test left behind: " + ", ".join(leftovers), pytrace=False)
+    if not _progress_lock_free():
+        pytest.fail(
+            "test left tqdm's lock held: a process forked by the test died holding it (give "
+            "such a process a lock of its own: dataflow.parallel._workers.own_progress_lock)",
+            pytrace=False,
+        )
+
+
+def _progress_lock_free() -> bool:
+    """Whether tqdm's lock can be taken; if not, replace it, so that the tests after
+    this one do not wait for it forever."""
+    tqdm_std = sys.modules.get("tqdm.std")
+    lock = None if tqdm_std is None else getattr(tqdm_std.tqdm, "_lock", None)
+    if lock is None:
+        return True
+    held = []
+    for part in getattr(lock, "locks", [lock]):  # tqdm's acquire() does not say if it got them
+        if not part.acquire(timeout=5):
+            break
+        held.append(part)
+    for part in reversed(held):
+        part.release()
+    if len(held) == len(getattr(lock, "locks", [lock])):
+        return True
+    tqdm_std.TqdmDefaultWriteLock.mp_lock = None
+    tqdm_std.tqdm.set_lock(threading.RLock())
+    return False
 
 
 @pytest.fixture(autouse=True)

@@ -38,6 +38,7 @@ from dataflow import (
     send_dataflow_zmq,
 )
 from dataflow._transport import DATA, encode
+from dataflow.parallel._workers import own_progress_lock
 from dataflow.remote import PeerWarning
 from dataflow.serialize import PickleSerializer, Serializer
 
@@ -212,7 +213,13 @@ class JSONSerializer(Serializer):
         return json.loads(bytes(buf))
 
 
+def _send_in_process(df, addr):
+    own_progress_lock()  # a forked sender must not share its parent's tqdm lock
+    return send_dataflow_zmq(df, addr)
+
+
 def _send_in_child(addr, n, fail_after):
+    own_progress_lock()
     if fail_after is None:
         send_dataflow_zmq(DataFromList(datapoints(n), shuffle=False), addr)
     else:
@@ -221,6 +228,9 @@ def _send_in_child(addr, n, fail_after):
 
 def _send_forever(addr, bind):
     forever = RepeatedData(DataFromList([[i, np.arange(i)] for i in range(100)], shuffle=False), -1)
+    # Ctrl-C ends it: between the two locks tqdm takes, it would leave the parent's taken.
+    own_progress_lock()
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if the tests' shell ignores it
     try:
         send_dataflow_zmq(forever, addr, bind=bind)
     except KeyboardInterrupt:
@@ -279,7 +289,7 @@ class TestSendDataflowZmq:
         else:
             release = multiprocessing.get_context("fork").Event()
             sender = multiprocessing.get_context("fork").Process(
-                target=send_dataflow_zmq, args=(QuickThenBlocked(5, release, spin), addr)
+                target=_send_in_process, args=(QuickThenBlocked(5, release, spin), addr)
             )
         waited = []
         with RemoteDataZMQ(addr, timeout=WAIT_S) as df:

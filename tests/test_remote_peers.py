@@ -59,6 +59,7 @@ def _quiet_send(df, addr):
     from dataflow.parallel._workers import own_progress_lock
 
     own_progress_lock()  # some tests kill this process: it must not hold the parent's lock
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # even if the tests' shell ignores it
     with contextlib.redirect_stderr(io.StringIO()):
         send_dataflow_zmq(df, addr)
 
