@@ -13,12 +13,13 @@ import itertools
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 from tabulate import tabulate
 from tqdm import tqdm
 
+from ._checks import check_bool as _check_bool
 from ._checks import check_int as _check_int
 from ._progress import ProgressBar as _ProgressBar
 from .base import DataFlow, Datapoint, ProxyDataFlow, init_args, was_reset
@@ -33,6 +34,8 @@ __all__ = [
 ]
 
 _DESCRIBE_HEADERS = ("key", "type", "dtype", "shape", "value")
+# How often TestDataSpeed(bottleneck=True) updates the stage it shows.
+_BOTTLENECK_EVERY_S = 1.0
 _MAX_VALUE_CHARS = 40
 
 _Row = Tuple[str, str, str, str, str]
@@ -365,16 +368,32 @@ class TestDataSpeed(ProxyDataFlow):
     measures nothing, so one left in a pipeline costs nothing; ``len()`` is
     ``len(ds)``. Holds nothing.
 
+    With *bottleneck*, ``start()`` runs *ds* under :func:`~dataflow.profile`
+    (worker stages included when it resets *ds*), shows the stage that limits
+    the pipeline beside the progress bar as it runs (updated every second),
+    and prints the verdict after the summary; the whole report is then in
+    :attr:`report`.
+
     Args:
         ds: the dataflow to measure, reset or not (``start()`` resets it
             if needed).
         size: how many datapoints to time, >= 1; default 5000.
         warmup: how many datapoints to take before timing, >= 0; default 0.
+        bottleneck: also find the slowest stage while measuring (default
+            ``False``). Profiling costs a little speed (under 10% on a chain
+            of cheap stages in one process).
+
+    Attributes:
+        report: the :class:`~dataflow.profiling.ProfileReport` of the last
+            ``start()`` with *bottleneck* (``None`` before).
 
     Example:
         >>> df = DataFromList([[i] for i in range(100)], shuffle=False)
         >>> TestDataSpeed(df, size=50).start() > 0
         True
+        >>> speed = TestDataSpeed(MapData(df, lambda dp: dp), size=50, bottleneck=True)
+        >>> speed.start() > 0, speed.report.datapoints
+        (True, 50)
 
     Note:
         tensorpack's ``TestDataSpeed`` also ran the measurement at the start of
@@ -385,11 +404,15 @@ class TestDataSpeed(ProxyDataFlow):
 
     __test__ = False  # the name starts with "Test": tell pytest it is not a test class
 
-    def __init__(self, ds: DataFlow, size: int = 5000, warmup: int = 0) -> None:
+    def __init__(
+        self, ds: DataFlow, size: int = 5000, warmup: int = 0, *, bottleneck: bool = False
+    ) -> None:
         super().__init__(ds)
         # Not "self.size": that is the tensorpack alias of len().
         self.test_size = _check_int("size", size, 1, "a positive int")
         self.warmup = _check_int("warmup", warmup, 0, "a non-negative int")
+        self.bottleneck = _check_bool("bottleneck", bottleneck)
+        self.report: Optional[Any] = None
 
     def _repr_args(self) -> Dict[str, Any]:
         return init_args(self, size=self.test_size)
@@ -400,8 +423,49 @@ class TestDataSpeed(ProxyDataFlow):
     def start(self) -> float:
         """Reset *ds* if it was not, measure it, print the summary, and return datapoints per
         second."""
+        if self.bottleneck:
+            return self._start_profiled()
         result = measure_throughput(
             self.ds, self.test_size, warmup=self.warmup, name=type(self).__name__
         )
         tqdm.write(str(result), file=sys.stderr)
+        return result.datapoints_per_s
+
+    def _start_profiled(self) -> float:
+        from .profiling import _profile
+
+        label = type(self).__name__
+        warmup, total = self.warmup, self.warmup + self.test_size
+        marks = {"start": 0.0, "shown": 0.0, "bytes": 0}
+        with _ProgressBar(total=self.test_size, desc=label, unit="dp") as bar:
+
+            def watch(count: int, report_now: Callable[[], Any]) -> None:
+                now = time.perf_counter()
+                if count <= warmup:
+                    marks["start"] = now
+                    return
+                bar.update(1)
+                if now - marks["shown"] >= _BOTTLENECK_EVERY_S:
+                    marks["shown"] = now
+                    verdict = report_now().bottleneck
+                    if verdict is not None:
+                        bar.set_postfix_str(f"bottleneck: {verdict.stage.name}", refresh=False)
+
+            if not warmup:
+                marks["start"] = time.perf_counter()
+            report = self.report = _profile(self.ds, None, total, watch)
+        seconds = time.perf_counter() - marks["start"]
+        count = max(0, report.datapoints - warmup)
+        if count == 0:
+            raise RuntimeError(
+                f"{label}: {type(self.ds).__name__} yielded no datapoint to time: it ended "
+                f"after the {report.datapoints} datapoints of warmup={warmup}"
+            )
+        root_bytes = report.stages[0].bytes_out or 0
+        nbytes = round(root_bytes * count / report.datapoints) if report.datapoints else 0
+        result = Throughput(label, count, seconds, nbytes)
+        tqdm.write(str(result), file=sys.stderr)
+        if report.bottleneck is not None:
+            tqdm.write(f"bottleneck: {report.bottleneck.stage.name}", file=sys.stderr)
+            tqdm.write(str(report.bottleneck), file=sys.stderr)
         return result.datapoints_per_s

@@ -11,32 +11,38 @@ stage a subclass of its own class whose ``__iter__`` times the original one,
 and puts the original class back when it returns or fails. A pipeline that
 is not being profiled runs exactly the code it ran before.
 
-A parallel dataflow (a runner or a mapper) is one stage for now: its own
-time is the time the consumer waits for its workers. The stages inside its
-workers are drawn in the tree without numbers; their statistics come in a
-later step.
+A parallel dataflow (a runner or a mapper) is a stage whose own time is
+the time the consumer waits for its workers. When ``profile`` resets the
+pipeline, the workers it starts time what they run (a runner's input, every
+stage of it; a mapper's function) and hand their numbers back (see
+:mod:`dataflow._profile_workers`), with how busy the workers were, how many
+CPUs they used and how often their output was ready: the verdict can then
+name a slow stage inside the workers.
 """
 
 from __future__ import annotations
 
 import math
-import os
 import random
 import threading
 import time
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-import numpy as np
-
+from . import _timing
 from ._checks import check_int as _check_int
+from ._profile_verdict import Bottleneck, verdict, worker_rows
+from ._profile_workers import workers_profiled
+from ._timing import Node, Run, instrument, restore, walk
 from .base import DataFlow, was_reset
 from .graph import _one_line, _parallelism, _workers
 
 __all__ = ["ProfileReport", "Stage", "Bottleneck", "profile"]
 
 _INDENT = "  "
+# Held while profile() runs: one run at a time in the process (the stages read one
+# global switch, dataflow._timing.timing_on).
+_ONE_AT_A_TIME = threading.Lock()
 _BAR_WIDTH = 20
-_WORKER_NOTE = "statistics of worker stages come in a later step"
 
 
 class Stage:
@@ -46,26 +52,46 @@ class Stage:
         df: the dataflow.
         name: its ``repr`` on one line.
         depth: its level below the profiled dataflow (0 for that one).
-        where: ``"consumer"`` (timed), ``"parallel"`` (a runner or mapper,
-            timed as the wait for its workers) or ``"worker"`` (runs in
-            worker processes or threads; not measured in this version).
+        where: ``"consumer"`` (runs in this process), ``"parallel"`` (a
+            runner or mapper: its own time is the wait for its workers) or
+            ``"worker"`` (runs in worker processes or threads; its numbers
+            add up those of all the workers). A mapper's function appears as
+            a stage of its own, ``"worker"``, whose *df* is the mapper.
         datapoints: how many it produced (``None`` if not measured).
         seconds: its own time in total: time in the stage minus time
-            waiting for its input (``None`` if not measured).
+            waiting for its input (``None`` if not measured); for a stage
+            in workers, the sum over the workers.
         bytes_out: ``nbytes`` of the numpy arrays (and ``len`` of the
             ``bytes``) among the components of what it produced.
-        share: *seconds* as a fraction of the wall time of the run.
+        share: *seconds* as a fraction of the wall time of the run; for a
+            stage in workers, of the workers' time (their number times the
+            wall time).
+        workers: for a parallel stage, how many workers reported statistics.
+        busy: for a parallel stage, the share of its workers' time not spent
+            waiting: for room to send their output (the consumer is behind)
+            or for tasks (a mapper's input is behind). Near 1: the workers
+            limit the pipeline.
+        ready: for a parallel stage, the share of the times the consumer
+            looked for the workers' output that it found some waiting: the
+            output buffer was not empty. Near 0: the consumer waits.
+        cpus: for a parallel stage, how many CPUs its workers used together
+            (CPU time over wall time). Worker threads that run Python code
+            use about one at most: Python's GIL runs them one at a time.
     """
 
-    def __init__(self, df: DataFlow, depth: int, where: str) -> None:
+    def __init__(self, df: DataFlow, depth: int, where: str, name: Optional[str] = None) -> None:
         self.df = df
-        self.name = _one_line(df)
+        self.name = _one_line(df) if name is None else name
         self.depth = depth
         self.where = where
         self.datapoints: Optional[int] = None
         self.seconds: Optional[float] = None
         self.bytes_out: Optional[int] = None
         self.share: Optional[float] = None
+        self.workers: Optional[int] = None
+        self.busy: Optional[float] = None
+        self.ready: Optional[float] = None
+        self.cpus: Optional[float] = None
         self.note = ""
 
     @property
@@ -89,46 +115,15 @@ class Stage:
             "seconds_per_datapoint": self.seconds_per_datapoint,
             "share": self.share,
             "bytes_out": self.bytes_out,
+            "workers": self.workers,
+            "busy": self.busy,
+            "ready": self.ready,
+            "cpus": self.cpus,
             "note": self.note,
         }
 
     def __repr__(self) -> str:
         return f"Stage({self.name}, share={self.share})"
-
-
-class Bottleneck:
-    """The verdict: the *stage* that limits throughput, why, and what to do.
-
-    ``str()`` is the explanation and the suggestion on two lines.
-
-    Attributes:
-        stage: the :class:`Stage`.
-        explanation: one line: what share of the wall time it takes.
-        suggestion: one line: what to change, with the expected speed-up.
-        speedup: that expected speed-up (``None`` when none can be promised).
-    """
-
-    def __init__(
-        self, stage: Stage, explanation: str, suggestion: str, speedup: Optional[float]
-    ) -> None:
-        self.stage = stage
-        self.explanation = explanation
-        self.suggestion = suggestion
-        self.speedup = speedup
-
-    def __str__(self) -> str:
-        return f"{self.explanation}\n{self.suggestion}"
-
-    def __repr__(self) -> str:
-        return f"Bottleneck({self.stage.name})"
-
-    def to_dict(self) -> Dict[str, Any]:
-        return {
-            "stage": self.stage.name,
-            "explanation": self.explanation,
-            "suggestion": self.suggestion,
-            "speedup": self.speedup,
-        }
 
 
 class ProfileReport:
@@ -147,7 +142,7 @@ class ProfileReport:
         self.stages = stages
         self.wall_seconds = wall_seconds
         self.datapoints = datapoints
-        self.bottleneck = _verdict(stages) if datapoints else None
+        self.bottleneck = verdict(stages) if datapoints else None
 
     def to_dict(self) -> Dict[str, Any]:
         """The same numbers as plain JSON-compatible values."""
@@ -200,291 +195,101 @@ def _size(n: Optional[int]) -> str:
     return ""
 
 
-# ---- the timing ------------------------------------------------------------------
-
-
-def _nbytes(dp: Any) -> int:
-    """Bytes of the arrays (and ``bytes``) among the components of *dp*."""
-    parts = dp.values() if type(dp) is dict else dp
-    if type(parts) is np.ndarray:
-        return parts.nbytes
-    n = 0
-    try:
-        for c in parts:
-            if type(c) is np.ndarray:
-                n += c.nbytes
-            elif type(c) is bytes:
-                n += len(c)
-    except TypeError:  # a datapoint that is not a list, tuple or dict
-        pass
-    return n
-
-
-class _Counter:
-    """What one stage's timed ``__iter__`` adds up: every datapoint it
-    produced, and the time and bytes of those produced while timing was on."""
-
-    __slots__ = ("datapoints", "timed", "seconds", "bytes_out")
-
-    def __init__(self) -> None:
-        self.datapoints = 0
-        self.timed = 0
-        self.seconds = 0.0
-        self.bytes_out = 0
-
-
-class _Run:
-    """One profiling run: its counters, and the time spent in inputs.
-
-    Timing (``_timing``) is on for a sample of the datapoints of the profiled dataflow
-    (``profile`` switches it between two of them, so a datapoint is timed in
-    every stage or in none): two clock reads per stage and datapoint would
-    cost more than a fast stage itself. ``children[-1]`` is the time the
-    stage now running has spent inside the stages it reads from; a stage
-    subtracts it from its own elapsed time. Only the thread that runs
-    ``profile`` uses the stack.
-    """
-
-    def __init__(self) -> None:
-        self.timed_count = 0  # stage-datapoints timed so far
-        self.children: List[float] = [0.0]
-        self.thread = threading.get_ident()
-        self.counters: Dict[int, _Counter] = {}
-
-
-# Whether the datapoint of the profiled dataflow now being produced is timed. A
-# global, not an attribute of the run: every stage reads it once per datapoint.
-# So only one profile runs at a time (a second one would time at random).
-_timing = False
-_TIMED_CLASSES: Dict[type, type] = {}  # original class -> its timed subclass
-_RUN_ATTR = "_dataflow_profile_run"
-# Held while profile() runs: one run at a time in the process.
-_ONE_AT_A_TIME = threading.Lock()
-
-
-def _timed_class(cls: type) -> type:
-    timed = _TIMED_CLASSES.get(cls)
-    if timed is not None:
-        return timed
-    original_iter = cls.__iter__  # type: ignore[attr-defined]
-
-    def __iter__(self: Any) -> Iterator[Any]:
-        run: Optional[_Run] = getattr(type(self), _RUN_ATTR)
-        counter = run.counters.get(id(self)) if run is not None else None
-        if run is None or counter is None:  # a copy made while profiling: not timed
-            return original_iter(self)
-        return _timed_iter(run, counter, iter(original_iter(self)))
-
-    namespace = {
-        "__slots__": (),
-        "__iter__": __iter__,
-        "__module__": cls.__module__,
-        "__qualname__": cls.__qualname__,
-        _RUN_ATTR: None,
-    }
-    timed = type(cls)(cls.__name__, (cls,), namespace)
-    _TIMED_CLASSES[cls] = timed
-    return timed
-
-
-def _timed_iter(run: _Run, counter: _Counter, it: Iterator[Any]) -> Iterator[Any]:
-    """Yield what *it* yields; count it, and while timing is on, time it.
-
-    Whether one call for a datapoint is timed is decided when the call
-    starts (``on``), so a call is timed from its start to its end or not at
-    all; ``_timing`` changes only between two datapoints of the profiled
-    dataflow, when no stage runs.
-    """
-    perf = time.perf_counter
-    children = run.children
-    nested = run.thread == threading.get_ident()
-    n = 0  # flushed into the counter at each timed datapoint and at the end
-    start = 0.0
-    try:
-        on = _timing
-        if on:
-            if nested:
-                children.append(0.0)
-            start = perf()
-        for dp in it:
-            if on:
-                elapsed = perf() - start
-                counter.seconds += elapsed - (children.pop() if nested else 0.0)
-                if nested:
-                    children[-1] += elapsed
-                counter.datapoints += n + 1
-                n = -1
-                counter.timed += 1
-                run.timed_count += 1
-                counter.bytes_out += _nbytes(dp)
-            n += 1
-            yield dp
-            on = _timing
-            if on:
-                if nested:
-                    children.append(0.0)
-                start = perf()
-        if on:
-            elapsed = perf() - start
-            counter.seconds += elapsed - (children.pop() if nested else 0.0)
-            if nested:
-                children[-1] += elapsed
-    finally:
-        counter.datapoints += n
-        close = getattr(it, "close", None)
-        if close is not None:
-            close()
-
-
 # ---- the walk --------------------------------------------------------------------
 
 
 def _walk(root: DataFlow) -> List[Stage]:
-    """Every dataflow once, depth first, each with where it runs."""
-    stages: List[Stage] = []
-    seen = set()
-    stack: List[Tuple[Any, int, str]] = [(root, 0, "consumer")]
-    while stack:
-        df, depth, where = stack.pop()
-        if id(df) in seen:
-            continue
-        seen.add(id(df))
-        parallel = _parallelism(df)
-        stage = Stage(df, depth, "parallel" if parallel and where == "consumer" else where)
-        stages.append(stage)
-        try:
-            parents = tuple(df.parents)
-        except Exception:  # a user's parents property may fail; the profile must not
-            parents = ()
-        below = where
-        if parallel is not None:
+    """Every dataflow once, depth first, each with where it runs (see
+    :func:`dataflow._timing.walk`), and what the consumer does with a parallel one."""
+    stages = []
+    for node in walk(root):
+        stage = Stage(node.df, node.depth, node.where, node.name)
+        parallel = _parallelism(node.df)
+        if node.where == "parallel" and parallel is not None:
             inputs_in_workers, count, kind = parallel
-            if inputs_in_workers:
-                below = "worker"
-                if where == "consumer":
-                    stage.note = f"wait for {_workers(count, kind)}"
-            elif where == "consumer":
-                stage.note = f"wait for map_func in {_workers(count, kind)}"
-        if stage.where == "worker":
-            stage.note = f"in workers; {_WORKER_NOTE}"
-        stack.extend((p, depth + 1, below) for p in reversed(parents))
+            what = "" if inputs_in_workers else "map_func in "
+            stage.note = f"wait for {what}{_workers(count, kind)}"
+        stages.append(stage)
     return stages
 
 
-def _instrument(stages: List[Stage], run: _Run, swapped: List[Tuple[DataFlow, type]]) -> None:
-    """Give every stage of this process its timed class, noting in *swapped*
-    (at once, so an interruption leaves nothing behind) what to put back."""
+def _instrument(stages: List[Stage], run: Run, swapped: List[Tuple[DataFlow, type]]) -> None:
+    nodes = [Node(s.df, s.depth, s.where, s.name) for s in stages]
+    failed = {id(df) for df in instrument(nodes, run, swapped)}
     for stage in stages:
-        if stage.where == "worker":
-            continue
-        df, cls = stage.df, type(stage.df)
-        try:
-            timed = _timed_class(cls)
-            setattr(timed, _RUN_ATTR, run)
-            run.counters[id(df)] = _Counter()
-            df.__class__ = timed
-        except Exception:  # e.g. a class whose layout forbids it: leave it as it is
-            run.counters.pop(id(df), None)
+        if id(stage.df) in failed and stage.where != "worker":
             stage.note = "could not be timed"
+
+
+def _add_worker_statistics(stages: List[Stage]) -> None:
+    """Fill in the stages that run in workers from the statistics the workers sent."""
+    for par in stages:
+        if par.where != "parallel":
             continue
-        swapped.append((df, cls))
-
-
-def _restore(swapped: List[Tuple[DataFlow, type]]) -> None:
-    for df, cls in reversed(swapped):
-        timed = type(df)
-        df.__class__ = cls
-        setattr(timed, _RUN_ATTR, None)
-
-
-# ---- the verdict -----------------------------------------------------------------
-
-
-def _workers_for(share: float, cpus: int) -> Tuple[int, float]:
-    """How many workers make a stage with *share* stop limiting, and the speed-up.
-
-    Moved to *k* workers, the stage takes ``share / k`` of today's time per
-    datapoint while the rest (``1 - share``) still runs in the consumer, at
-    the same time: the pipeline runs at ``1 / max(1 - share, share / k)``.
-    """
-    k_needed = math.ceil(share / max(1.0 - share, 1e-9))
-    k = max(2, min(k_needed, max(1, cpus - 1)))
-    return k, 1.0 / max(1.0 - share, share / k)
-
-
-def _verdict(stages: List[Stage]) -> Optional[Bottleneck]:
-    timed = [s for s in stages if s.share is not None]
-    if not timed:
-        return None
-    top = max(timed, key=lambda s: s.share or 0.0)
-    share = top.share or 0.0
-    cpus = os.cpu_count() or 1
-    cls = type(top.df).__name__
-    if top.where == "parallel":
-        count = getattr(top.df, "num_proc", getattr(top.df, "num_thread", None))
-        explanation = f"the consumer waits for the workers of {top.name} {share:.0%} of the time"
-        more = f" (now {count}, {cpus} CPUs)" if count is not None else ""
-        return Bottleneck(
-            top,
-            explanation,
-            f"give it more workers{more}, or make what runs in them faster; "
-            f"{_WORKER_NOTE}, until then profile its input alone",
-            None,
-        )
-    explanation = f"{top.name} takes {share:.0%} of one process"
-    if share < 0.5 and cpus > 1:
-        return Bottleneck(
-            top,
-            explanation + "; no stage dominates",
-            "the time is spread over the stages: parallelize the whole pipeline "
-            f"with MultiProcessRunnerZMQ(ds, num_proc={max(2, min(4, cpus - 1))})",
-            None,
-        )
-    if cpus <= 1:
-        return Bottleneck(
-            top, explanation, "this machine has one CPU: make this stage cheaper", None
-        )
-    k, speedup = _workers_for(share, cpus)
-    expected = f"expected about {speedup:.1f}x"
-    if not top.df.parents:
-        suggestion = (
-            f"it is a source: read it in parallel, MultiProcessRunnerZMQ({cls}(...), "
-            f"num_proc={k}) over shards of it ({expected}), or store the data in a "
-            "faster format (see docs/formats.md)"
-        )
-    elif hasattr(top.df, "func") and hasattr(top.df, "ds"):
-        suggestion = f"run it in MultiProcessMapDataZMQ(num_proc={k}); {expected}"
-    else:
-        suggestion = (
-            f"run it and what feeds it in workers: MultiProcessRunnerZMQ({cls}(...), "
-            f"num_proc={k}); {expected}"
-        )
-    return Bottleneck(top, explanation, suggestion, round(speedup, 2))
+        df: Any = par.df  # a ParallelBase
+        walk_note = par.__dict__.setdefault("_walk_note", par.note)
+        if not getattr(df, "_profiled", False):
+            par.note = f"{walk_note}; its workers started before profile() and are not timed"
+            continue
+        reports = df.worker_statistics()
+        if not reports:
+            par.note = f"{walk_note}; no statistics from its workers yet"
+            continue
+        par.workers = len(reports)
+        walls = [max(float(r["wall"]), 1e-9) for r in reports]
+        busy = [max(0.0, 1.0 - float(r.get("waiting", 0.0)) / w) for r, w in zip(reports, walls)]
+        par.busy = sum(busy) / len(busy)
+        cpus = [r.get("cpu") for r in reports]
+        if all(c is not None for c in cpus):
+            par.cpus = sum(c / w for c, w in zip(cpus, walls))
+        looked = getattr(df, "_looked", 0)
+        par.ready = df._found_waiting / looked if looked else None
+        for i, row in worker_rows(par, stages):
+            entries = [r["stages"][i] for r in reports if i < len(r["stages"]) and r["stages"][i]]
+            if not entries:
+                continue
+            row.datapoints = int(sum(e[0] for e in entries))
+            row.seconds = float(sum(e[1] for e in entries))
+            row.bytes_out = int(sum(e[2] for e in entries))
+            row.share = row.seconds / sum(walls)
+        extra = f"workers busy {par.busy:.0%}"
+        if par.cpus is not None:
+            extra += f", {par.cpus:.1f} CPUs"
+        if par.ready is not None:
+            extra += f", output ready {par.ready:.0%} of the times looked"
+        par.note = f"{walk_note}; {extra}" if walk_note else extra
 
 
 # ---- the run --------------------------------------------------------------------
 
 # What timing one datapoint of one stage costs (two clock reads, the stack,
-# the bytes), on the high side; and the share of the run that timing may cost.
+# the bytes), on the high side (about 0.6 us measured): used until _drive has
+# measured the cost on the run itself; and the share of the run that timing may cost.
 _TIMED_COST_S = 1e-6
-_OVERHEAD_TARGET = 0.03
+_OVERHEAD_TARGET = 0.02
 
 
 def _drive(
-    df: DataFlow, run: _Run, seconds: Optional[float], num: Optional[int]
+    df: DataFlow,
+    run: Run,
+    seconds: Optional[float],
+    num: Optional[int],
+    watch: Optional[Callable[[int, float, float], None]] = None,
 ) -> Tuple[int, float, float]:
     """Iterate *df* within the limits, timing a sample of its datapoints.
 
     Returns how many it yielded, the wall time, and the wall time of the
-    timed datapoints (what the stages' timed seconds are shares of).
+    timed datapoints (what the stages' timed seconds are shares of). *watch*,
+    if given, is called after every datapoint with the count so far, the
+    start time (``perf_counter``) and the timed wall time so far.
     """
-    global _timing
     perf = time.perf_counter
     gaps = random.Random(0)
     limit = math.inf if num is None else num
     count, next_timed, timed_wall = 0, 1, 0.0
     start = perf()
     deadline = math.inf if seconds is None else start + seconds
+    last_timed, stretch_start = 0, start  # the untimed datapoints since the last timed one
     it = iter(df)
     try:
         while count < limit:
@@ -494,8 +299,10 @@ def _drive(
                 except StopIteration:
                     break
                 count += 1
+                if watch is not None:
+                    watch(count, start, timed_wall)
                 continue
-            _timing = True
+            _timing.timing_on = True
             before = run.timed_count
             begin = perf()
             try:
@@ -503,14 +310,28 @@ def _drive(
             except StopIteration:
                 break
             finally:
-                _timing = False
+                _timing.timing_on = False
                 end = perf()
                 timed_wall += end - begin
+            # What timing this datapoint cost, against the wall time of an untimed
+            # one: measured, its wall time minus the mean of the untimed stretch
+            # before it; without such a stretch, _TIMED_COST_S per stage-datapoint
+            # timed, against its own wall time (which errs on the side of timing more).
+            untimed = count - last_timed
+            if untimed:
+                plain = (begin - stretch_start) / untimed
+                cost = max(0.0, end - begin - plain)
+            else:
+                cost = (run.timed_count - before) * _TIMED_COST_S
+                plain = end - begin
             count += 1
+            last_timed, stretch_start = count, end
+            if watch is not None:
+                watch(count, start, timed_wall)
             # Time one datapoint in about *mean*, at random (no aliasing with a
-            # period of the pipeline), so that timing costs about 3% of the run.
-            cost = (run.timed_count - before) * _TIMED_COST_S / max(end - begin, 1e-9)
-            mean = cost / _OVERHEAD_TARGET
+            # period of the pipeline), so that timing costs about _OVERHEAD_TARGET
+            # of the run.
+            mean = cost / max(plain, 1e-9) / _OVERHEAD_TARGET
             next_timed = count + (1 if mean <= 1 else gaps.randint(1, int(2 * mean)))
             if end >= deadline:
                 break
@@ -539,8 +360,11 @@ def profile(
 
     A stage's own time is the time spent in it minus the time it waited for
     its input; a parallel dataflow's own time is the time this process waited
-    for its workers. The stages inside workers are listed without numbers:
-    their statistics come in a later step.
+    for its workers. The stages that run inside workers have the numbers the
+    workers report (added up over the workers) when ``profile`` resets the
+    pipeline and so starts them; the workers of a pipeline reset before keep
+    running untimed, and the report says so. When ``profile`` returns, the
+    workers it started stop timing (a runner's from their next pass on).
 
     Args:
         df: the dataflow to profile, usually the one you train on.
@@ -566,27 +390,61 @@ def profile(
         raise ValueError(f"seconds must be a positive number or None, got {seconds!r}")
     if num is not None:
         num = _check_int("num", num, 1, "a positive int or None")
+    return _profile(df, seconds, num)
+
+
+def _profile(
+    df: DataFlow,
+    seconds: Optional[float],
+    num: Optional[int],
+    watch: Optional[Callable[[int, Callable[[], ProfileReport]], None]] = None,
+) -> ProfileReport:
+    """:func:`profile` without its argument checks; *watch*, if given, is called
+    after every datapoint with the count so far and a function that returns
+    the report as it stands (as :class:`~dataflow.debug.TestDataSpeed` shows it)."""
     if not _ONE_AT_A_TIME.acquire(blocking=False):
         raise RuntimeError(
             "profile() is already running (in another thread): it swaps the classes of the "
             "stages it times, so two runs would time each other. Profile one pipeline at a time"
         )
+    stages: List[Stage] = []
     try:
         if not was_reset(df):
-            df.reset_state()
+            with workers_profiled():  # the workers it starts time their stages
+                df.reset_state()
         stages = _walk(df)
-        run = _Run()
+        run = Run()
         swapped: List[Tuple[DataFlow, type]] = []
+        on_datapoint = None
+        if watch is not None:
+
+            def on_datapoint(count: int, start: float, timed_wall: float) -> None:
+                def now() -> ProfileReport:
+                    wall = time.perf_counter() - start
+                    return _report(stages, run, count, wall, timed_wall)
+
+                watch(count, now)
+
         try:
             _instrument(stages, run, swapped)
-            count, wall, timed_wall = _drive(df, run, seconds, num)
+            count, wall, timed_wall = _drive(df, run, seconds, num, on_datapoint)
         finally:
-            _restore(swapped)
+            restore(swapped)
+        return _report(stages, run, count, wall, timed_wall)
     finally:
         _ONE_AT_A_TIME.release()
+        for stage in stages:  # the workers timed for this run stop timing
+            if stage.where == "parallel" and getattr(stage.df, "_profiled", False):
+                stage.df._end_profiling()  # type: ignore[attr-defined]
+
+
+def _report(
+    stages: List[Stage], run: Run, count: int, wall: float, timed_wall: float
+) -> ProfileReport:
+    """The report of a run that has yielded *count* datapoints in *wall* seconds."""
     for stage in stages:
         counter = run.counters.get(id(stage.df))
-        if counter is None:
+        if counter is None or stage.where == "worker":
             continue
         share = max(0.0, counter.seconds) / timed_wall if timed_wall > 0 else 0.0
         stage.share = share
@@ -595,4 +453,5 @@ def profile(
         stage.bytes_out = (
             round(counter.bytes_out * counter.datapoints / counter.timed) if counter.timed else 0
         )
+    _add_worker_statistics(stages)
     return ProfileReport(stages, wall, count)

@@ -22,9 +22,11 @@ The rules:
    ``serialize``, ``_checks`` and ``_optional``; ``remote.py`` and
    ``_remote_parts.py`` do not reach ``parallel/``; outside ``parallel/``
    only ``dataflow/__init__.py``, ``graph.py`` (which draws what runs in
-   workers), ``profiling.py`` (which times only what does not, through
-   ``graph.py``), ``integrations/`` (which feeds whole pipelines to the
-   frameworks, and looks at their workers through ``graph.py``) and
+   workers), ``profiling.py`` and ``_profile_verdict.py`` (which name what
+   runs in workers, through ``graph.py``), ``debug.py`` (whose
+   ``TestDataSpeed`` profiles whole pipelines), ``integrations/`` (which
+   feeds whole pipelines to the frameworks, and looks at their workers
+   through ``graph.py``) and
    ``ray.py`` (which re-exports ``parallel/ray.py``, the runner whose
    workers are Ray actors) reach it;
    ``_transport/``, ``_arrays``, ``_rng``, ``_collate`` and
@@ -74,7 +76,14 @@ PARALLEL = "dataflow.parallel"
 # profiling.py reaches parallel/ through graph.py: it tells the stages that run in
 # workers from those it can time, with graph.py's test for parallel dataflows.
 # dataflow/ray.py is the public home of parallel/ray.py (RayRunner), which it re-exports.
-ABOVE_PARALLEL = ("dataflow", "dataflow.graph", "dataflow.profiling", "dataflow.ray")
+ABOVE_PARALLEL = (
+    "dataflow",
+    "dataflow.graph",
+    "dataflow.profiling",
+    "dataflow._profile_verdict",
+    "dataflow.debug",
+    "dataflow.ray",
+)
 # Packages above parallel/ as a whole: the adapters that feed the frameworks take
 # whole pipelines, and look at what runs in workers through graph.py.
 ABOVE_PARALLEL_PACKAGES = ("dataflow.integrations",)
@@ -397,7 +406,7 @@ LAYERS = (
     ),
     Layer(
         "outside parallel/, only dataflow/__init__.py, graph.py, profiling.py, "
-        "integrations/ and ray.py use parallel/",
+        "_profile_verdict.py, debug.py, integrations/ and ray.py use parallel/",
         "parallel/ is above the sources and wrappers: move the code into parallel/, or "
         "what parallel/ and this module share into a lower module",
         lambda name: (

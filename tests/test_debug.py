@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -9,11 +11,14 @@ from dataflow import (
     BatchData,
     DataFlow,
     DataFromList,
+    MapData,
+    MultiProcessMapDataZMQ,
     MultiProcessRunnerZMQ,
     MultiThreadMapData,
     PrintData,
     TestDataSpeed,
     check_dataflow,
+    debug,
     describe_datapoint,
     measure_throughput,
     throughput_table,
@@ -428,12 +433,51 @@ class TestTestDataSpeed:
         [
             ({"size": 0}, ValueError, "size must be a positive int, got 0"),
             ({"warmup": -2}, ValueError, "warmup must be a non-negative int, got -2"),
+            ({"bottleneck": 1}, TypeError, "bottleneck must be a bool, got 1"),
         ],
     )
     def test_rejects_bad_arguments(self, kwargs, error, message):
         with pytest.raises(error) as info:
             TestDataSpeed(Counting(3), **kwargs)
         assert str(info.value) == message
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_bottleneck_shows_the_slow_stage_while_it_runs_and_after(self, capsys, monkeypatch):
+        monkeypatch.setattr(debug, "_BOTTLENECK_EVERY_S", 0.05)
+
+        def slow(dp):
+            end = time.perf_counter() + 0.002
+            while time.perf_counter() < end:
+                pass
+            return dp
+
+        ds = Counting(10_000)
+        speed = TestDataSpeed(
+            MapData(MapData(ds, slow), lambda dp: dp), size=300, warmup=5, bottleneck=True
+        )
+        assert speed.start() > 0
+        assert ds.reads == 305 and ds.resets == 1
+        assert speed.report.datapoints == 305
+        assert speed.report.bottleneck.stage.name == "MapData(func=slow)"
+        err = capsys.readouterr().err
+        assert "TestDataSpeed: 300 datapoints in" in err
+        # Shown beside the bar while it ran, then printed after the summary.
+        assert "dp/s, bottleneck: MapData(func=slow)]" in err
+        assert err.rstrip().splitlines()[-3] == "bottleneck: MapData(func=slow)"
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_bottleneck_names_a_slow_function_in_mapper_workers(self, capsys):
+        def slow(dp):
+            end = time.perf_counter() + 0.002
+            while time.perf_counter() < end:
+                pass
+            return dp
+
+        with MultiProcessMapDataZMQ(Counting(100_000), num_proc=2, map_func=slow) as ds:
+            speed = TestDataSpeed(ds, size=600, bottleneck=True)
+            speed.start()
+        assert speed.report.bottleneck.stage.name.endswith("[map_func, in workers]")
+        assert "bottleneck: slow [map_func, in workers]" in capsys.readouterr().err
 
 
 class SetsUp(DataFlow):

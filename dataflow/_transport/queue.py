@@ -8,6 +8,7 @@ queue pickles each put in a feeder thread of its own.
 from __future__ import annotations
 
 import queue as queue_module
+import time
 from typing import Any, Callable, List, Optional, Sequence
 
 from ..serialize import Serializer
@@ -39,18 +40,32 @@ class QueueSender:
         self.stopped = stopped
         self.serializer = serializer
         self.epoch = 0
+        #: seconds spent waiting for room in the queue; and since when it waits now
+        #: (0.0: it does not)
+        self.blocked_s = 0.0
+        self.blocked_since = 0.0
 
     def check_stop(self) -> None:
         if self.stopped():
             raise Stopped
 
     def _send(self, message: Message) -> None:
-        while True:
-            try:
-                self.queue.put(message, timeout=POLL_S)
-                return
-            except queue_module.Full:
-                self.check_stop()
+        try:
+            self.queue.put_nowait(message)
+            return
+        except queue_module.Full:  # wait for the consumer to take some
+            pass
+        begin = self.blocked_since = time.monotonic()
+        try:
+            while True:
+                try:
+                    self.queue.put(message, timeout=POLL_S)
+                    return
+                except queue_module.Full:
+                    self.check_stop()
+        finally:
+            self.blocked_since = 0.0
+            self.blocked_s += time.monotonic() - begin
 
     def put(self, item: Any) -> None:
         self.check_stop()  # else a closed runner's worker goes on until the queue is full

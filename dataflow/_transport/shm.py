@@ -281,6 +281,8 @@ class ArenaWriter:
         # Arrays made in the region by place(), not yet sent: id -> (ticket, offset, size).
         self._placed: Dict[int, Tuple[int, int, int]] = {}
         self._thread = threading.get_ident()
+        #: seconds spent waiting for the consumer to give room back
+        self.blocked_s = 0.0
 
     def place(self, shape: Tuple[int, ...], dtype: np.dtype) -> Optional[np.ndarray]:
         """A new, uninitialised array in the region, for a batch to be filled in place
@@ -386,6 +388,7 @@ class ArenaWriter:
                 self.check_stop()
                 next_check = now + _STOP_CHECK_S
             time.sleep(wait)
+            self.blocked_s += wait
             wait = min(2 * wait, _WAIT_MAX_S)
 
     def _commit(self, end: int) -> bool:

@@ -186,6 +186,10 @@ class BatchSender:
         self._last_put = 0.0  # when the previous put() returned
         self._sent_any = False
         self._flusher: Optional[threading.Thread] = None
+        #: seconds spent waiting for room in the consumer's queue; and since when it
+        #: waits now (0.0: it does not)
+        self.blocked_s = 0.0
+        self.blocked_since = 0.0
         # Whether put() must start the flusher or wake it (it waits for a batch).
         self._rouse = True
         self._stopping = False
@@ -343,14 +347,24 @@ class ZmqSender(BatchSender):
 
     def _send(self, frames: List[Any]) -> None:
         sock = self.sock
-        while True:
-            try:
-                send_frames(sock, frames, False)
-                return
-            except zmq.Again:
-                pass
-            if not sock.poll(_POLL_MS, zmq.POLLOUT):
-                self.check_stop()
+        try:
+            send_frames(sock, frames, False)
+            return
+        except zmq.Again:  # the consumer's queue is full: wait for room
+            pass
+        begin = self.blocked_since = _monotonic()
+        try:
+            while True:
+                if not sock.poll(_POLL_MS, zmq.POLLOUT):
+                    self.check_stop()
+                try:
+                    send_frames(sock, frames, False)
+                    return
+                except zmq.Again:
+                    pass
+        finally:
+            self.blocked_since = 0.0
+            self.blocked_s += _monotonic() - begin
 
     def put_now(self, item: Any) -> None:
         """Batch *item* only while the batch is small and young (the caller flushes)."""

@@ -16,10 +16,11 @@ import threading
 import time
 import warnings
 import weakref
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import cloudpickle
 
+from .. import _profile_workers
 from .._checks import check_int, check_timeout
 from .._rng import child_seed
 from .._rng import shared_seed as _shared_seed
@@ -53,6 +54,8 @@ class ParallelBase(ProxyDataFlow):
 
     _num_workers: int
     _sharded = False
+    #: what its workers run, for profiling: a dataflow ("runner") or a function ("mapper")
+    _work_kind = "runner"
     _workers: Any = None  # a ProcessGroup or a ThreadGroup, once started
     _receiver: Any = None  # a dataflow._transport.Receiver, once started
 
@@ -72,6 +75,16 @@ class ParallelBase(ProxyDataFlow):
         self._transport_lock = threading.RLock()
         self._waiting_since = 0.0  # when the consumer last got a message or a datapoint out
         self._stall_warned = False
+        # Profiling (dataflow.profile, which asks before it resets the pipeline): the
+        # board the worker processes write their statistics on, the profiles of
+        # worker threads, and how often the consumer found a message waiting when it
+        # looked for one.
+        self._profiled = False
+        self._stats_board: Any = None
+        self._worker_profiles: Dict[int, Any] = {}
+        self._looked = 0
+        self._found_waiting = 0
+        self._in_wait = False
 
     @property
     def _name(self) -> str:
@@ -232,7 +245,10 @@ class ParallelBase(ProxyDataFlow):
 
     def _poll_message(self) -> Optional[Message]:
         """The next data or end message, or ``None`` after a short wait without one."""
-        message = self._receiver.recv(_POLL_S)
+        if self._profiled:
+            message = self._profiled_recv()
+        else:
+            message = self._receiver.recv(_POLL_S)
         self._check_open()
         now = time.monotonic()
         if message is None or now >= self._next_check:
@@ -246,6 +262,56 @@ class ParallelBase(ProxyDataFlow):
         if message.kind == ERROR:
             self._raise_error(message)
         return message
+
+    def _profiled_recv(self) -> Optional[Message]:
+        """Receive as :meth:`_poll_message` does, keeping the workers' statistics and
+        counting whether a message was there when the consumer began to look."""
+        message = self._receiver.recv(0)
+        if not self._in_wait:
+            self._looked += 1
+            if message is not None:
+                self._found_waiting += 1
+        if message is None:
+            self._in_wait = True
+            message = self._receiver.recv(_POLL_S)
+        if message is not None:
+            self._in_wait = False
+        return message
+
+    def _entry(self, target: Callable[..., None], args: List[tuple], sink: Any) -> Tuple[Any, Any]:
+        """The workers' entry point and arguments: as given, or timed inside the
+        workers when :func:`dataflow.profile` is starting this pipeline (worker
+        threads leave their profiles in *sink*; processes write on a board)."""
+        self._profiled = _profile_workers.requested()
+        if not self._profiled:
+            return target, args
+        board = None
+        if sink is None:
+            context = getattr(self._workers, "context", None)
+            board = self._stats_board = _profile_workers.StatsBoard(
+                len(args), _profile_workers.stage_count(self._work_kind, self), context
+            )
+        wrapped = [(target, self._work_kind, sink, board, *entry) for entry in args]
+        return _profile_workers.profiled_worker, wrapped
+
+    def _start_threads(self, group: Any, target: Callable[..., None], args: List[tuple]) -> None:
+        group.start(*self._entry(target, args, self._worker_profiles))
+
+    def _end_profiling(self) -> None:
+        """:func:`dataflow.profile` has ended: the workers stop timing."""
+        self._profiled = False
+        if self._stats_board is not None:
+            self._stats_board.finish()
+        for profile in list(self._worker_profiles.values()):
+            profile.finish()
+
+    def worker_statistics(self) -> List[Dict[str, Any]]:
+        """The latest statistics of each worker that has begun to work, when
+        :func:`dataflow.profile` started this dataflow (else an empty list); see
+        :mod:`dataflow._profile_workers`."""
+        if self._stats_board is not None:
+            return self._stats_board.read()
+        return [p.snapshot() for _, p in sorted(self._worker_profiles.items()) if p.start]
 
     def _check_workers(self) -> None:
         """Raise if a worker died; first look briefly for the error it may have sent."""
@@ -374,7 +440,7 @@ class ParallelBase(ProxyDataFlow):
     ) -> None:
         assert self._workers is not None
         try:
-            self._workers.start(target, args)
+            self._workers.start(*self._entry(target, args, None))
         except Exception as err:
             if start_method != "fork" and "pickl" in f"{type(err).__name__} {err}".lower():
                 raise self._pickling_error(start_method, err) from err

@@ -30,6 +30,8 @@ import numpy as np
 import zmq
 
 from .._collate import set_array_maker
+from .._profile_workers import current as current_profile
+from .._profile_workers import start_stats, worker_begins
 from .._transport import (
     DATA,
     ERROR,
@@ -158,6 +160,7 @@ def _reset_in_worker(ds: DataFlow) -> Optional[BaseException]:
 def _produce(ds: DataFlow, sender: Any, exactly_once: bool, commands: Any) -> None:
     """The work loop of a runner's worker: feed *sender* from *ds* (reset) until told to stop."""
     if not exactly_once:
+        worker_begins()
         while True:
             count = 0
             for dp in ds:
@@ -179,6 +182,7 @@ def _produce(ds: DataFlow, sender: Any, exactly_once: bool, commands: Any) -> No
         if resumed_count is None:
             continue
         count = resumed_count
+        worker_begins()
         it = iter(ds)
         # Resumed: reproduce and drop what the consumer had handed out after the mark.
         for _ in range(int(resume.get("skip", 0)) if resume else 0):
@@ -293,10 +297,12 @@ def runner_zmq_worker(
     stopped = functools.partial(_stopped, stop_event, parent_pid)
     sender = ZmqSender(ctx, address, hwm, info.index, owner, stopped, serializer, arena)
     _batches_in_arena(sender)
+    stats = start_stats(sender)
     try:
         _serve(ds, sender, failure, info.sharded, commands)
     finally:
         try:
+            stats.stop()
             ds.close()
         finally:
             sender.close()
@@ -350,11 +356,13 @@ def runner_queue_worker(
     stopped = functools.partial(_stopped, stop_event, parent_pid)
     sender = QueueSender(queue, info.index, stopped, serializer)
     failure = _reset_in_worker(ds)
+    stats = start_stats(sender)
     try:
         if _serve(ds, sender, failure, info.sharded, commands):
             queue.cancel_join_thread()  # nobody reads any more: do not wait to flush
     finally:
         try:
+            stats.stop()
             ds.close()
         finally:
             queue.close()
@@ -371,6 +379,7 @@ def runner_thread_worker(
     with worker_context(info):
         try:
             df.reset_state()
+            start_stats(sender)
             _produce(df, sender, info.sharded, commands)
         except Stopped:
             pass
@@ -388,12 +397,20 @@ def mapper_thread_worker(
     results: Any,
     stop_event: threading.Event,
 ) -> None:
+    profile = current_profile()
     with worker_context(info):
         while not stop_event.is_set():
             try:
-                epoch, seq, dp = tasks.get(timeout=_POLL_S)
+                epoch, seq, dp = tasks.get_nowait()
             except queue_module.Empty:
-                continue
+                begin = time.perf_counter()
+                try:
+                    epoch, seq, dp = tasks.get(timeout=_POLL_S)
+                except queue_module.Empty:
+                    continue
+                finally:
+                    if profile is not None and profile.start is not None:
+                        profile.waiting += time.perf_counter() - begin
             try:
                 result = map_func(dp)
             except BaseException as exc:
@@ -434,14 +451,23 @@ def mapper_zmq_worker(
     _batches_in_arena(sender)
     tasks.setsockopt(zmq.RCVTIMEO, int(_POLL_S * 1000))
     monotonic = time.monotonic
+    stats = start_stats(sender)
+    profile = current_profile()
     try:
         while True:
             try:
-                frames = tasks.recv_multipart(copy=False)
-            except zmq.Again:  # no task for a while: send what waits, and look around
-                sender.flush()
-                sender.check_stop()
-                continue
+                frames = tasks.recv_multipart(zmq.NOBLOCK, copy=False)
+            except zmq.Again:  # wait for tasks
+                begin = time.perf_counter()
+                try:
+                    frames = tasks.recv_multipart(copy=False)
+                except zmq.Again:  # no task for a while: send what waits, and look around
+                    sender.flush()
+                    sender.check_stop()
+                    continue
+                finally:
+                    if profile is not None and profile.start is not None:
+                        profile.waiting += time.perf_counter() - begin
             _, _, epoch, items = decode(frames, serializer)
             start = last = monotonic()
             final = len(items) - 2
@@ -468,6 +494,7 @@ def mapper_zmq_worker(
     except BaseException as exc:
         sender.send_error(error_report(exc))
     finally:
+        stats.stop()
         tasks.close()
         sender.close()
         ctx.term()

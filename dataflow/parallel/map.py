@@ -25,9 +25,7 @@ import zmq
 from .._checks import check_bool, check_callable, check_int
 from .._collate import UseList, check_use_list, map_and_collate
 from .._state import ResumeNotSupportedError, abandon
-from .._transport import (
-    private_address,
-)
+from .._transport import private_address
 from ..base import DataFlow, Datapoint, UnknownLengthError
 from ..serialize import Serializer
 from ._consumer import ParallelBase
@@ -58,6 +56,8 @@ def _empty_source_error(ds: DataFlow) -> RuntimeError:
 
 class _MapperBase(ParallelBase):
     """Tasks out, results in: strict or streaming passes, in order or not."""
+
+    _work_kind = "mapper"
 
     def _setup_mapper(
         self,
@@ -313,7 +313,7 @@ class MultiThreadMapData(_MapperBase):
         self._receiver = ThreadTasks(tasks, results)
         self._finalizer = weakref.finalize(self, run_finalizer, group, [])
         args = [(self.map_func, info, tasks, results, group.stop_event) for info in self._infos()]
-        group.start(mapper_thread_worker, args)
+        self._start_threads(group, mapper_thread_worker, args)
 
 
 class MultiProcessMapDataZMQ(_MapperBase):

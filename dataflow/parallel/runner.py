@@ -552,7 +552,7 @@ class MultiThreadRunner(_RunnerBase):
             )
             for info in infos
         ]
-        group.start(runner_thread_worker, args)
+        self._start_threads(group, runner_thread_worker, args)
 
     def _check_shards(self, ds: DataFlow) -> None:
         if not self._exactly_once or self._num_workers == 1:

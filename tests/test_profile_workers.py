@@ -1,0 +1,225 @@
+"""Tests of :func:`dataflow.profile` inside workers: statistics of the stages that
+run in worker processes and threads travel back, and the verdict names the
+slow stage wherever it runs."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+from dataflow import (
+    BatchData,
+    DataFlow,
+    DataFromList,
+    MapData,
+    MapDataComponent,
+    MultiProcessMapDataZMQ,
+    MultiProcessRunner,
+    MultiProcessRunnerZMQ,
+    MultiThreadMapData,
+    MultiThreadRunner,
+    WorkerError,
+    profile,
+)
+from dataflow._profile_workers import requested
+from dataflow.profiling import ProfileReport, Stage
+
+pytestmark = pytest.mark.timeout(90)
+
+SLOW_S = 0.002  # the slow stage's time per datapoint; every other stage takes microseconds
+RUN_S = 1.5  # long enough for several statistics from every worker
+
+
+def busy(seconds: float) -> None:
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        pass
+
+
+def slow(x):
+    busy(SLOW_S)
+    return x
+
+
+def keep(dp):
+    return dp
+
+
+def numbers(n=1_000_000):
+    return DataFromList([[i, np.zeros(4, dtype="float32")] for i in range(n)], shuffle=False)
+
+
+class SlowDecoder(DataFlow):
+    """A user's own source: slow, endless."""
+
+    def __iter__(self):
+        i = 0
+        while True:
+            busy(SLOW_S)
+            yield [i]
+            i += 1
+
+
+@pytest.fixture(scope="module")
+def resource_tracker():
+    """Start multiprocessing's resource tracker before the test takes its snapshot of
+    live children: it serves the whole session, it is no worker left behind."""
+    from multiprocessing import resource_tracker
+
+    resource_tracker.ensure_running()
+
+
+def stage(report: ProfileReport, prefix: str) -> Stage:
+    (found,) = [s for s in report.stages if s.name.startswith(prefix)]
+    return found
+
+
+def run(df: DataFlow, **limits) -> ProfileReport:
+    try:
+        return profile(df, **(limits or {"seconds": RUN_S}))
+    finally:
+        df.close()
+
+
+class TestVerdictInWorkers:
+    @pytest.mark.parametrize("start_method", ["fork", "spawn"])
+    def test_a_slow_source_in_runner_workers(self, start_method, resource_tracker):
+        source = SlowDecoder()
+        runner = MultiProcessRunnerZMQ(MapData(source, keep), 2, start_method=start_method)
+        report = run(BatchData(runner, 4), seconds=RUN_S if start_method == "fork" else 3.0)
+        found = stage(report, "SlowDecoder")
+        assert report.bottleneck.stage is found and found.df is source
+        assert found.where == "worker" and found.datapoints > 20
+        assert found.seconds_per_datapoint >= SLOW_S
+        assert found.share > 5 * stage(report, "MapData").share
+        parallel = stage(report, "MultiProcessRunnerZMQ")
+        assert parallel.workers == 2 and parallel.busy > 0.7
+        assert 0 <= parallel.ready <= 1 and parallel.cpus > 0
+
+    def test_a_slow_function_in_mapper_workers(self):
+        mapper = MultiProcessMapDataZMQ(numbers(), 2, slow)
+        report = run(mapper)
+        verdict = report.bottleneck
+        assert verdict.stage.df is mapper and verdict.stage.where == "worker"
+        assert verdict.stage.name == "slow [map_func, in workers]"
+        assert verdict.stage.seconds_per_datapoint >= SLOW_S
+        assert stage(report, "MultiProcessMapDataZMQ").busy > 0.7
+        assert "slow [map_func, in workers]" in verdict.explanation
+
+    def test_a_slow_input_of_a_mapper_is_named_in_the_consumer(self):
+        mapper = MultiProcessMapDataZMQ(MapDataComponent(numbers(), slow, index=0), 2, keep)
+        report = run(mapper)
+        assert report.bottleneck.stage.name.startswith("MapDataComponent(func=slow")
+        assert report.bottleneck.stage.where == "consumer"
+        # Its workers wait for tasks most of the time.
+        assert stage(report, "MultiProcessMapDataZMQ").busy < 0.7
+
+    def test_a_slow_stage_after_a_fast_runner(self):
+        df = MapData(MultiProcessRunnerZMQ(MapData(numbers(), keep), 2), slow)
+        report = run(df)
+        assert report.bottleneck.stage.df is df
+        runner = stage(report, "MultiProcessRunnerZMQ")
+        assert runner.ready > 0.5  # the consumer mostly finds datapoints waiting
+        assert runner.busy < 0.5  # the workers wait for room to send
+
+    def test_the_queue_runner_sends_statistics_too(self):
+        inner = MapData(SlowDecoder(), keep)
+        report = run(MultiProcessRunner(inner, 50, 2))
+        assert report.bottleneck.stage.name == "SlowDecoder()"
+        assert stage(report, "MultiProcessRunner").workers == 2
+
+    def test_python_in_threads_is_held_back_by_the_gil(self):
+        source = SlowDecoder()
+        sources = iter([source, SlowDecoder()])
+        runner = MultiThreadRunner(lambda: MapData(next(sources), keep), 4, 2)
+        report = run(runner)
+        verdict = report.bottleneck
+        assert verdict.stage.df is source  # the first thread's dataflow is drawn
+        assert "GIL" in verdict.explanation
+        assert "MultiProcessRunnerZMQ(..., num_proc=2)" in verdict.suggestion
+        assert stage(report, "MultiThreadRunner").cpus < 1.3
+
+    def test_python_in_mapper_threads_is_held_back_by_the_gil(self):
+        mapper = MultiThreadMapData(numbers(), 2, slow)
+        report = run(mapper)
+        assert report.bottleneck.stage.name == "slow [map_func, in workers]"
+        assert "MultiProcessMapDataZMQ(..., num_proc=2)" in report.bottleneck.suggestion
+
+
+class TestWorkerStatistics:
+    def test_counts_add_up_over_the_workers(self):
+        # A pass of 400 datapoints over 2 exactly-once workers, all of it timed.
+        inner = MapData(numbers(400), slow)
+        runner = MultiProcessRunnerZMQ(inner, 2, exactly_once=True)
+        report = run(runner, seconds=None)
+        assert report.datapoints == 400
+        row = stage(report, "MapData")
+        # The last statistics leave each worker when it ends its pass or less
+        # than STATS_S before: most of the pass is in them.
+        assert 300 <= row.datapoints <= 400
+        assert row.bytes_out == row.datapoints * 16
+
+    def test_the_report_says_when_workers_started_before_profile(self):
+        runner = MultiProcessRunnerZMQ(MapData(SlowDecoder(), keep), 1)
+        runner.reset_state()
+        report = run(runner, seconds=0.5)
+        parallel = stage(report, "MultiProcessRunnerZMQ")
+        assert "started before profile()" in parallel.note and parallel.busy is None
+        assert not stage(report, "SlowDecoder").measured
+        assert report.bottleneck.stage is parallel
+        assert "not timed" in report.bottleneck.suggestion
+
+    def test_to_dict_has_the_worker_numbers(self):
+        report = run(MultiProcessMapDataZMQ(numbers(), 2, slow))
+        data = json.loads(json.dumps(report.to_dict()))
+        (parallel,) = [s for s in data["stages"] if s["where"] == "parallel"]
+        assert parallel["workers"] == 2 and parallel["busy"] > 0.7
+        assert set(parallel) >= {"busy", "ready", "cpus"}
+
+    def test_a_worker_error_while_profiling_reaches_the_caller(self):
+        def fail(dp):
+            if dp[0] == 20:
+                raise ValueError("bad record 20")
+            return dp
+
+        mapper = MultiProcessMapDataZMQ(numbers(), 2, fail)
+        with pytest.raises(WorkerError, match="bad record 20"):
+            run(mapper)
+
+    def test_workers_stop_timing_when_profile_returns(self):
+        # Passes of 1000 datapoints: the pass a worker is in when profile() returns
+        # runs on timed, the next ones not.
+        inner = MapData(numbers(1000), keep)
+        runner = MultiProcessRunnerZMQ(inner, 2)
+        threads = MultiThreadRunner(lambda: MapData(numbers(1000), keep), 4, 2)
+        for df in (runner, threads):
+            try:
+                profile(df, seconds=0.5)
+                assert not df._profiled
+                for _ in range(5):
+                    assert len(list(df)) >= 1000
+                time.sleep(0.3)  # a worker process notices within STATS_S
+                first = df.worker_statistics()
+                for _ in range(5):
+                    assert len(list(df)) >= 1000
+                second = df.worker_statistics()
+            finally:
+                df.close()
+            assert [r["stages"] for r in second] == [r["stages"] for r in first]
+        assert type(threads.ds) is MapData and type(inner) is MapData
+
+    def test_a_pipeline_not_profiled_starts_its_workers_as_always(self):
+        runner = MultiProcessRunnerZMQ(MapData(numbers(), keep), 2)
+        runner.reset_state()
+        try:
+            it = iter(runner)
+            for _ in range(100):
+                next(it)
+            it.close()
+            assert not runner._profiled and runner.worker_statistics() == []
+        finally:
+            runner.close()
+        assert not requested()
