@@ -14,7 +14,7 @@ from .graph import _parallelism, _workers
 if TYPE_CHECKING:
     from .profiling import Stage
 
-__all__ = ["Bottleneck", "verdict", "worker_rows"]
+__all__ = ["Bottleneck", "machine_cpu_times", "verdict", "worker_rows"]
 
 
 class Bottleneck:
@@ -64,13 +64,15 @@ def _workers_for(share: float, cpus: int) -> Tuple[int, float]:
     return k, 1.0 / max(1.0 - share, share / k)
 
 
-def verdict(stages: List[Stage]) -> Optional[Bottleneck]:
+def verdict(stages: List[Stage], machine_busy: Optional[float] = None) -> Optional[Bottleneck]:
+    """The bottleneck of a profiled pipeline; *machine_busy* is the share of the
+    machine's CPU time that was busy during the run (``None``: unknown)."""
     timed = [s for s in stages if s.share is not None and s.where != "worker"]
     if not timed:
         return None
     top = max(timed, key=lambda s: s.share or 0.0)
     if top.where == "parallel":
-        return _parallel_verdict(top, stages)
+        return _parallel_verdict(top, stages, machine_busy)
     return _consumer_verdict(top)
 
 
@@ -112,11 +114,15 @@ def _consumer_verdict(top: Stage) -> Bottleneck:
 
 # Workers busier than this limit the pipeline they feed.
 _BUSY = 0.7
-# Worker threads that use fewer CPUs than this together are held back by the GIL.
+# Worker threads that use fewer CPUs than this together are held back by the GIL,
+# or, below _IO_THREAD_CPUS, wait on I/O (or a sleep, or a lock).
 _GIL_CPUS = 1.3
+_IO_THREAD_CPUS = 0.5
+# The machine's CPUs are taken when this share of their time was busy.
+_MACHINE_BUSY = 0.9
 
 
-def _parallel_verdict(par: Stage, stages: List[Stage]) -> Bottleneck:
+def _parallel_verdict(par: Stage, stages: List[Stage], machine_busy: Optional[float]) -> Bottleneck:
     """The consumer spends the largest share of its time waiting for *par*'s workers."""
     wait = par.share or 0.0
     count = par.df.num_proc if hasattr(par.df, "num_proc") else getattr(par.df, "num_thread", None)
@@ -134,16 +140,33 @@ def _parallel_verdict(par: Stage, stages: List[Stage]) -> Bottleneck:
             None,
         )
     inner = [s for _, s in worker_rows(par, stages) if s.share is not None]
-    if kind == "thread" and par.cpus is not None and par.cpus < _GIL_CPUS and (count or 1) > 1:
-        slow = max(inner, key=lambda s: s.share or 0.0) if inner else par
+    slow = max(inner, key=lambda s: s.share or 0.0) if inner else par
+    of_theirs = f"; {slow.name} is {slow.share:.0%} of their time" if slow is not par else ""
+    n, cpus = count or 1, os.cpu_count() or 1
+    machine_full = machine_busy is not None and machine_busy >= _MACHINE_BUSY
+    used = par.cpus
+    if used is not None and par.busy >= _BUSY and not machine_full:
+        idle_cpu = used < (_IO_THREAD_CPUS if kind == "thread" else 0.5 * min(n, cpus))
+        if idle_cpu:  # busy, yet hardly on a CPU: they wait on I/O, a sleep, a lock
+            speedup = min(2.0, 1.0 / max(1.0 - wait, 1e-9))
+            more = "threads" if kind == "thread" else "workers (more than CPUs is fine here)"
+            return Bottleneck(
+                slow,
+                f"{waits}; its {workers} are busy {par.busy:.0%} of the time but use only "
+                f"{used:.1f} CPUs together: they wait on something else (I/O, a sleep, a "
+                f"lock){of_theirs}",
+                f"give {cls} more {more}: {option}={2 * n}; expected up to {speedup:.1f}x, "
+                "as long as what they wait on keeps up",
+                round(speedup, 2),
+            )
+    if kind == "thread" and used is not None and used < _GIL_CPUS and n > 1:
         process_class = (
             "MultiProcessMapDataZMQ" if FUNC_ROW in slow.name else "MultiProcessRunnerZMQ"
         )
         return Bottleneck(
             slow,
-            f"{waits}; its {workers} use {par.cpus:.1f} CPUs together: they run Python code, "
-            f"which Python's GIL runs one thread at a time"
-            + (f", and {slow.name} is {slow.share:.0%} of their time" if slow is not par else ""),
+            f"{waits}; its {workers} use {used:.1f} CPUs together: they run Python code, "
+            f"which Python's GIL runs one thread at a time{of_theirs}",
             f"run the work in processes instead of threads: {process_class}(..., num_proc="
             f"{count}) (threads help only code that waits or releases the GIL: I/O, "
             "decoders in C)",
@@ -153,32 +176,29 @@ def _parallel_verdict(par: Stage, stages: List[Stage]) -> Bottleneck:
         return Bottleneck(
             par,
             f"{waits}, but they are busy only {par.busy:.0%} of theirs",
-            "the time goes to moving datapoints between the processes: batch small "
-            "datapoints in the workers (BatchData before the runner), and keep large arrays "
-            "in shared memory (shm=True)",
+            "the time goes to moving datapoints from the workers to the consumer: batch "
+            "small datapoints in the workers (BatchData before the runner), and keep large "
+            "arrays in shared memory (shm=True)",
             None,
         )
-    slow = max(inner, key=lambda s: s.share or 0.0)
     explanation = (
         f"{slow.name} takes {slow.share:.0%} of the time of the {workers} of {cls} (busy "
         f"{par.busy:.0%}), and the consumer waits for them {wait:.0%} of the time"
     )
-    cpus = os.cpu_count() or 1
     if count is not None and kind == "process" and count < cpus:
-        k = cpus
         # More workers help until the consumer's own work is all the time it has.
-        speedup = min(k / count, 1.0 / max(1.0 - wait, 1e-9))
+        speedup = min(cpus / count, 1.0 / max(1.0 - wait, 1e-9))
         return Bottleneck(
             slow,
             explanation,
-            f"give {cls} more workers: {option}={k} ({cpus} CPUs); expected about "
+            f"give {cls} more workers: {option}={cpus} ({cpus} CPUs); expected about "
             f"{speedup:.1f}x, or make {slow.name} cheaper",
             round(speedup, 2),
         )
-    starved = kind == "process" and par.cpus is not None and par.cpus < 0.7 * (count or 1)
+    starved = kind == "process" and used is not None and used < 0.7 * n and machine_full
     if starved:
         explanation += (
-            f"; they got only {par.cpus:.1f} CPUs between them: other processes take the rest"
+            f"; they got only {used:.1f} CPUs between them: other processes take the rest"
         )
     return Bottleneck(
         slow,
@@ -189,6 +209,20 @@ def _parallel_verdict(par: Stage, stages: List[Stage]) -> Bottleneck:
         + ("; first find what else runs on this machine" if starved else ""),
         None,
     )
+
+
+def machine_cpu_times() -> Optional[Tuple[float, float]]:
+    """The CPU time this machine has spent busy and in all, in clock ticks
+    (Linux's ``/proc/stat``), or ``None`` where that cannot be read."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [float(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    if len(fields) < 5:
+        return None
+    idle = fields[3] + fields[4]  # idle, iowait
+    return sum(fields) - idle, sum(fields)
 
 
 def worker_rows(par: Stage, stages: List[Stage]) -> List[Tuple[int, Stage]]:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import threading
 import time
 from typing import Any, Callable, Dict, Iterator, List, Optional
@@ -46,11 +47,25 @@ __all__ = [
     "workers_profiled",
 ]
 
-# How often a profiled worker process sends its statistics.
+# How often a profiled worker process writes its statistics, and looks whether the
+# consumer asks for them now.
 STATS_S = 0.1
+_LOOK_S = 0.01
 
 _requested = False
 _local = threading.local()  # the WorkerProfile of the worker running in this thread
+
+
+def _forget_in_child() -> None:
+    """A process forked from a worker being profiled (or while profile() reset the
+    pipeline) is not that worker: it starts untimed (see profiled_worker)."""
+    global _requested
+    _requested = False
+    _local.profile = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
 
 
 def requested() -> bool:
@@ -169,9 +184,12 @@ class WorkerProfile:
         if sender is None:
             return 0.0
         shm = getattr(getattr(sender, "packer", None), "shm", None)
-        since = sender.blocked_since  # it waits now: count that wait so far too
+        # What it waited, and since when it waits now (read in this order, a wait
+        # that ends in between is missed, never counted twice).
+        blocked = sender.blocked_s
+        since = sender.blocked_since
         now = time.monotonic() - since if since else 0.0
-        return sender.blocked_s + now + (shm.blocked_s if shm is not None else 0.0)
+        return blocked + now + (shm.blocked_s if shm is not None else 0.0)
 
     def restore(self) -> None:
         restore(self._swapped)
@@ -179,8 +197,9 @@ class WorkerProfile:
 
     def finish(self) -> None:
         """Stop timing (``profile`` has ended): the stages get their classes back,
-        so the next iterations run untimed, and the function is called as is."""
+        iterators already running stop timing, and the function is called as is."""
         self.finished = True
+        self.run.always = False
         self.restore()
 
 
@@ -189,12 +208,15 @@ class StatsBoard:
 
     Worker *i* writes its row (:meth:`write`); the consumer reads all rows
     (:meth:`read`). A row: a sequence number (odd while being written),
-    wall, waiting and CPU seconds (NaN: unknown), then datapoints, seconds
-    and bytes of each of *stages* stages (datapoints -1: not timed). A
-    reader that finds a row being written, or changed under it, reads again.
+    wall, waiting and CPU seconds (NaN: unknown), the last request it
+    answered, then datapoints, seconds and bytes of each of *stages* stages
+    (datapoints -1: not timed). A reader that finds a row being written, or
+    changed under it, reads again. After the rows, two cells of the
+    consumer's: profiling has ended (:meth:`finish`), and the number of its
+    last request for fresh rows (:meth:`refresh`).
     """
 
-    _HEAD = 4
+    _HEAD = 5
 
     def __init__(self, workers: int, stages: int, context: Any = None) -> None:
         import multiprocessing
@@ -202,24 +224,39 @@ class StatsBoard:
         ctx = context if context is not None else multiprocessing.get_context()
         self.workers, self.stages = workers, stages
         self.stride = self._HEAD + 3 * stages
-        # The rows, then one cell the consumer sets to 1 when profiling has ended.
-        self.cells = ctx.RawArray("d", workers * self.stride + 1)
+        self.cells = ctx.RawArray("d", workers * self.stride + 2)
+        self._end = workers * self.stride
 
     @property
     def finished(self) -> bool:
-        return bool(self.cells[self.workers * self.stride])
+        return bool(self.cells[self._end])
 
     def finish(self) -> None:
         """Tell the workers that profiling has ended: they stop timing."""
-        self.cells[self.workers * self.stride] = 1.0
+        self.cells[self._end] = 1.0
 
-    def write(self, worker: int, snapshot: Dict[str, Any]) -> None:
+    @property
+    def request(self) -> float:
+        return float(self.cells[self._end + 1])
+
+    def refresh(self, timeout_s: float) -> None:
+        """Ask the workers for fresh rows, and wait up to *timeout_s* for them all to
+        answer (a worker that has not begun answers with an empty row)."""
+        request = self.cells[self._end + 1] = self.request + 1
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if all(self.cells[b + 4] >= request for b in range(0, self._end, self.stride)):
+                return
+            time.sleep(0.005)
+
+    def write(self, worker: int, snapshot: Dict[str, Any], answered: float = 0.0) -> None:
         cells, base = self.cells, worker * self.stride
         cells[base] += 1  # odd: being written
         cpu = snapshot["cpu"]
         cells[base + 1] = snapshot["wall"]
         cells[base + 2] = snapshot["waiting"]
         cells[base + 3] = math.nan if cpu is None else cpu
+        cells[base + 4] = answered
         at = base + self._HEAD
         for entry in snapshot["stages"][: self.stages]:
             cells[at : at + 3] = [-1.0, 0.0, 0.0] if entry is None else entry
@@ -231,7 +268,7 @@ class StatsBoard:
         found = []
         for worker in range(self.workers):
             base = worker * self.stride
-            for _ in range(100):
+            for _ in range(10):
                 seq = self.cells[base]
                 row = self.cells[base : base + self.stride]
                 if seq % 2 == 0 and self.cells[base] == seq:
@@ -239,7 +276,7 @@ class StatsBoard:
                 time.sleep(0.001)
             else:  # pragma: no cover - a writer killed mid-row
                 continue
-            if seq == 0:  # never written: the worker has not begun
+            if seq == 0 or row[1] == 0:  # the worker has not begun
                 continue
             stages = [
                 None if row[i] < 0 else [int(row[i]), row[i + 1], int(row[i + 2])]
@@ -299,16 +336,21 @@ class _StatsThread:
         self.thread = threading.Thread(target=self._run, name="dataflow-profile-stats", daemon=True)
         self.thread.start()
 
-    def _write(self) -> None:
+    def _write(self, answered: float = 0.0) -> None:
         profile = self.profile
-        if profile.start is not None and profile.board is not None:
-            profile.board.write(profile.index, profile.snapshot())
+        if profile.board is not None and (profile.start is not None or answered):
+            profile.board.write(profile.index, profile.snapshot(), answered)
 
     def _run(self) -> None:
         board = self.profile.board
-        while not self.stop_event.wait(STATS_S):
-            self._write()
-            if board is not None and board.finished:
+        assert board is not None
+        answered, written = 0.0, time.monotonic()
+        while not self.stop_event.wait(_LOOK_S):
+            request, now = board.request, time.monotonic()
+            if request != answered or now - written >= STATS_S:
+                self._write(request)
+                answered, written = request, now
+            if board.finished:
                 self.profile.finish()  # the worker's loop runs on, untimed
                 return
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Set, Tuple
 
 import numpy as np
 
@@ -93,6 +93,7 @@ class Run:
 # So only one profile runs at a time (a second one would time at random).
 timing_on = False
 _TIMED_CLASSES: Dict[type, type] = {}  # original class -> its timed subclass
+_TIMED: Set[type] = set()  # the timed subclasses
 # id of a timed dataflow -> its run and counter. Several runs may be live at once in
 # one process: profile()'s, and those of the worker threads of the pipeline it profiles.
 _ACTIVE: Dict[int, Tuple[Run, Counter]] = {}
@@ -118,6 +119,7 @@ def _timed_class(cls: type) -> type:
     }
     timed = type(cls)(cls.__name__, (cls,), namespace)
     _TIMED_CLASSES[cls] = timed
+    _TIMED.add(timed)
     return timed
 
 
@@ -127,20 +129,20 @@ def _timed_iter(run: Run, counter: Counter, it: Iterator[Any]) -> Iterator[Any]:
     Whether one call for a datapoint is timed is decided when the call
     starts, so a call is timed from its start to its end or not at all;
     ``timing_on`` changes only between two datapoints of the profiled
-    dataflow, when no stage runs. With ``run.always`` every call is timed.
+    dataflow, when no stage runs. While ``run.always`` is true every call is
+    timed (a worker's run, until profiling ends).
 
     Untimed, a datapoint costs only the inner ``for`` loop: a count, the
     ``yield`` and one read of ``timing_on`` after it (what the next call
     needs); everything else is done for the timed datapoints alone.
     """
     perf = time.perf_counter
-    always = run.always
     children = run.children
     nested = run.thread == threading.get_ident()
     n = 0  # datapoints not yet added to the counter (added at each timed one and at the end)
     try:
         while True:
-            if not (always or timing_on):
+            if not (run.always or timing_on):  # run.always: read again, it may end
                 for dp in it:
                     n += 1
                     yield dp
@@ -214,7 +216,11 @@ def walk(root: Any) -> List[Node]:
         if kind == "runner":
             below = "worker"
         elif kind == "mapper":
-            name = f"{func_name(getattr(df, 'map_func', None))} {FUNC_ROW}"
+            name = func_name(getattr(df, "map_func", None))
+            batch = getattr(df, "batch_size", None)
+            if isinstance(batch, int):  # map-and-batch: it makes (and counts) batches
+                name += f", batches of {batch}"
+            name = f"{name} {FUNC_ROW}"
             nodes.append(Node(df, depth + 1, "worker", name))
         stack.extend((p, depth + 1, below) for p in reversed(parents))
     return nodes
@@ -235,7 +241,7 @@ def instrument(nodes: List[Node], run: Run, swapped: List[Tuple[Any, type]]) -> 
         if node.where == "worker":
             continue
         df, cls = node.df, type(node.df)
-        if id(df) in _ACTIVE or cls in _TIMED_CLASSES.values():  # timed by another run
+        if id(df) in _ACTIVE or cls in _TIMED:  # timed by another run
             continue
         try:
             timed = _timed_class(cls)

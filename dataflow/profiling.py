@@ -30,7 +30,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import _timing
 from ._checks import check_int as _check_int
-from ._profile_verdict import Bottleneck, verdict, worker_rows
+from ._profile_verdict import Bottleneck, machine_cpu_times, verdict, worker_rows
 from ._profile_workers import workers_profiled
 from ._timing import Node, Run, instrument, restore, walk
 from .base import DataFlow, was_reset
@@ -136,13 +136,23 @@ class ProfileReport:
         datapoints: how many datapoints the profiled dataflow yielded.
         bottleneck: the :class:`Bottleneck`, or ``None`` if nothing was
             produced.
+        machine_busy: the share of this machine's CPU time (all CPUs, all
+            processes) that was busy during the run, or ``None`` where it
+            cannot be read (Linux only). Near 1: the CPUs were all taken.
     """
 
-    def __init__(self, stages: List[Stage], wall_seconds: float, datapoints: int) -> None:
+    def __init__(
+        self,
+        stages: List[Stage],
+        wall_seconds: float,
+        datapoints: int,
+        machine_busy: Optional[float] = None,
+    ) -> None:
         self.stages = stages
         self.wall_seconds = wall_seconds
         self.datapoints = datapoints
-        self.bottleneck = verdict(stages) if datapoints else None
+        self.machine_busy = machine_busy
+        self.bottleneck = verdict(stages, machine_busy) if datapoints else None
 
     def to_dict(self) -> Dict[str, Any]:
         """The same numbers as plain JSON-compatible values."""
@@ -152,6 +162,7 @@ class ProfileReport:
             "datapoints_per_second": self.datapoints / self.wall_seconds
             if self.wall_seconds > 0
             else None,
+            "machine_busy": self.machine_busy,
             "stages": [s.to_dict() for s in self.stages],
             "bottleneck": self.bottleneck.to_dict() if self.bottleneck else None,
         }
@@ -267,6 +278,8 @@ def _add_worker_statistics(stages: List[Stage]) -> None:
 # measured the cost on the run itself; and the share of the run that timing may cost.
 _TIMED_COST_S = 1e-6
 _OVERHEAD_TARGET = 0.02
+# At least one datapoint in this many (on average) is timed.
+_MAX_GAP = 5000
 
 
 def _drive(
@@ -290,6 +303,7 @@ def _drive(
     start = perf()
     deadline = math.inf if seconds is None else start + seconds
     last_timed, stretch_start = 0, start  # the untimed datapoints since the last timed one
+    ratio = -1.0  # what timing costs against an untimed datapoint, smoothed (-1: not yet)
     it = iter(df)
     try:
         while count < limit:
@@ -301,6 +315,8 @@ def _drive(
                 count += 1
                 if watch is not None:
                     watch(count, start, timed_wall)
+                if not count & 63 and perf() >= deadline:
+                    break
                 continue
             _timing.timing_on = True
             before = run.timed_count
@@ -317,12 +333,16 @@ def _drive(
             # one: measured, its wall time minus the mean of the untimed stretch
             # before it; without such a stretch, _TIMED_COST_S per stage-datapoint
             # timed, against its own wall time (which errs on the side of timing more).
+            # A datapoint that waited (for workers, say) is no measure of the timing:
+            # the cost is at most a few times the known cost per stage-datapoint.
+            timed_stages = run.timed_count - before
             untimed = count - last_timed
             if untimed:
                 plain = (begin - stretch_start) / untimed
                 cost = max(0.0, end - begin - plain)
+                cost = min(cost, 3 * timed_stages * _TIMED_COST_S)
             else:
-                cost = (run.timed_count - before) * _TIMED_COST_S
+                cost = timed_stages * _TIMED_COST_S
                 plain = end - begin
             count += 1
             last_timed, stretch_start = count, end
@@ -330,8 +350,10 @@ def _drive(
                 watch(count, start, timed_wall)
             # Time one datapoint in about *mean*, at random (no aliasing with a
             # period of the pipeline), so that timing costs about _OVERHEAD_TARGET
-            # of the run.
-            mean = cost / max(plain, 1e-9) / _OVERHEAD_TARGET
+            # of the run; smoothed, so that one odd datapoint does not decide.
+            now = cost / max(plain, 1e-9)
+            ratio = now if ratio < 0 else 0.8 * ratio + 0.2 * now
+            mean = min(ratio / _OVERHEAD_TARGET, _MAX_GAP)
             next_timed = count + (1 if mean <= 1 else gaps.randint(1, int(2 * mean)))
             if end >= deadline:
                 break
@@ -414,6 +436,7 @@ def _profile(
                 df.reset_state()
         stages = _walk(df)
         run = Run()
+        cpu_before = machine_cpu_times()
         swapped: List[Tuple[DataFlow, type]] = []
         on_datapoint = None
         if watch is not None:
@@ -421,7 +444,7 @@ def _profile(
             def on_datapoint(count: int, start: float, timed_wall: float) -> None:
                 def now() -> ProfileReport:
                     wall = time.perf_counter() - start
-                    return _report(stages, run, count, wall, timed_wall)
+                    return _report(stages, run, count, wall, timed_wall, cpu_before)
 
                 watch(count, now)
 
@@ -430,7 +453,10 @@ def _profile(
             count, wall, timed_wall = _drive(df, run, seconds, num, on_datapoint)
         finally:
             restore(swapped)
-        return _report(stages, run, count, wall, timed_wall)
+        for stage in stages:  # the last numbers of the workers, not those of 0.1 s ago
+            if stage.where == "parallel" and getattr(stage.df, "_profiled", False):
+                stage.df._fresh_statistics()  # type: ignore[attr-defined]
+        return _report(stages, run, count, wall, timed_wall, cpu_before)
     finally:
         _ONE_AT_A_TIME.release()
         for stage in stages:  # the workers timed for this run stop timing
@@ -439,9 +465,15 @@ def _profile(
 
 
 def _report(
-    stages: List[Stage], run: Run, count: int, wall: float, timed_wall: float
+    stages: List[Stage],
+    run: Run,
+    count: int,
+    wall: float,
+    timed_wall: float,
+    cpu_before: Optional[Tuple[float, float]],
 ) -> ProfileReport:
-    """The report of a run that has yielded *count* datapoints in *wall* seconds."""
+    """The report of a run that has yielded *count* datapoints in *wall* seconds;
+    *cpu_before*: the machine's CPU times at its start."""
     for stage in stages:
         counter = run.counters.get(id(stage.df))
         if counter is None or stage.where == "worker":
@@ -454,4 +486,9 @@ def _report(
             round(counter.bytes_out * counter.datapoints / counter.timed) if counter.timed else 0
         )
     _add_worker_statistics(stages)
-    return ProfileReport(stages, wall, count)
+    machine_busy = None
+    cpu_after = machine_cpu_times()
+    if cpu_before is not None and cpu_after is not None and cpu_after[1] > cpu_before[1]:
+        busy = (cpu_after[0] - cpu_before[0]) / (cpu_after[1] - cpu_before[1])
+        machine_busy = min(1.0, max(0.0, busy))
+    return ProfileReport(stages, wall, count, machine_busy)

@@ -297,6 +297,11 @@ class ParallelBase(ProxyDataFlow):
     def _start_threads(self, group: Any, target: Callable[..., None], args: List[tuple]) -> None:
         group.start(*self._entry(target, args, self._worker_profiles))
 
+    def _fresh_statistics(self) -> None:
+        """Have the worker processes write their statistics now (waits 0.3 s at most)."""
+        if self._stats_board is not None:
+            self._stats_board.refresh(0.3)
+
     def _end_profiling(self) -> None:
         """:func:`dataflow.profile` has ended: the workers stop timing."""
         self._profiled = False
