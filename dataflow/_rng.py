@@ -47,6 +47,10 @@ from typing import Iterator, List, Optional, Protocol, Tuple
 
 import numpy as np
 
+# Imported now, not on first use: numpy imports numpy.random lazily, and a Ctrl-C that
+# lands in that import (inside a compiled module's set-up) is lost, not raised.
+import numpy.random  # noqa: F401
+
 from ._worker_state import current_state
 
 __all__ = [

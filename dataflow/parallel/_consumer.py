@@ -34,6 +34,7 @@ from ._workers import (
     _LAST_WORDS_S,
     _LIVENESS_INTERVAL_S,
     _POLL_S,
+    _sigint_held,
     check_worker_seed,
     worker_seeds,
 )
@@ -136,7 +137,10 @@ class ParallelBase(ProxyDataFlow):
             )
         self._started = True
         try:
-            self._start()
+            # A Ctrl-C meanwhile is raised when the start is done (then undone): raised
+            # inside the compiled code of ZeroMQ or numpy, it could be lost.
+            with _sigint_held():
+                self._start()
         except BaseException:
             self.close()
             raise
