@@ -168,9 +168,14 @@ def test_a_resumed_mapper_reads_again_only_a_few_tasks(monkeypatch):
         for _ in range(50):
             next(it)
         state = df.state_dict()["state"]
-    # It reads again the tasks from its snapshot to the first not handed out,
-    # and those handed out after it: a snapshot's worth plus what was in flight.
-    assert state["low"] - state["n"] <= 8 + 8 and len(state["done"]) <= 8, state
+    # Resumed, it reads again the tasks from its snapshot to the first not handed
+    # out (a snapshot's worth, and what was in flight), and computes again only the
+    # tasks in flight when it was saved: those not handed out below the last one
+    # handed out. Tasks handed out after the first not handed out are many when a
+    # worker holds that one while the other goes on (the machine is busy).
+    done = state["done"]
+    in_flight = max(done) + 1 - state["low"] - len(done) if done else 0
+    assert state["low"] - state["n"] <= 8 + 8 and in_flight <= 8, state
 
 
 def test_a_mapper_over_an_input_without_the_protocol_runs_and_says_why_it_cannot_save():
