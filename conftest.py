@@ -10,12 +10,12 @@ import importlib.util
 import os
 import signal
 import sys
-import threading
 
 import numpy as np
 import pytest
 
 import dataflow
+from dataflow.parallel._workers import own_progress_lock
 from dataflow.testing import live_child_pids, live_threads, wait_for_leftovers
 
 # Sphinx's configuration is not a test module, and its output repeats the pages.
@@ -25,9 +25,11 @@ collect_ignore_glob = ["docs/_build/*"]
 
 @pytest.fixture(autouse=True)
 def no_leftover_threads_or_processes():
-    """Fail the test if it leaves a thread or child process alive after a grace period."""
+    """Fail the test if it leaves a thread or child process alive after a grace period,
+    or tqdm's lock held."""
     threads_before, children_before = live_threads(), live_child_pids()
     yield
+    problems = []
     leftovers = wait_for_leftovers(threads_before, children_before)
     if leftovers:
         for pid in live_child_pids() - children_before:  # do not poison later tests
@@ -35,34 +37,49 @@ def no_leftover_threads_or_processes():
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        pytest.fail("test left behind: " + ", ".join(leftovers), pytrace=False)
+        problems.append("test left behind: " + ", ".join(leftovers))
     if not _progress_lock_free():
-        pytest.fail(
-            "test left tqdm's lock held: a process forked by the test died holding it (give "
-            "such a process a lock of its own: dataflow.parallel._workers.own_progress_lock)",
-            pytrace=False,
+        problems.append(
+            "test left tqdm's lock held: a process forked by the test, or a thread, died "
+            "holding it (give such a process a lock of its own: "
+            "dataflow.parallel._workers.own_progress_lock)"
         )
+    if problems:
+        pytest.fail("; ".join(problems), pytrace=False)
 
 
 def _progress_lock_free() -> bool:
-    """Whether tqdm's lock can be taken; if not, replace it, so that the tests after
-    this one do not wait for it forever."""
+    """Whether every lock tqdm's bars use is free; if one is not, give tqdm new ones,
+    so that the tests after this one do not wait for it forever."""
     tqdm_std = sys.modules.get("tqdm.std")
-    lock = None if tqdm_std is None else getattr(tqdm_std.tqdm, "_lock", None)
-    if lock is None:
+    if tqdm_std is None:
         return True
-    held = []
-    for part in getattr(lock, "locks", [lock]):  # tqdm's acquire() does not say if it got them
-        if not part.acquire(timeout=5):
-            break
-        held.append(part)
-    for part in reversed(held):
-        part.release()
-    if len(held) == len(getattr(lock, "locks", [lock])):
-        return True
-    tqdm_std.TqdmDefaultWriteLock.mp_lock = None
-    tqdm_std.tqdm.set_lock(threading.RLock())
-    return False
+    parts = {}
+    classes = [tqdm_std.tqdm]  # a subclass (ProgressBar) may hold a lock of its own
+    while classes:
+        cls = classes.pop()
+        classes.extend(cls.__subclasses__())
+        lock = vars(cls).get("_lock")
+        for part in getattr(lock, "locks", [] if lock is None else [lock]):
+            parts[id(part)] = part
+    free = all(_lock_free(part) for part in parts.values())
+    if not free:
+        own_progress_lock()
+    return free
+
+
+def _lock_free(lock) -> bool:
+    """Whether *lock* is held by nobody: not by another thread or process (it cannot be
+    taken within 5 s), and not by this thread (a reentrant lock would let it pass)."""
+    if hasattr(lock, "_semlock"):  # multiprocessing.RLock
+        if lock._semlock._is_mine():
+            return False
+    elif getattr(lock, "_is_owned", lambda: False)():  # threading.RLock
+        return False
+    if not lock.acquire(timeout=5):
+        return False
+    lock.release()
+    return True
 
 
 @pytest.fixture(autouse=True)

@@ -245,8 +245,17 @@ def own_progress_lock() -> None:
     bar printing, then SIGKILL), it would leave every later progress bar of the
     parent waiting forever."""
     tqdm_std = sys.modules.get("tqdm.std")
-    if tqdm_std is not None:
-        tqdm_std.tqdm.set_lock(threading.RLock())
+    if tqdm_std is None:
+        return
+    lock = threading.RLock()
+    # tqdm keeps the lock on the class that first asked for it: a subclass (this
+    # library's ProgressBar, tqdm.auto's) may hold one of its own, so set them all.
+    classes = [tqdm_std.tqdm]
+    while classes:
+        cls = classes.pop()
+        classes.extend(cls.__subclasses__())
+        if cls is tqdm_std.tqdm or "_lock" in vars(cls):
+            cls.set_lock(lock)
 
 
 def parent_alive(parent_pid: int) -> bool:

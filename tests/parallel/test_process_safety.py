@@ -526,31 +526,47 @@ class TestForkWithoutThreads:
 
 
 class _HoldsTheProgressLock(DataFlow):
-    """Takes tqdm's lock (as a progress bar does while it prints) and keeps it."""
+    """Takes the lock of a kind of tqdm bar (as a bar does while it prints) and keeps it."""
+
+    def __init__(self, bar_class):
+        self.bar_class = bar_class
 
     def __iter__(self):
-        import tqdm
-
-        tqdm.tqdm.get_lock().acquire()
+        self.bar_class.get_lock().acquire()
         yield [0]
         while True:
             time.sleep(0.05)
 
 
+def _bar_classes():
+    import tqdm
+
+    from dataflow._progress import ProgressBar
+
+    class MyBar(tqdm.tqdm):  # a subclass of the user's, with a lock of its own
+        pass
+
+    return {"tqdm": tqdm.tqdm, "library": ProgressBar, "subclass": MyBar}
+
+
 class TestProgressBarsOfKilledWorkers:
     @pytest.mark.timeout(60)
+    @pytest.mark.parametrize("kind", ["tqdm", "library", "subclass"])
     def test_a_worker_killed_holding_the_progress_lock_leaves_the_parents_bars_working(
-        self, monkeypatch
+        self, monkeypatch, kind
     ):
         import io
 
         import tqdm
 
         monkeypatch.setattr(tqdm.tqdm, "monitor_interval", 0)  # no monitor thread
+        bar_class = _bar_classes()[kind]
+        # The lock that tqdm gives the first class to ask for one, before the fork.
+        monkeypatch.setattr(bar_class, "_lock", tqdm.std.TqdmDefaultWriteLock(), raising=False)
 
-        with tqdm.tqdm(total=1, file=io.StringIO()):
+        with bar_class(total=1, file=io.StringIO()):
             pass  # the parent's lock exists before the fork, as in a script with bars
-        df = MultiProcessRunnerZMQ(_HoldsTheProgressLock(), 1)
+        df = MultiProcessRunnerZMQ(_HoldsTheProgressLock(bar_class), 1)
         df.reset_state()
         try:
             assert next(iter(df)) == [0]  # the worker holds its lock now
@@ -560,7 +576,7 @@ class TestProgressBarsOfKilledWorkers:
         done = threading.Event()
 
         def bar():
-            with tqdm.tqdm(total=1, file=io.StringIO()):
+            with bar_class(total=1, file=io.StringIO()):
                 pass
             done.set()
 
