@@ -145,11 +145,22 @@ def _parallel_verdict(par: Stage, stages: List[Stage], machine_busy: Optional[fl
     n, cpus = count or 1, os.cpu_count() or 1
     machine_full = machine_busy is not None and machine_busy >= _MACHINE_BUSY
     used = par.cpus
-    if used is not None and par.busy >= _BUSY and not machine_full:
+    if used is not None and par.busy >= _BUSY:
         idle_cpu = used < (_IO_THREAD_CPUS if kind == "thread" else 0.5 * min(n, cpus))
+        more = "threads" if kind == "thread" else "workers (more than CPUs is fine here)"
+        if idle_cpu and machine_full:  # other processes take the CPUs, or they wait
+            return Bottleneck(
+                slow,
+                f"{waits}; its {workers} are busy {par.busy:.0%} of the time but use only "
+                f"{used:.1f} CPUs together, while this machine's CPUs are all busy: other "
+                "processes take the CPUs, or the workers wait on something else (I/O, a "
+                f"sleep, a lock){of_theirs}",
+                "first find what else runs on this machine; if the workers wait on I/O, "
+                f"give {cls} more {more}: {option}={2 * n}",
+                None,
+            )
         if idle_cpu:  # busy, yet hardly on a CPU: they wait on I/O, a sleep, a lock
             speedup = min(2.0, 1.0 / max(1.0 - wait, 1e-9))
-            more = "threads" if kind == "thread" else "workers (more than CPUs is fine here)"
             return Bottleneck(
                 slow,
                 f"{waits}; its {workers} are busy {par.busy:.0%} of the time but use only "

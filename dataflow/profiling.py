@@ -93,6 +93,8 @@ class Stage:
         self.ready: Optional[float] = None
         self.cpus: Optional[float] = None
         self.note = ""
+        # The note before any worker statistics (they are added again on each report).
+        self._plain_note: Optional[str] = None
 
     @property
     def measured(self) -> bool:
@@ -238,7 +240,9 @@ def _add_worker_statistics(stages: List[Stage]) -> None:
         if par.where != "parallel":
             continue
         df: Any = par.df  # a ParallelBase
-        walk_note = par.__dict__.setdefault("_walk_note", par.note)
+        if par._plain_note is None:
+            par._plain_note = par.note
+        walk_note = par._plain_note
         if not getattr(df, "_profiled", False):
             par.note = f"{walk_note}; its workers started before profile() and are not timed"
             continue

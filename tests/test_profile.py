@@ -6,10 +6,10 @@ from __future__ import annotations
 import copy
 import json
 import threading
-import time
 
 import numpy as np
 import pytest
+from _profile_common import SLOW_S, busy, keep, numbers, slow, stage
 
 from dataflow import (
     BatchData,
@@ -23,29 +23,9 @@ from dataflow import (
     profile,
 )
 from dataflow.base import was_reset
-from dataflow.profiling import ProfileReport
 
+MANY = 100_000  # enough datapoints for any of these runs
 TIMEOUT_S = 60
-SLOW_S = 0.002  # the slow stage's time per datapoint; every other stage takes microseconds
-
-
-def busy(seconds: float) -> None:
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        pass
-
-
-def slow(x):
-    busy(SLOW_S)
-    return x
-
-
-def keep(dp):
-    return dp
-
-
-def numbers(n=100_000):
-    return DataFromList([[i, np.zeros(4, dtype="float32")] for i in range(n)], shuffle=False)
 
 
 class SlowSource(DataFlow):
@@ -77,14 +57,9 @@ class CountResets(ProxyDataFlow):
         self.resets += 1
 
 
-def stage(report: ProfileReport, prefix: str):
-    (found,) = [s for s in report.stages if s.name.startswith(prefix)]
-    return found
-
-
 class TestVerdict:
     def test_names_a_slow_map_in_the_consumer(self):
-        df = BatchData(MapDataComponent(numbers(), slow, index=0), 4)
+        df = BatchData(MapDataComponent(numbers(MANY), slow, index=0), 4)
         report = profile(df, num=50)
         assert report.bottleneck.stage.df is df.ds
         assert report.bottleneck.stage.name == "MapDataComponent(func=slow, index=0)"
@@ -101,7 +76,7 @@ class TestVerdict:
 
     @pytest.mark.timeout(TIMEOUT_S)
     def test_names_a_slow_stage_after_a_fast_runner(self):
-        runner = MultiProcessRunnerZMQ(numbers(), num_proc=1)
+        runner = MultiProcessRunnerZMQ(numbers(MANY), num_proc=1)
         df = MapData(runner, slow)
         try:
             report = profile(df, num=200)
@@ -124,7 +99,7 @@ class TestVerdict:
 
     @pytest.mark.timeout(TIMEOUT_S)
     def test_a_slow_stage_in_runner_workers_is_named_with_its_workers(self):
-        inner = MapDataComponent(numbers(), slow, index=0)
+        inner = MapDataComponent(numbers(MANY), slow, index=0)
         runner = MultiProcessRunnerZMQ(inner, num_proc=1)
         df = BatchData(runner, 4)
         try:
@@ -139,7 +114,7 @@ class TestVerdict:
 
 class TestStages:
     def test_counts_times_and_bytes_of_every_stage(self):
-        df = BatchData(MapData(numbers(), keep), 10)
+        df = BatchData(MapData(numbers(MANY), keep), 10)
         report = profile(df, num=5)
         assert report.datapoints == 5
         assert [s.datapoints for s in report.stages] == [5, 50, 50]
@@ -159,14 +134,14 @@ class TestStages:
         assert report.stages[1].bytes_out == pytest.approx(20_000 * 16, rel=0.01)
 
     def test_own_time_excludes_the_wait_for_the_input(self):
-        df = MapData(MapDataComponent(numbers(), slow, index=0), keep)
+        df = MapData(MapDataComponent(numbers(MANY), slow, index=0), keep)
         report = profile(df, num=50)
         outer, inner, _ = report.stages
         assert inner.seconds_per_datapoint >= SLOW_S
         assert outer.seconds_per_datapoint < SLOW_S / 4
 
     def test_a_class_of_ones_own_is_a_stage_under_its_name(self):
-        df = Scale(numbers(), 3)
+        df = Scale(numbers(MANY), 3)
         report = profile(df, num=10)
         assert report.stages[0].name == "Scale(factor=3)"
         assert report.stages[0].datapoints == 10
@@ -180,7 +155,7 @@ class TestStages:
         assert stage(report, "DataFromList").datapoints == 20
 
     def test_print_draws_the_tree_with_a_bar_per_stage(self):
-        df = BatchData(MapDataComponent(numbers(), slow, index=0), 4)
+        df = BatchData(MapDataComponent(numbers(MANY), slow, index=0), 4)
         text = str(profile(df, num=20))
         lines = text.splitlines()
         assert lines[1].startswith("BatchData(batch_size=4")
@@ -190,7 +165,7 @@ class TestStages:
         assert "bottleneck: MapDataComponent(func=slow, index=0)" in text
 
     def test_to_dict_holds_the_same_numbers_as_json(self):
-        report = profile(BatchData(MapData(numbers(), keep), 10), num=5)
+        report = profile(BatchData(MapData(numbers(MANY), keep), 10), num=5)
         data = json.loads(json.dumps(report.to_dict()))
         assert data["datapoints"] == 5
         assert [s["datapoints"] for s in data["stages"]] == [5, 50, 50]
@@ -201,7 +176,7 @@ class TestStages:
 
 class TestLimits:
     def test_num_stops_after_num_datapoints(self):
-        assert profile(numbers(), num=7).datapoints == 7
+        assert profile(numbers(MANY), num=7).datapoints == 7
 
     def test_seconds_stops_after_that_time(self):
         report = profile(SlowSource(10**9), seconds=0.2)

@@ -7,13 +7,12 @@ from __future__ import annotations
 import json
 import time
 
-import numpy as np
 import pytest
+from _profile_common import SLOW_S, busy, keep, numbers, slow, stage
 
 from dataflow import (
     BatchData,
     DataFlow,
-    DataFromList,
     MapData,
     MapDataComponent,
     MultiProcessMapDataZMQ,
@@ -25,32 +24,14 @@ from dataflow import (
     _profile_workers,
     profile,
 )
+from dataflow._profile_verdict import verdict
 from dataflow._profile_workers import requested
-from dataflow.profiling import ProfileReport, Stage
+from dataflow.profiling import ProfileReport
 
 pytestmark = pytest.mark.timeout(90)
 
-SLOW_S = 0.002  # the slow stage's time per datapoint; every other stage takes microseconds
+MANY = 1_000_000  # more datapoints than any run takes
 RUN_S = 1.5  # long enough for several statistics from every worker
-
-
-def busy(seconds: float) -> None:
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        pass
-
-
-def slow(x):
-    busy(SLOW_S)
-    return x
-
-
-def keep(dp):
-    return dp
-
-
-def numbers(n=1_000_000):
-    return DataFromList([[i, np.zeros(4, dtype="float32")] for i in range(n)], shuffle=False)
 
 
 class SlowDecoder(DataFlow):
@@ -71,11 +52,6 @@ def resource_tracker():
     from multiprocessing import resource_tracker
 
     resource_tracker.ensure_running()
-
-
-def stage(report: ProfileReport, prefix: str) -> Stage:
-    (found,) = [s for s in report.stages if s.name.startswith(prefix)]
-    return found
 
 
 def run(df: DataFlow, **limits) -> ProfileReport:
@@ -101,7 +77,7 @@ class TestVerdictInWorkers:
         assert 0 <= parallel.ready <= 1 and parallel.cpus > 0
 
     def test_a_slow_function_in_mapper_workers(self):
-        mapper = MultiProcessMapDataZMQ(numbers(), 2, slow)
+        mapper = MultiProcessMapDataZMQ(numbers(MANY), 2, slow)
         report = run(mapper)
         verdict = report.bottleneck
         assert verdict.stage.df is mapper and verdict.stage.where == "worker"
@@ -111,7 +87,7 @@ class TestVerdictInWorkers:
         assert "slow [map_func, in workers]" in verdict.explanation
 
     def test_a_slow_input_of_a_mapper_is_named_in_the_consumer(self):
-        mapper = MultiProcessMapDataZMQ(MapDataComponent(numbers(), slow, index=0), 2, keep)
+        mapper = MultiProcessMapDataZMQ(MapDataComponent(numbers(MANY), slow, index=0), 2, keep)
         report = run(mapper)
         assert report.bottleneck.stage.name.startswith("MapDataComponent(func=slow")
         assert report.bottleneck.stage.where == "consumer"
@@ -119,7 +95,7 @@ class TestVerdictInWorkers:
         assert stage(report, "MultiProcessMapDataZMQ").busy < 0.7
 
     def test_a_slow_stage_after_a_fast_runner(self):
-        df = MapData(MultiProcessRunnerZMQ(MapData(numbers(), keep), 2), slow)
+        df = MapData(MultiProcessRunnerZMQ(MapData(numbers(MANY), keep), 2), slow)
         report = run(df)
         assert report.bottleneck.stage.df is df
         runner = stage(report, "MultiProcessRunnerZMQ")
@@ -148,14 +124,21 @@ class TestVerdictInWorkers:
             time.sleep(0.005)  # a file, a network: no CPU
             return dp
 
-        report = run(MultiThreadMapData(numbers(), 4, read))
-        verdict = report.bottleneck
-        assert verdict.stage.name == "read [map_func, in workers]"
-        assert "wait on something else" in verdict.explanation
-        assert "num_thread=8" in verdict.suggestion and "GIL" not in verdict.explanation
+        report = run(MultiThreadMapData(numbers(MANY), 4, read))
+        # Other processes may have kept this machine's CPUs busy: judge both cases.
+        quiet = verdict(report.stages, 0.2)
+        assert quiet.stage.name == "read [map_func, in workers]"
+        assert "wait on something else" in quiet.explanation
+        assert "num_thread=8" in quiet.suggestion and "GIL" not in quiet.explanation
+        full = verdict(report.stages, 0.95)
+        assert full.stage.name == "read [map_func, in workers]"
+        assert "while this machine's CPUs are all busy" in full.explanation
+        assert "GIL" not in full.explanation
+        assert full.suggestion.startswith("first find what else runs on this machine")
+        assert "num_thread=8" in full.suggestion
 
     def test_python_in_mapper_threads_is_held_back_by_the_gil(self):
-        mapper = MultiThreadMapData(numbers(), 2, slow)
+        mapper = MultiThreadMapData(numbers(MANY), 2, slow)
         report = run(mapper)
         assert report.bottleneck.stage.name == "slow [map_func, in workers]"
         assert "MultiProcessMapDataZMQ(..., num_proc=2)" in report.bottleneck.suggestion
@@ -185,7 +168,7 @@ class TestWorkerStatistics:
         assert "not timed" in report.bottleneck.suggestion
 
     def test_to_dict_has_the_worker_numbers(self):
-        report = run(MultiProcessMapDataZMQ(numbers(), 2, slow))
+        report = run(MultiProcessMapDataZMQ(numbers(MANY), 2, slow))
         data = json.loads(json.dumps(report.to_dict()))
         (parallel,) = [s for s in data["stages"] if s["where"] == "parallel"]
         assert parallel["workers"] == 2 and parallel["busy"] > 0.7
@@ -197,13 +180,13 @@ class TestWorkerStatistics:
                 raise ValueError("bad record 20")
             return dp
 
-        mapper = MultiProcessMapDataZMQ(numbers(), 2, fail)
+        mapper = MultiProcessMapDataZMQ(numbers(MANY), 2, fail)
         with pytest.raises(WorkerError, match="bad record 20"):
             run(mapper)
 
     def test_workers_stop_timing_when_profile_returns(self):
         # Long passes: the workers are in the middle of one when profile() returns.
-        inner = MapData(numbers(), keep)
+        inner = MapData(numbers(MANY), keep)
         runner = MultiProcessRunnerZMQ(inner, 2)
         threads = MultiThreadRunner(lambda: MapData(numbers(100_000), keep), 4, 2)
         for df in (runner, threads):
@@ -225,7 +208,7 @@ class TestWorkerStatistics:
         assert type(threads.ds) is MapData and type(inner) is MapData
 
     def test_a_short_run_has_the_last_numbers_of_the_workers(self):
-        mapper = MultiProcessMapDataZMQ(numbers(), 2, slow)
+        mapper = MultiProcessMapDataZMQ(numbers(MANY), 2, slow)
         report = run(mapper, num=30)  # 30 ms: before a worker writes on its own
         row = stage(report, "slow [map_func")
         # And the tasks in flight, which the workers went on with.
@@ -233,7 +216,7 @@ class TestWorkerStatistics:
         assert stage(report, "MultiProcessMapDataZMQ").busy is not None
 
     def test_seconds_bounds_the_run_when_datapoints_come_in_bursts(self):
-        runner = MultiProcessRunnerZMQ(MapData(numbers(), slow), 2)
+        runner = MultiProcessRunnerZMQ(MapData(numbers(MANY), slow), 2)
         report = run(BatchData(runner, 2), seconds=1.0)
         assert report.wall_seconds < 1.5
 
@@ -241,7 +224,7 @@ class TestWorkerStatistics:
         def where(dp):
             return [dp[0], _profile_workers.current() is not None, _profile_workers.requested()]
 
-        inner = MultiProcessRunnerZMQ(MapData(numbers(), where), 1)
+        inner = MultiProcessRunnerZMQ(MapData(numbers(MANY), where), 1)
         outer = MultiProcessRunnerZMQ(MapData(inner, keep), 1)
         try:
             profile(outer, num=50)
@@ -251,7 +234,7 @@ class TestWorkerStatistics:
         assert dp[1:] == [False, False]
 
     def test_a_pipeline_not_profiled_starts_its_workers_as_always(self):
-        runner = MultiProcessRunnerZMQ(MapData(numbers(), keep), 2)
+        runner = MultiProcessRunnerZMQ(MapData(numbers(MANY), keep), 2)
         runner.reset_state()
         try:
             it = iter(runner)
