@@ -265,8 +265,8 @@ from dataflow.parallel import MultiProcessRunnerZMQ
 
 if __name__ == "__main__":
     df = MultiProcessRunnerZMQ(DataFromList([[0]] * 4), num_proc=2, start_method="spawn")
-    print("START", flush=True)
     try:
+        print("START", flush=True)  # a Ctrl-C may come before print returns
         df.reset_state()
         time.sleep(30)
     except KeyboardInterrupt:
