@@ -37,6 +37,7 @@ from dataflow import (
     check_dataflow,
     send_dataflow_zmq,
 )
+from dataflow._progress import ProgressBar
 from dataflow._transport import DATA, encode
 from dataflow.parallel._workers import own_progress_lock
 from dataflow.remote import PeerWarning
@@ -475,7 +476,10 @@ class TestSendDataflowZmq:
         assert sender.result == 0
         assert [s.state for s in df.stats.senders] == ["finished"]
 
-    def test_an_infinite_dataflow_is_sent_until_interrupted(self):
+    def test_an_infinite_dataflow_is_sent_until_interrupted(self, monkeypatch):
+        # The interrupt may land while the sender's progress bar holds its lock: give
+        # the bars of this test a lock of their own, so a lock left held dies with it.
+        monkeypatch.setattr(ProgressBar, "_lock", threading.RLock(), raising=False)
         addr = ipc_address()
         forever = RepeatedData(DataFromList([[1], [2]], shuffle=False), -1)
         with RemoteDataZMQ(addr, timeout=WAIT_S) as df:
