@@ -28,8 +28,10 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import struct
 import threading
 import time
+import zlib
 from typing import Any, Callable, Dict, Iterator, List, Optional
 
 from ._timing import Counter, Run, instrument, nbytes, restore, walk
@@ -210,10 +212,12 @@ class StatsBoard:
     (:meth:`read`). A row: a sequence number (odd while being written),
     wall, waiting and CPU seconds (NaN: unknown), the last request it
     answered, then datapoints, seconds and bytes of each of *stages* stages
-    (datapoints -1: not timed). A reader that finds a row being written, or
-    changed under it, reads again. After the rows, two cells of the
-    consumer's: profiling has ended (:meth:`finish`), and the number of its
-    last request for fresh rows (:meth:`refresh`).
+    (datapoints -1: not timed), and last a checksum of the cells between. A
+    reader that finds a row being written, changed under it, or not matching
+    its checksum (a processor that reorders stores may show the new sequence
+    number before the new cells) reads again. After the rows, two cells of
+    the consumer's: profiling has ended (:meth:`finish`), and the number of
+    its last request for fresh rows (:meth:`refresh`).
     """
 
     _HEAD = 5
@@ -223,7 +227,7 @@ class StatsBoard:
 
         ctx = context if context is not None else multiprocessing.get_context()
         self.workers, self.stages = workers, stages
-        self.stride = self._HEAD + 3 * stages
+        self.stride = self._HEAD + 3 * stages + 1  # the checksum last
         self.cells = ctx.RawArray("d", workers * self.stride + 2)
         self._end = workers * self.stride
 
@@ -261,6 +265,8 @@ class StatsBoard:
         for entry in snapshot["stages"][: self.stages]:
             cells[at : at + 3] = [-1.0, 0.0, 0.0] if entry is None else entry
             at += 3
+        last = base + self.stride - 1
+        cells[last] = _checksum(cells[base + 1 : last])
         cells[base] += 1
 
     def read(self) -> List[Dict[str, Any]]:
@@ -268,23 +274,31 @@ class StatsBoard:
         found = []
         for worker in range(self.workers):
             base = worker * self.stride
+            if self.cells[base] == 0:  # the worker has not written yet
+                continue
             for _ in range(10):
                 seq = self.cells[base]
                 row = self.cells[base : base + self.stride]
-                if seq % 2 == 0 and self.cells[base] == seq:
+                whole = row[-1] == _checksum(row[1:-1])
+                if seq % 2 == 0 and self.cells[base] == seq and whole:
                     break
                 time.sleep(0.001)
-            else:  # pragma: no cover - a writer killed mid-row
+            else:  # a writer killed mid-row
                 continue
-            if seq == 0 or row[1] == 0:  # the worker has not begun
+            if row[1] == 0:  # the worker has not begun
                 continue
             stages = [
                 None if row[i] < 0 else [int(row[i]), row[i + 1], int(row[i + 2])]
-                for i in range(self._HEAD, self.stride, 3)
+                for i in range(self._HEAD, self.stride - 1, 3)
             ]
             cpu = None if math.isnan(row[3]) else row[3]
             found.append({"wall": row[1], "waiting": row[2], "cpu": cpu, "stages": stages})
         return found
+
+
+def _checksum(cells: List[float]) -> float:
+    """A CRC-32 of the bytes of *cells* (as a float: exact)."""
+    return float(zlib.crc32(struct.pack(f"{len(cells)}d", *cells)))
 
 
 def stage_count(kind: str, parallel: Any) -> int:

@@ -245,3 +245,33 @@ class TestWorkerStatistics:
         finally:
             runner.close()
         assert not requested()
+
+
+class TestStatsBoard:
+    """The shared-memory rows the worker processes write their numbers to."""
+
+    snapshot = {"wall": 2.5, "waiting": 0.5, "cpu": None, "stages": [[10, 0.25, 4096], None]}
+
+    def test_a_row_reads_back_as_written_and_rows_not_written_are_left_out(self):
+        board = _profile_workers.StatsBoard(3, 2)
+        board.write(1, self.snapshot)
+        assert board.read() == [
+            {"wall": 2.5, "waiting": 0.5, "cpu": None, "stages": [[10, 0.25, 4096], None]}
+        ]
+
+    def test_a_row_seen_in_part_is_not_read(self):
+        board = _profile_workers.StatsBoard(2, 2)
+        board.write(0, self.snapshot)
+        board.write(1, self.snapshot)
+        # A processor that reorders stores may show a row's new sequence number before
+        # its new cells: one cell is still the old one, so the checksum does not match.
+        board.cells[1 * board.stride + 1] = 7.0
+        assert [r["wall"] for r in board.read()] == [2.5]  # worker 1's row is left out
+        board.write(1, dict(self.snapshot, wall=3.0))
+        assert [r["wall"] for r in board.read()] == [2.5, 3.0]
+
+    def test_a_row_whose_writer_died_mid_write_is_not_read(self):
+        board = _profile_workers.StatsBoard(1, 2)
+        board.write(0, self.snapshot)
+        board.cells[0] += 1  # odd: being written, and never finished
+        assert board.read() == []
