@@ -9,12 +9,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import signal
-import sys
 
 import numpy as np
 import pytest
 
 import dataflow
+from dataflow._progress import bar_classes
 from dataflow.parallel._workers import own_progress_lock
 from dataflow.testing import live_child_pids, live_threads, wait_for_leftovers
 
@@ -51,14 +51,8 @@ def no_leftover_threads_or_processes():
 def _progress_lock_free() -> bool:
     """Whether every lock tqdm's bars use is free; if one is not, give tqdm new ones,
     so that the tests after this one do not wait for it forever."""
-    tqdm_std = sys.modules.get("tqdm.std")
-    if tqdm_std is None:
-        return True
     parts = {}
-    classes = [tqdm_std.tqdm]  # a subclass (ProgressBar) may hold a lock of its own
-    while classes:
-        cls = classes.pop()
-        classes.extend(cls.__subclasses__())
+    for cls in bar_classes():
         lock = vars(cls).get("_lock")
         for part in getattr(lock, "locks", [] if lock is None else [lock]):
             parts[id(part)] = part

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import List
+
 from tqdm import tqdm
 
 
@@ -13,3 +15,15 @@ class ProgressBar(tqdm):
     """
 
     monitor_interval = 0
+
+
+def bar_classes() -> List[type]:
+    """tqdm and every subclass of it loaded so far, tqdm first. tqdm keeps its lock
+    on the class that first asked for one, so any of them may hold a lock of its own."""
+    found: List[type] = []
+    todo: List[type] = [tqdm]
+    while todo:
+        cls = todo.pop()
+        found.append(cls)
+        todo.extend(cls.__subclasses__())
+    return found

@@ -21,10 +21,10 @@ from dataflow import (
     MultiThreadMapData,
     MultiThreadRunner,
     WorkerError,
+    _profile_verdict,
     _profile_workers,
     profile,
 )
-from dataflow._profile_verdict import verdict
 from dataflow._profile_workers import requested
 from dataflow.profiling import ProfileReport
 
@@ -126,11 +126,11 @@ class TestVerdictInWorkers:
 
         report = run(MultiThreadMapData(numbers(MANY), 4, read))
         # Other processes may have kept this machine's CPUs busy: judge both cases.
-        quiet = verdict(report.stages, 0.2)
+        quiet = _profile_verdict.verdict(report.stages, 0.2)
         assert quiet.stage.name == "read [map_func, in workers]"
         assert "wait on something else" in quiet.explanation
         assert "num_thread=8" in quiet.suggestion and "GIL" not in quiet.explanation
-        full = verdict(report.stages, 0.95)
+        full = _profile_verdict.verdict(report.stages, 0.95)
         assert full.stage.name == "read [map_func, in workers]"
         assert "while this machine's CPUs are all busy" in full.explanation
         assert "GIL" not in full.explanation

@@ -28,6 +28,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tupl
 
 from .._checks import check_seed
 from .._checks import check_serializer as check_serializer
+from .._progress import bar_classes
 from .._rng import seed_globals as seed_globals
 from .._rng import worker_seeds as worker_seeds
 from .._worker_state import set_process_worker
@@ -244,18 +245,12 @@ def own_progress_lock() -> None:
     tqdm lock (a multiprocessing semaphore); killed while it holds it (a progress
     bar printing, then SIGKILL), it would leave every later progress bar of the
     parent waiting forever."""
-    tqdm_std = sys.modules.get("tqdm.std")
-    if tqdm_std is None:
-        return
     lock = threading.RLock()
-    # tqdm keeps the lock on the class that first asked for it: a subclass (this
-    # library's ProgressBar, tqdm.auto's) may hold one of its own, so set them all.
-    classes = [tqdm_std.tqdm]
-    while classes:
-        cls = classes.pop()
-        classes.extend(cls.__subclasses__())
-        if cls is tqdm_std.tqdm or "_lock" in vars(cls):
-            cls.set_lock(lock)
+    base, *subclasses = bar_classes()
+    base.set_lock(lock)  # type: ignore[attr-defined]
+    for cls in subclasses:  # this library's ProgressBar, tqdm.auto's, a user's
+        if "_lock" in vars(cls):
+            cls.set_lock(lock)  # type: ignore[attr-defined]
 
 
 def parent_alive(parent_pid: int) -> bool:
