@@ -292,6 +292,7 @@ class EndMarker:
     datapoints of a pass, it tells that the consumer asked past the last one."""
 
     __slots__ = ("done",)
+    _plain_iterator = True  # no stage's code runs in it (see dataflow._timing)
 
     def __init__(self) -> None:
         self.done = False

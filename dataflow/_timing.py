@@ -1,11 +1,21 @@
 """How :func:`dataflow.profile` times stages: in the consumer and inside workers.
 
 A stage is timed by giving it a subclass of its own class (:func:`instrument`)
-whose ``__iter__`` wraps the original iterator in :func:`_timed_iter`, which
-counts every datapoint and times those produced while timing is on; a run
-(:class:`Run`) holds the counters, and :func:`restore` gives every stage its
-class back. :func:`walk` lists the stages of a pipeline in the one order that
-the consumer and the workers agree on, with where each runs.
+whose ``__iter__`` wraps the original iterator; a run (:class:`Run`) holds the
+counters, and :func:`restore` gives every stage its class back. :func:`walk`
+lists the stages of a pipeline in the one order that the consumer and the
+workers agree on, with where each runs.
+
+The consumer's run has two phases. At first every stage's iterator goes through
+:func:`_timed_iter`, a generator that counts every datapoint and clocks those
+of a sample (exact own times, even for a run of a few datapoints). Then
+``profile`` hands over: each iterator goes on as ``compress(it, tally)``, which
+costs a few nanoseconds a datapoint in C and still counts every one (the tally
+is a ``repeat`` whose remaining length says how many were taken), and a timer
+signal (:class:`StackSampler`) looks at the stack of the main thread every
+millisecond or so: the innermost frame that belongs to a stage's iterator
+names the stage whose own code runs, and the time since the last look goes to
+it. The workers' runs clock every datapoint (their cost is not the consumer's).
 
 This module knows no parallel dataflow by name (it lies below them): a
 runner or mapper says what its workers run with its ``_work_kind``
@@ -14,9 +24,15 @@ runner or mapper says what its workers run with its ``_work_kind``
 
 from __future__ import annotations
 
+import gc
+import itertools
+import signal
+import sys
 import threading
 import time
-from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Set, Tuple
+import types
+import weakref
+from typing import Any, Dict, Generator, Iterator, List, NamedTuple, Optional, Set, Tuple
 
 import numpy as np
 
@@ -29,6 +45,7 @@ __all__ = [
     "instrument",
     "nbytes",
     "restore",
+    "StackSampler",
     "walk",
 ]
 
@@ -53,17 +70,28 @@ def nbytes(dp: Any) -> int:
     return n
 
 
-class Counter:
-    """What one stage's timed ``__iter__`` adds up: every datapoint it
-    produced, and the time and bytes of those produced while timing was on."""
+# How many datapoints a tally can count (it would stop a stage's iterator after that).
+_TALLY_SIZE = sys.maxsize
 
-    __slots__ = ("datapoints", "timed", "seconds", "bytes_out")
+
+class Counter:
+    """What one stage's timed ``__iter__`` adds up: the datapoints it produced
+    while clocked (``datapoints``) and after the hand-over (``tallies``), the
+    time and bytes of those clocked, and the sampled time after the hand-over."""
+
+    __slots__ = ("datapoints", "timed", "seconds", "bytes_out", "tallies", "sampled")
 
     def __init__(self) -> None:
         self.datapoints = 0
         self.timed = 0
         self.seconds = 0.0
         self.bytes_out = 0
+        self.tallies: List[Any] = []  # itertools.repeat objects, one per iterator
+        self.sampled = 0.0
+
+    def produced(self) -> int:
+        """Every datapoint the stage produced so far, clocked or not."""
+        return self.datapoints + sum(_TALLY_SIZE - t.__length_hint__() for t in self.tallies)
 
 
 class Run:
@@ -86,6 +114,16 @@ class Run:
         # Time every datapoint, whatever timing_on says (a worker's run: see
         # dataflow._profile_workers).
         self.always = False
+        # After the hand-over (the consumer's run): iterators are tallied in C and
+        # the stages' time is sampled (see the module's docstring).
+        self.sampling = False
+        self.clocked_wall = 0.0  # the run's wall time before the hand-over
+        self.sampled_wall = 0.0  # the time the samples cover
+        self.other_threads = False  # whether a stage ran in a thread that is not sampled
+        self.samples = 0
+        # id of the frame of a generator that runs a stage's code -> a weak
+        # reference to the generator, and the stage's counter
+        self.frames: Dict[int, Tuple[Any, Counter]] = {}
 
 
 # Whether the datapoint of the profiled dataflow now being produced is timed. A
@@ -109,7 +147,11 @@ def _timed_class(cls: type) -> type:
         entry = _ACTIVE.get(id(self))
         if entry is None:  # a copy made while profiling, or after it: not timed
             return original_iter(self)
-        return _timed_iter(entry[0], entry[1], iter(original_iter(self)))
+        run, counter = entry
+        it = iter(original_iter(self))
+        if run.always:
+            return _timed_iter(run, counter, it)
+        return _tallied(run, counter, it)
 
     namespace = {
         "__slots__": (),
@@ -123,33 +165,40 @@ def _timed_class(cls: type) -> type:
     return timed
 
 
-def _timed_iter(run: Run, counter: Counter, it: Iterator[Any]) -> Iterator[Any]:
+def _timed_iter(
+    run: Run, counter: Counter, it: Iterator[Any], hand_over: bool = False
+) -> Generator[Any, None, None]:
     """Yield what *it* yields; count it, and while timing is on, time it.
 
     Whether one call for a datapoint is timed is decided when the call
     starts, so a call is timed from its start to its end or not at all;
     ``timing_on`` changes only between two datapoints of the profiled
     dataflow, when no stage runs. While ``run.always`` is true every call is
-    timed (a worker's run, until profiling ends).
+    timed (a worker's run, until profiling ends). With *hand_over*, it
+    returns (leaving *it* open) once ``run.sampling`` is set.
 
     Untimed, a datapoint costs only the inner ``for`` loop: a count, the
-    ``yield`` and one read of ``timing_on`` after it (what the next call
+    ``yield`` and a read of the switches after it (what the next call
     needs); everything else is done for the timed datapoints alone.
     """
     perf = time.perf_counter
     children = run.children
     nested = run.thread == threading.get_ident()
     n = 0  # datapoints not yet added to the counter (added at each timed one and at the end)
+    done = False
     try:
         while True:
             if not (run.always or timing_on):  # run.always: read again, it may end
                 for dp in it:
                     n += 1
                     yield dp
-                    if timing_on:
-                        break  # the next call is timed
+                    if timing_on or run.sampling:
+                        break  # the next call is timed, or tallied in C
                 else:
+                    done = True
                     return
+            if hand_over and run.sampling:
+                return
             if nested:
                 children.append(0.0)
             start = perf()
@@ -162,6 +211,7 @@ def _timed_iter(run: Run, counter: Counter, it: Iterator[Any]) -> Iterator[Any]:
             if nested:
                 children[-1] += elapsed
             if dp is _END:
+                done = True
                 return
             counter.datapoints += n + 1
             n = 0
@@ -171,9 +221,177 @@ def _timed_iter(run: Run, counter: Counter, it: Iterator[Any]) -> Iterator[Any]:
             yield dp
     finally:
         counter.datapoints += n
-        close = getattr(it, "close", None)
+        if done or not hand_over:
+            close = getattr(it, "close", None)
+            if close is not None:
+                close()
+
+
+class _Tallied(itertools.chain):
+    """A stage's iterator in the consumer's run: its clocked start, then the
+    tallied rest (a ``chain``, so that each datapoint costs C code only);
+    ``close()`` closes the stage's own iterator, as a generator's would."""
+
+    __slots__ = ("_head", "_source")
+    _head: Generator[Any, None, None]
+    _source: Iterator[Any]
+
+    def close(self) -> None:
+        self._head.close()  # adds up what it counted
+        close = getattr(self._source, "close", None)
         if close is not None:
             close()
+
+
+def _tallied(run: Run, counter: Counter, it: Iterator[Any]) -> Iterator[Any]:
+    """*it* as the consumer's run iterates it: clocked until the hand-over
+    (unless it has come), then tallied in C, with the frames that run the
+    stage's code noted for the sampler."""
+    if threading.get_ident() != run.thread:  # its stack is not sampled: clocked only
+        run.other_threads = True
+        return _timed_iter(run, counter, it)
+    generators = _generators_of(it)
+    if generators is None:  # Python code the sampler could not tell from the caller's
+        it = _stand_in(it)
+        generators = [it]
+    for gen in generators:
+        # Not the frame itself: a frame kept alive keeps the locals of its finished
+        # generator alive (the stage's inputs, never closed). Its id is the key while
+        # the generator lives; the sampler checks that it still is its frame.
+        run.frames[id(gen.gi_frame)] = (weakref.ref(gen), counter)
+    tally = itertools.repeat(True, _TALLY_SIZE)
+    counter.tallies.append(tally)
+    rest = itertools.compress(it, tally)
+    head = _timed_iter(run, counter, it, True)
+    out = _Tallied(() if run.sampling else head, rest)
+    out._head, out._source = head, it
+    return out
+
+
+def _stand_in(it: Iterator[Any]) -> Iterator[Any]:
+    """A generator whose frame stands for *it* on the stack."""
+    yield from it
+
+
+def _generators_of(it: Any, depth: int = 4) -> Optional[List[Any]]:
+    """The generators that run *it*'s Python code, found through the C
+    iterators it is built of (``chain``, ``map`` of a builtin, ...); ``None``
+    if it may run Python code in another way (its own ``__next__``, a Python
+    function a C iterator calls), which the stack could not tell from the code
+    of the stage that calls it."""
+    if type(it) is types.GeneratorType:
+        return [] if it.gi_frame is None else [it]
+    if isinstance(it, _Tallied) or getattr(it, "_plain_iterator", False):
+        return []  # another stage's (it has its own frames), or no stage's code
+    if type(it) in _PLAIN:
+        if type(it) is not _TUPLE_ITERATOR:
+            return []  # C code over data
+        # a chain's iterables (which may be generators): a few of them
+        items = gc.get_referents(it)
+        if len(items) != 1 or len(items[0]) > 16:
+            return []
+        refs = [items[0]]
+    elif depth == 0 or type(it).__module__ not in ("itertools", "builtins"):
+        return None
+    else:
+        refs = gc.get_referents(it)
+    found: List[Any] = []
+    for ref in refs:
+        for r in ref if type(ref) is tuple else (ref,):  # map's and zip's iterators
+            if callable(r) and not isinstance(r, (types.BuiltinFunctionType, type)):
+                return None
+            if hasattr(type(r), "__next__"):
+                gens = _generators_of(r, depth - 1)
+                if gens is None:
+                    return None
+                found += gens
+    return found
+
+
+# Iterators that run no Python code: over lists, tuples, ranges, strings, arrays.
+_EMPTY: Tuple[Any, ...] = ([], (), range(1), "", b"", {}, np.zeros(1))
+_PLAIN: Set[type] = {type(iter(x)) for x in _EMPTY}
+_TUPLE_ITERATOR = type(iter(()))
+
+
+class StackSampler:
+    """Looks at the stack of the main thread about every *interval* seconds,
+    from a timer signal (``SIGALRM``, ``setitimer``), and gives the time since
+    the last look to the stage whose frame is the innermost one on it.
+
+    A signal, not a thread: a thread that wants to look needs the GIL, and a
+    main thread that lets go of it briefly and often (numpy, OpenCV and file
+    reads do) keeps it from getting it for as long as that goes on, so the
+    looks would land only where the main thread waits longest. Python runs
+    the handler in the main thread as soon as the code there lets it: after
+    a long call in C, still in the frame that made it, so the time goes to
+    the stage that made the call. Blocking calls are restarted after the
+    signal (``siginterrupt``), as Python's own are anyway.
+
+    A timer the program had set for ``SIGALRM`` (an ``alarm()``, a test's
+    timeout) keeps its time: its handler is put back, and its timer set to
+    what remains, when the sampler stops, or when that time comes (the
+    sampler then stops early).
+    """
+
+    def __init__(self, run: Run, interval: float) -> None:
+        self.run = run
+        self.interval = interval
+        self.running = False
+        self._old_handler: Any = None
+        self._old_timer: Optional[Tuple[float, float]] = None  # (deadline, interval)
+        self._last = 0.0
+
+    def start(self) -> bool:
+        """Start looking; ``False`` (and nothing changed) where it cannot:
+        outside the main thread, without ``setitimer``, or when ``SIGALRM``
+        has a handler that was not set from Python."""
+        if not hasattr(signal, "setitimer") or threading.current_thread() is not (
+            threading.main_thread()
+        ):
+            return False
+        old = signal.getsignal(signal.SIGALRM)
+        if old is None:
+            return False
+        self._old_handler = old
+        self._last = time.perf_counter()
+        signal.signal(signal.SIGALRM, self._look)
+        signal.siginterrupt(signal.SIGALRM, False)
+        delay, every = signal.setitimer(signal.ITIMER_REAL, self.interval, self.interval)
+        if delay > 0:
+            self._old_timer = (self._last + delay, every)
+        self.running = True
+        return True
+
+    def stop(self) -> None:
+        """Stop looking: the program's own handler and timer are back."""
+        if not self.running:
+            return
+        self.running = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, self._old_handler)
+        if self._old_timer is not None:
+            deadline, every = self._old_timer
+            signal.setitimer(signal.ITIMER_REAL, max(deadline - time.perf_counter(), 1e-6), every)
+
+    def _look(self, signum: int, frame: Optional[types.FrameType]) -> None:
+        now = time.perf_counter()
+        run = self.run
+        dt = now - self._last
+        self._last = now
+        run.sampled_wall += dt
+        run.samples += 1
+        frames = run.frames
+        while frame is not None:
+            entry = frames.get(id(frame))
+            if entry is not None:
+                gen = entry[0]()
+                if gen is not None and gen.gi_frame is frame:
+                    entry[1].sampled += dt
+                    break
+            frame = frame.f_back
+        if self._old_timer is not None and now >= self._old_timer[0]:
+            self.stop()  # the program's timer is due: its handler runs next
 
 
 _END = object()  # what _timed_iter's timed call got when its input ended

@@ -7,9 +7,12 @@ time waiting for its input), its share of the wall time and the bytes it
 produced; and a verdict, :attr:`ProfileReport.bottleneck`, with what to do.
 
 Nothing is timed unless you ask: while it runs, ``profile`` gives each
-stage a subclass of its own class whose ``__iter__`` times the original one,
-and puts the original class back when it returns or fails. A pipeline that
-is not being profiled runs exactly the code it ran before.
+stage a subclass of its own class whose ``__iter__`` counts and times the
+original one, and puts the original class back when it returns or fails. A
+pipeline that is not being profiled runs exactly the code it ran before.
+The stages are clocked for the first moments of the run; then a counter in
+C counts their datapoints and a timer signal samples the stack to see whose
+code runs (see :mod:`dataflow._timing`), which costs a few percent at most.
 
 A parallel dataflow (a runner or a mapper) is a stage whose own time is
 the time the consumer waits for its workers. When ``profile`` resets the
@@ -32,7 +35,7 @@ from . import _timing
 from ._checks import check_int as _check_int
 from ._profile_verdict import Bottleneck, machine_cpu_times, verdict, worker_rows
 from ._profile_workers import workers_profiled
-from ._timing import Node, Run, instrument, restore, walk
+from ._timing import Node, Run, StackSampler, instrument, restore, walk
 from .base import DataFlow, was_reset
 from .graph import _one_line, _parallelism, _workers
 
@@ -141,6 +144,12 @@ class ProfileReport:
         machine_busy: the share of this machine's CPU time (all CPUs, all
             processes) that was busy during the run, or ``None`` where it
             cannot be read (Linux only). Near 1: the CPUs were all taken.
+        clocked_seconds: how long, from the start, the stages of this
+            process were clocked (a sample of the datapoints timed in every
+            stage: exact own times). For the rest of the run their own times
+            come from *samples* looks at the stacks of this process, which
+            cost far less (see :func:`profile`).
+        samples: how many times the stacks were looked at.
     """
 
     def __init__(
@@ -149,11 +158,15 @@ class ProfileReport:
         wall_seconds: float,
         datapoints: int,
         machine_busy: Optional[float] = None,
+        clocked_seconds: Optional[float] = None,
+        samples: int = 0,
     ) -> None:
         self.stages = stages
         self.wall_seconds = wall_seconds
         self.datapoints = datapoints
         self.machine_busy = machine_busy
+        self.clocked_seconds = wall_seconds if clocked_seconds is None else clocked_seconds
+        self.samples = samples
         self.bottleneck = verdict(stages, machine_busy) if datapoints else None
 
     def to_dict(self) -> Dict[str, Any]:
@@ -165,15 +178,23 @@ class ProfileReport:
             if self.wall_seconds > 0
             else None,
             "machine_busy": self.machine_busy,
+            "clocked_seconds": self.clocked_seconds,
+            "samples": self.samples,
             "stages": [s.to_dict() for s in self.stages],
             "bottleneck": self.bottleneck.to_dict() if self.bottleneck else None,
         }
 
     def __str__(self) -> str:
         rate = self.datapoints / self.wall_seconds if self.wall_seconds > 0 else 0.0
+        how = ""
+        if self.samples:
+            how = (
+                f" (clocked for {self.clocked_seconds:.2f} s, "
+                f"then {self.samples:,} samples of the stacks)"
+            )
         lines = [
             f"{self.datapoints} datapoints in {self.wall_seconds:.2f} s ({rate:,.1f}/s); "
-            "own time per stage, as a share of the wall time:"
+            f"own time per stage, as a share of the wall time{how}:"
         ]
         width = max(len(_INDENT * s.depth + s.name) for s in self.stages)
         for s in self.stages:
@@ -284,6 +305,15 @@ _TIMED_COST_S = 1e-6
 _OVERHEAD_TARGET = 0.02
 # At least one datapoint in this many (on average) is timed.
 _MAX_GAP = 5000
+# The stages are clocked until the run has lasted _CLOCKED_S (or _CLOCKED_SHARE
+# of the time it may take, if longer) and yielded _CLOCKED_DATAPOINTS, or has
+# lasted _CLOCKED_MAX_S; then their time is sampled every _SAMPLE_S or so (see
+# dataflow._timing): a short run is measured exactly, a long one costs little.
+_CLOCKED_S = 0.005
+_CLOCKED_SHARE = 0.02
+_CLOCKED_DATAPOINTS = 64
+_CLOCKED_MAX_S = 1.0
+_SAMPLE_S = 0.002
 
 
 def _drive(
@@ -293,7 +323,8 @@ def _drive(
     num: Optional[int],
     watch: Optional[Callable[[int, float, float], None]] = None,
 ) -> Tuple[int, float, float]:
-    """Iterate *df* within the limits, timing a sample of its datapoints.
+    """Iterate *df* within the limits, timing a sample of its datapoints, then
+    (the hand-over) sampling the stacks.
 
     Returns how many it yielded, the wall time, and the wall time of the
     timed datapoints (what the stages' timed seconds are shares of). *watch*,
@@ -308,6 +339,19 @@ def _drive(
     deadline = math.inf if seconds is None else start + seconds
     last_timed, stretch_start = 0, start  # the untimed datapoints since the last timed one
     ratio = -1.0  # what timing costs against an untimed datapoint, smoothed (-1: not yet)
+    sampler = StackSampler(run, _SAMPLE_S)
+    every, next_look, looked = 1, 1, start  # when the untimed datapoints read the clock
+    clocked_only = False  # the stacks cannot be sampled: clock all along
+
+    def hand_over(now: float) -> None:
+        nonlocal next_timed, clocked_only
+        if not (_stages_in_this_thread(run) and sampler.start()):
+            clocked_only = True
+            return
+        run.clocked_wall = now - start
+        run.sampling = True
+        next_timed = 0  # no more timed datapoints
+
     it = iter(df)
     try:
         while count < limit:
@@ -319,8 +363,17 @@ def _drive(
                 count += 1
                 if watch is not None:
                     watch(count, start, timed_wall)
-                if not count & 63 and perf() >= deadline:
-                    break
+                if count >= next_look:  # the clock is read about every millisecond
+                    now = perf()
+                    if now >= deadline:
+                        break
+                    if not (run.sampling or clocked_only) and _clocked_enough(
+                        now - start, count, seconds
+                    ):
+                        hand_over(now)
+                    every = every * 2 if now - looked < 0.001 else max(1, every // 2)
+                    every = min(every, 4096)
+                    next_look, looked = count + every, now
                 continue
             _timing.timing_on = True
             before = run.timed_count
@@ -361,12 +414,29 @@ def _drive(
             next_timed = count + (1 if mean <= 1 else gaps.randint(1, int(2 * mean)))
             if end >= deadline:
                 break
+            if not clocked_only and _clocked_enough(end - start, count, seconds):
+                hand_over(end)
     finally:
         wall = perf() - start
+        sampler.stop()
         close = getattr(it, "close", None)
         if close is not None:
             close()
     return count, wall, timed_wall
+
+
+def _stages_in_this_thread(run: Run) -> bool:
+    """Whether the stages clocked so far all ran in the thread that profiles
+    (the one whose stack is sampled): a stage whose iterator another thread
+    runs stays clocked."""
+    return not run.other_threads
+
+
+def _clocked_enough(elapsed: float, count: int, seconds: Optional[float]) -> bool:
+    """Whether a run of at most *seconds* that has lasted *elapsed* seconds and
+    yielded *count* datapoints has been clocked long enough to go on sampled."""
+    least = _CLOCKED_S if seconds is None else max(_CLOCKED_S, _CLOCKED_SHARE * seconds)
+    return (elapsed >= least and count >= _CLOCKED_DATAPOINTS) or elapsed >= _CLOCKED_MAX_S
 
 
 # ---- the function ----------------------------------------------------------------
@@ -380,7 +450,10 @@ def profile(
     Resets *df* unless it was reset already (see :func:`~dataflow.base.was_reset`),
     then iterates it until *seconds* have passed, *num* datapoints were
     yielded or the pass ends, whichever comes first, timing every stage that
-    runs in this process. The datapoints are dropped. Every stage gets its
+    runs in this process: clocked for the first moments (5 ms, or 2% of
+    *seconds* if longer, and 64 datapoints; at most 1 s), then sampled from
+    the stack a few hundred times a second. Every datapoint is counted, all
+    along. The datapoints are dropped. Every stage gets its
     own class back when ``profile`` returns or raises, and the iterator it
     used is closed.
 
@@ -468,6 +541,19 @@ def _profile(
                 stage.df._end_profiling()  # type: ignore[attr-defined]
 
 
+def _share(counter: _timing.Counter, run: Run, wall: float, timed_wall: float) -> float:
+    """A stage's own time as a share of *wall*: while clocked, its share of the
+    timed datapoints' wall time; after the hand-over, of the samples."""
+    clocked = max(0.0, counter.seconds) / timed_wall if timed_wall > 0 else None
+    sampled = counter.sampled / run.sampled_wall if run.sampled_wall > 0 else None
+    if sampled is None:
+        return clocked or 0.0
+    if clocked is None:
+        return sampled
+    before = min(run.clocked_wall, wall)
+    return (clocked * before + sampled * (wall - before)) / wall if wall > 0 else 0.0
+
+
 def _report(
     stages: List[Stage],
     run: Run,
@@ -482,12 +568,12 @@ def _report(
         counter = run.counters.get(id(stage.df))
         if counter is None or stage.where == "worker":
             continue
-        share = max(0.0, counter.seconds) / timed_wall if timed_wall > 0 else 0.0
+        share = _share(counter, run, wall, timed_wall)
         stage.share = share
         stage.seconds = share * wall
-        stage.datapoints = counter.datapoints
+        stage.datapoints = produced = counter.produced()
         stage.bytes_out = (
-            round(counter.bytes_out * counter.datapoints / counter.timed) if counter.timed else 0
+            round(counter.bytes_out * produced / counter.timed) if counter.timed else None
         )
     _add_worker_statistics(stages)
     machine_busy = None
@@ -495,4 +581,5 @@ def _report(
     if cpu_before is not None and cpu_after is not None and cpu_after[1] > cpu_before[1]:
         busy = (cpu_after[0] - cpu_before[0]) / (cpu_after[1] - cpu_before[1])
         machine_busy = min(1.0, max(0.0, busy))
-    return ProfileReport(stages, wall, count, machine_busy)
+    clocked = min(run.clocked_wall, wall) if run.sampling else wall
+    return ProfileReport(stages, wall, count, machine_busy, clocked, run.samples)

@@ -4,8 +4,11 @@ pipelines with one deliberately slow stage, and a pipeline left as it was."""
 from __future__ import annotations
 
 import copy
+import itertools
 import json
+import signal
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -21,6 +24,7 @@ from dataflow import (
     MultiProcessRunnerZMQ,
     ProxyDataFlow,
     profile,
+    profiling,
 )
 from dataflow.base import was_reset
 
@@ -286,3 +290,159 @@ class TestPipelineUnchanged:
         df.reset_state()
         report = profile(df, num=3)
         assert list(df) and report.stages[0].datapoints == 3
+
+
+class Mapped(DataFlow):
+    """A source whose iterator is a C ``map`` of a slow Python function."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def _make(self, i):
+        busy(SLOW_S)
+        return [i]
+
+    def __iter__(self):
+        return map(self._make, range(self.n))
+
+
+class Chained(DataFlow):
+    """A source whose iterator chains a slow generator to an end."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def _gen(self):
+        for i in range(self.n):
+            busy(SLOW_S)
+            yield [i]
+
+    def __iter__(self):
+        return itertools.chain(self._gen(), [])
+
+
+class Closing(ProxyDataFlow):
+    """A stage that records whether its generator was closed."""
+
+    closed = 0
+
+    def __iter__(self):
+        try:
+            yield from self.ds
+        finally:
+            Closing.closed += 1
+
+
+@pytest.fixture
+def sampled_soon(monkeypatch):
+    """Hand over from clocking to sampling after the first datapoint."""
+    monkeypatch.setattr(profiling, "_CLOCKED_S", 0.0)
+    monkeypatch.setattr(profiling, "_CLOCKED_DATAPOINTS", 1)
+    monkeypatch.setattr(profiling, "_CLOCKED_MAX_S", 0.0)
+
+
+@pytest.mark.usefixtures("sampled_soon")
+class TestSampled:
+    """After the hand-over: counted in C, own times from samples of the stack."""
+
+    def test_counts_stay_exact_and_the_report_says_it_sampled(self):
+        df = BatchData(MapData(numbers(200_000), keep), 10)
+        report = profile(df, seconds=None)
+        assert [s.datapoints for s in report.stages] == [20_000, 200_000, 200_000]
+        assert report.clocked_seconds < report.wall_seconds / 2
+        assert report.samples > 0
+        assert f"then {report.samples:,} samples of the stacks" in str(report).splitlines()[0]
+        assert report.to_dict()["samples"] == report.samples
+        assert report.stages[1].bytes_out == 200_000 * 16  # clocked datapoint, scaled
+
+    def test_names_a_slow_stage_in_the_middle(self):
+        df = MapData(MapDataComponent(numbers(MANY), slow, index=0), keep)
+        report = profile(df, num=150)  # 0.3 s
+        outer, inner, _ = report.stages
+        assert report.samples >= 10
+        assert report.bottleneck.stage is inner
+        assert inner.share > 0.7 and outer.share < 0.2
+        assert inner.seconds_per_datapoint == pytest.approx(SLOW_S, rel=0.3)
+
+    @pytest.mark.parametrize("source", [Mapped, Chained])
+    def test_names_a_slow_source_whatever_its_iterator(self, source):
+        df = MapData(source(10_000), keep)
+        report = profile(df, num=150)
+        assert report.bottleneck.stage.df is df.ds
+        assert report.stages[0].share < 0.2
+        assert [s.datapoints for s in report.stages] == [150, 150]
+
+    def test_stages_left_mid_pass_are_closed_when_it_returns(self):
+        Closing.closed = 0
+        df = Closing(MapData(Closing(numbers(MANY)), keep))
+        profile(df, num=500)
+        assert Closing.closed == 2
+
+    def test_a_stage_that_raises_leaves_the_classes_and_no_sampler(self):
+        def fail(dp):
+            if dp[0] == 5000:
+                raise ValueError("stop")
+            return dp
+
+        df = MapData(numbers(MANY), fail)
+        with pytest.raises(ValueError, match="stop"):
+            profile(df)
+        assert type(df) is MapData and type(df.ds) is DataFromList
+        assert signal.getsignal(signal.SIGALRM) is not profiling.StackSampler._look
+
+    def test_outside_the_main_thread_it_clocks_all_along(self):
+        reports = []
+        df = MapData(MapDataComponent(numbers(MANY), slow, index=0), keep)
+        thread = threading.Thread(target=lambda: reports.append(profile(df, num=100)))
+        thread.start()
+        thread.join(TIMEOUT_S)
+        (report,) = reports
+        assert report.samples == 0 and report.clocked_seconds == report.wall_seconds
+        assert report.bottleneck.stage is report.stages[1]
+
+
+@pytest.fixture
+def own_alarm():
+    """Give SIGALRM to the test, and the test runner's handler and timer back after."""
+    handler = signal.getsignal(signal.SIGALRM)
+    timer = signal.setitimer(signal.ITIMER_REAL, 0)
+    calls = []
+    signal.signal(signal.SIGALRM, lambda signum, frame: calls.append(time.perf_counter()))
+    try:
+        yield calls
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, handler)
+        if timer[0] > 0:
+            signal.setitimer(signal.ITIMER_REAL, *timer)
+
+
+@pytest.mark.usefixtures("sampled_soon")
+class TestTheSignalItSamplesWith:
+    def test_a_timer_set_before_keeps_its_handler_and_time(self, own_alarm):
+        handler = signal.getsignal(signal.SIGALRM)
+        signal.setitimer(signal.ITIMER_REAL, 30.0)
+        report = profile(MapData(MapDataComponent(numbers(MANY), slow, index=0), keep), num=100)
+        assert report.samples > 0
+        assert signal.getsignal(signal.SIGALRM) is handler
+        assert 25.0 < signal.getitimer(signal.ITIMER_REAL)[0] <= 30.0
+        assert own_alarm == []
+
+    def test_a_timer_due_while_it_samples_fires_on_time(self, own_alarm):
+        start = time.perf_counter()
+        signal.setitimer(signal.ITIMER_REAL, 0.1)
+        report = profile(MapData(MapDataComponent(numbers(MANY), slow, index=0), keep), num=150)
+        assert len(own_alarm) == 1
+        assert 0.09 < own_alarm[0] - start < 0.2
+        assert report.datapoints == 150 and report.samples > 0
+        assert report.bottleneck.stage is report.stages[1]
+
+    def test_without_a_timer_set_before_none_is_left_set(self, own_alarm):
+        profile(MapData(numbers(MANY), slow), num=50)
+        assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
+        assert own_alarm == []
+
+    def test_a_handler_set_from_c_is_left_alone(self, monkeypatch, own_alarm):
+        monkeypatch.setattr(signal, "getsignal", lambda signum: None)
+        report = profile(MapData(numbers(MANY), slow), num=100)
+        assert report.samples == 0 and report.clocked_seconds == report.wall_seconds
