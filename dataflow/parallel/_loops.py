@@ -74,11 +74,12 @@ _NOTHING = object()
 # on, and one waiting, so that it never idles while the next chunk travels to it. Its
 # first credits ask for one task each; then a worker asks for as many tasks as took it
 # about CHUNK_S (at most CHUNK_TASKS): cheap functions get long chunks, which makes the
-# cost of a task on the way small, and slow ones short chunks, which share the work
-# evenly at the end of a pass.
+# cost of a task on the way small, and slow ones short chunks. At the end of a strict
+# pass the consumer sends shorter chunks (the tasks left shared out among the workers),
+# so that the work stays even there.
 CREDITS = 2
 CREDIT = b"1"
-CHUNK_S = 0.005
+CHUNK_S = 0.02
 CHUNK_TASKS = 64
 
 

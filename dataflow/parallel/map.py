@@ -84,6 +84,7 @@ class _MapperBase(ParallelBase):
         self._source_yielded = False
         self._sent = 0  # tasks sent in this pass (strict) or in all (not strict)
         self._pass: Optional[MapperPass] = None  # the strict pass being read
+        self._pass_length: Optional[int] = None  # its number of tasks, if known
         self._resume: Optional[Dict[str, Any]] = None  # a loaded state, for the next pass
 
     def _task_source(self) -> DataFlow:
@@ -145,6 +146,11 @@ class _MapperBase(ParallelBase):
             room = min(channel.room(), self._max_inflight - self._inflight)
             if room <= 0:
                 return False
+            if track is not None and self._pass_length is not None:
+                # The end of a pass: the tasks left are shared out among the workers, so
+                # that none gets a long chunk while the others have nothing left to do.
+                left = self._pass_length - track.read
+                room = min(room, max(1, -(-left // self._num_workers)))
             added = 0
             try:
                 while added < room:
@@ -173,6 +179,10 @@ class _MapperBase(ParallelBase):
         resume, self._resume = self._resume, None
         track = self._pass = MapperPass(self.ds, self._seq, resume)
         self._next_out = track.start + track.read
+        try:
+            self._pass_length = len(self._task_source())
+        except (NotImplementedError, TypeError):
+            self._pass_length = None
         self._sent = 0
         source = iter(self._task_source())
         exhausted = False

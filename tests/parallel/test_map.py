@@ -32,6 +32,7 @@ from dataflow.parallel import (
     WorkerDiedError,
     WorkerError,
 )
+from dataflow.parallel._loops import CHUNK_S
 from dataflow.serialize import PickleSerializer
 from dataflow.testing import check_dataflow, live_child_pids
 from dataflow.worker import get_worker_info
@@ -796,7 +797,7 @@ def _slow_every_fiftieth(dp):
 
 
 def _slow(dp):
-    time.sleep(0.005)
+    time.sleep(CHUNK_S * 1.25)  # longer than a chunk is meant to take
     return dp
 
 
