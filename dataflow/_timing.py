@@ -32,9 +32,23 @@ import threading
 import time
 import types
 import weakref
-from typing import Any, Dict, Generator, Iterator, List, NamedTuple, Optional, Set, Tuple
+from typing import (
+    Any,
+    Callable,
+    Dict,
+    Generator,
+    Iterator,
+    List,
+    NamedTuple,
+    Optional,
+    Set,
+    Tuple,
+    cast,
+)
 
 import numpy as np
+
+from ._transport import set_pauser
 
 __all__ = [
     "FUNC_ROW",
@@ -76,8 +90,9 @@ _TALLY_SIZE = sys.maxsize
 
 class Counter:
     """What one stage's timed ``__iter__`` adds up: the datapoints it produced
-    while clocked (``datapoints``) and after the hand-over (``tallies``), the
-    time and bytes of those clocked, and the sampled time after the hand-over."""
+    (while clocked, and those its iterators that ended tallied after the
+    hand-over), those its live iterators are tallying (``tallies``), the time
+    and bytes of those clocked, and the sampled time after the hand-over."""
 
     __slots__ = ("datapoints", "timed", "seconds", "bytes_out", "tallies", "sampled")
 
@@ -86,12 +101,18 @@ class Counter:
         self.timed = 0
         self.seconds = 0.0
         self.bytes_out = 0
-        self.tallies: List[Any] = []  # itertools.repeat objects, one per iterator
+        self.tallies: Set[Any] = set()  # itertools.repeat objects, one per live iterator
         self.sampled = 0.0
 
     def produced(self) -> int:
         """Every datapoint the stage produced so far, clocked or not."""
-        return self.datapoints + sum(_TALLY_SIZE - t.__length_hint__() for t in self.tallies)
+        return self.datapoints + sum(_TALLY_SIZE - t.__length_hint__() for t in list(self.tallies))
+
+    def fold(self, tally: Any) -> None:
+        """Add up the datapoints of an iterator that will produce no more."""
+        if tally in self.tallies:
+            self.tallies.discard(tally)
+            self.datapoints += _TALLY_SIZE - tally.__length_hint__()
 
 
 class Run:
@@ -119,7 +140,9 @@ class Run:
         self.sampling = False
         self.clocked_wall = 0.0  # the run's wall time before the hand-over
         self.sampled_wall = 0.0  # the time the samples cover
-        self.other_threads = False  # whether a stage ran in a thread that is not sampled
+        # Whether a stage's iterator runs in a thread that is not sampled: then the run
+        # does not hand over, or (if it came later) that stage's time is only clocked.
+        self.other_threads = False
         self.samples = 0
         # id of the frame of a generator that runs a stage's code -> a weak
         # reference to the generator, and the stage's counter
@@ -166,7 +189,7 @@ def _timed_class(cls: type) -> type:
 
 
 def _timed_iter(
-    run: Run, counter: Counter, it: Iterator[Any], hand_over: bool = False
+    run: Run, counter: Counter, it: Iterator[Any], ended: Optional[List[bool]] = None
 ) -> Generator[Any, None, None]:
     """Yield what *it* yields; count it, and while timing is on, time it.
 
@@ -174,8 +197,9 @@ def _timed_iter(
     starts, so a call is timed from its start to its end or not at all;
     ``timing_on`` changes only between two datapoints of the profiled
     dataflow, when no stage runs. While ``run.always`` is true every call is
-    timed (a worker's run, until profiling ends). With *hand_over*, it
-    returns (leaving *it* open) once ``run.sampling`` is set.
+    timed (a worker's run, until profiling ends). Given *ended* (the consumer's
+    run), it returns once ``run.sampling`` is set, leaving *it* open for the
+    tally that goes on, and appends whether *it* had ended.
 
     Untimed, a datapoint costs only the inner ``for`` loop: a count, the
     ``yield`` and a read of the switches after it (what the next call
@@ -186,13 +210,14 @@ def _timed_iter(
     nested = run.thread == threading.get_ident()
     n = 0  # datapoints not yet added to the counter (added at each timed one and at the end)
     done = False
+    hand_over = ended is not None
     try:
         while True:
             if not (run.always or timing_on):  # run.always: read again, it may end
                 for dp in it:
                     n += 1
                     yield dp
-                    if timing_on or run.sampling:
+                    if timing_on or hand_over and run.sampling:
                         break  # the next call is timed, or tallied in C
                 else:
                     done = True
@@ -221,23 +246,25 @@ def _timed_iter(
             yield dp
     finally:
         counter.datapoints += n
-        if done or not hand_over:
+        if ended is not None:
+            ended.append(done)
+        else:
             close = getattr(it, "close", None)
             if close is not None:
                 close()
 
 
 class _Tallied(itertools.chain):
-    """A stage's iterator in the consumer's run: its clocked start, then the
-    tallied rest (a ``chain``, so that each datapoint costs C code only);
+    """A stage's iterator in the consumer's run: a ``chain`` of its parts
+    (:func:`_tallied_parts`), so that its datapoints cost C code only;
     ``close()`` closes the stage's own iterator, as a generator's would."""
 
-    __slots__ = ("_head", "_source")
-    _head: Generator[Any, None, None]
+    __slots__ = ("_parts", "_source")
+    _parts: Generator[Any, None, None]
     _source: Iterator[Any]
 
     def close(self) -> None:
-        self._head.close()  # adds up what it counted
+        self._parts.close()  # adds up what they counted
         close = getattr(self._source, "close", None)
         if close is not None:
             close()
@@ -259,13 +286,33 @@ def _tallied(run: Run, counter: Counter, it: Iterator[Any]) -> Iterator[Any]:
         # generator alive (the stage's inputs, never closed). Its id is the key while
         # the generator lives; the sampler checks that it still is its frame.
         run.frames[id(gen.gi_frame)] = (weakref.ref(gen), counter)
-    tally = itertools.repeat(True, _TALLY_SIZE)
-    counter.tallies.append(tally)
-    rest = itertools.compress(it, tally)
-    head = _timed_iter(run, counter, it, True)
-    out = _Tallied(() if run.sampling else head, rest)
-    out._head, out._source = head, it
+    parts = _tallied_parts(run, counter, it)
+    out = cast(_Tallied, _Tallied.from_iterable(parts))
+    out._parts, out._source = parts, it
     return out
+
+
+def _tallied_parts(
+    run: Run, counter: Counter, it: Iterator[Any]
+) -> Generator[Iterator[Any], None, None]:
+    """The parts of a stage's iterator: clocked until the hand-over (unless it has
+    come), then ``compress(it, tally)``, which counts in C; its count is added
+    to the stage's when it ends or is dropped."""
+    ended: List[bool] = []
+    head = None
+    tally = itertools.repeat(True, _TALLY_SIZE)
+    try:
+        if not run.sampling:
+            head = _timed_iter(run, counter, it, ended)
+            yield head
+            if ended and ended[0]:  # its input ended: asking again might take one more
+                return
+        counter.tallies.add(tally)
+        yield itertools.compress(it, tally)
+    finally:
+        if head is not None:
+            head.close()  # adds up what it counted
+        counter.fold(tally)
 
 
 def _stand_in(it: Iterator[Any]) -> Iterator[Any]:
@@ -298,8 +345,12 @@ def _generators_of(it: Any, depth: int = 4) -> Optional[List[Any]]:
     found: List[Any] = []
     for ref in refs:
         for r in ref if type(ref) is tuple else (ref,):  # map's and zip's iterators
-            if callable(r) and not isinstance(r, (types.BuiltinFunctionType, type)):
-                return None
+            if callable(r) and not (
+                isinstance(r, types.BuiltinFunctionType)
+                or isinstance(r, type)
+                and r.__module__ == "builtins"
+            ):
+                return None  # a Python function, or a class whose __init__ may be one
             if hasattr(type(r), "__next__"):
                 gens = _generators_of(r, depth - 1)
                 if gens is None:
@@ -308,8 +359,8 @@ def _generators_of(it: Any, depth: int = 4) -> Optional[List[Any]]:
     return found
 
 
-# Iterators that run no Python code: over lists, tuples, ranges, strings, arrays.
-_EMPTY: Tuple[Any, ...] = ([], (), range(1), "", b"", {}, np.zeros(1))
+# Iterators that run no Python code: over lists, tuples, ranges, strings, dicts.
+_EMPTY: Tuple[Any, ...] = ([], (), range(1), "", b"", {})
 _PLAIN: Set[type] = {type(iter(x)) for x in _EMPTY}
 _TUPLE_ITERATOR = type(iter(()))
 
@@ -325,8 +376,11 @@ class StackSampler:
     looks would land only where the main thread waits longest. Python runs
     the handler in the main thread as soon as the code there lets it: after
     a long call in C, still in the frame that made it, so the time goes to
-    the stage that made the call. Blocking calls are restarted after the
-    signal (``siginterrupt``), as Python's own are anyway.
+    the stage that made the call. Python restarts its own blocking calls after
+    the handler, and the kernel most others (``siginterrupt``); ZeroMQ's would
+    start over with their whole timeout, so the transport pauses the timer
+    around its waits (``pause_signals``), and the time of the wait goes to
+    the stage that waited, looked at when it ends.
 
     A timer the program had set for ``SIGALRM`` (an ``alarm()``, a test's
     timeout) keeps its time: its handler is put back, and its timer set to
@@ -338,6 +392,7 @@ class StackSampler:
         self.run = run
         self.interval = interval
         self.running = False
+        self._paused = False
         self._old_handler: Any = None
         self._old_timer: Optional[Tuple[float, float]] = None  # (deadline, interval)
         self._last = 0.0
@@ -361,6 +416,7 @@ class StackSampler:
         if delay > 0:
             self._old_timer = (self._last + delay, every)
         self.running = True
+        set_pauser(self._pause)
         return True
 
     def stop(self) -> None:
@@ -368,11 +424,40 @@ class StackSampler:
         if not self.running:
             return
         self.running = False
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, self._old_handler)
+        set_pauser(None)
+        # A signal of this timer that the kernel holds must not reach the program's
+        # handler: held back while the handlers change, then taken and dropped.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
+        try:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self._old_handler)
+            if signal.SIGALRM in signal.sigpending():
+                signal.sigwait({signal.SIGALRM})
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
         if self._old_timer is not None:
             deadline, every = self._old_timer
             signal.setitimer(signal.ITIMER_REAL, max(deadline - time.perf_counter(), 1e-6), every)
+
+    def _pause(self) -> Optional[Callable[[], None]]:
+        """Stop the timer for a blocking wait of the main thread (see ``pause_signals``)."""
+        if (
+            not self.running
+            or self._paused
+            or threading.current_thread() is not (threading.main_thread())
+        ):
+            return None
+        self._paused = True
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        return self._resume
+
+    def _resume(self) -> None:
+        self._paused = False
+        if not self.running:
+            return
+        self._look(signal.SIGALRM, sys._getframe(1))  # the wait's time: the waiting stage's
+        if self.running:  # (the program's timer may have come due)
+            signal.setitimer(signal.ITIMER_REAL, self.interval, self.interval)
 
     def _look(self, signum: int, frame: Optional[types.FrameType]) -> None:
         now = time.perf_counter()

@@ -64,6 +64,7 @@ from ._remote_parts import (
 from ._remote_peers import Peers as _Peers
 from ._remote_peers import PeerWarning, RemoteStats, SenderInfo
 from ._transport import Limits as _Limits
+from ._transport import pause_signals as _pause_signals
 from .base import DataFlow, DataFlowReentrantGuard, Datapoint, UnknownLengthError
 from .serialize import PickleSerializer, Serializer
 
@@ -517,7 +518,12 @@ class RemoteDataZMQ(DataFlow):
             wait_ms = _POLL_MS
             if deadline is not None:
                 wait_ms = max(0, min(wait_ms, math.ceil((deadline - time.monotonic()) * 1000)))
-            events = ends.poller.poll(wait_ms)
+            resume = _pause_signals()
+            try:
+                events = ends.poller.poll(wait_ms)
+            finally:
+                if resume is not None:
+                    resume()
             peers.check(ends.names, _IDLE_WARN_S)
             if events:
                 return events

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import os
 import signal
 import threading
 import time
@@ -23,6 +24,7 @@ from dataflow import (
     MultiProcessMapDataZMQ,
     MultiProcessRunnerZMQ,
     ProxyDataFlow,
+    WorkerDiedError,
     profile,
     profiling,
 )
@@ -306,6 +308,67 @@ class Mapped(DataFlow):
         return map(self._make, range(self.n))
 
 
+class Slow:
+    """A class whose construction takes SLOW_S (Python code a C ``map`` calls)."""
+
+    def __init__(self, i):
+        busy(SLOW_S)
+        self.i = i
+
+
+class MappedClass(DataFlow):
+    """A source whose iterator is a C ``map`` of a slow Python class."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __iter__(self):
+        return map(Slow, range(self.n))
+
+
+class ZippedSource(DataFlow):
+    """A source that zips a generator with a shorter range, counting what it drew."""
+
+    def __init__(self, n):
+        self.n = n
+        self.drawn = 0
+
+    def _draw(self):
+        while True:
+            self.drawn += 1
+            yield self.drawn
+
+    def __iter__(self):
+        return zip(self._draw(), range(self.n))
+
+
+class FreshIterators(ProxyDataFlow):
+    """A stage that makes a new iterator of its input for every datapoint."""
+
+    def __iter__(self):
+        for _ in range(len(self.ds) * 50):
+            yield next(iter(self.ds))
+
+
+def die_at_5000(dp):
+    if dp[0] == 5000:
+        os._exit(3)
+    return dp
+
+
+class DiesAfter(DataFlow):
+    """A source whose worker process dies after *n* datapoints."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __iter__(self):
+        for i in itertools.count():
+            if i == self.n:
+                os._exit(3)
+            yield [i]
+
+
 class Chained(DataFlow):
     """A source whose iterator chains a slow generator to an end."""
 
@@ -364,7 +427,7 @@ class TestSampled:
         assert inner.share > 0.7 and outer.share < 0.2
         assert inner.seconds_per_datapoint == pytest.approx(SLOW_S, rel=0.3)
 
-    @pytest.mark.parametrize("source", [Mapped, Chained])
+    @pytest.mark.parametrize("source", [Mapped, MappedClass, Chained])
     def test_names_a_slow_source_whatever_its_iterator(self, source):
         df = MapData(source(10_000), keep)
         report = profile(df, num=150)
@@ -378,17 +441,67 @@ class TestSampled:
         profile(df, num=500)
         assert Closing.closed == 2
 
-    def test_a_stage_that_raises_leaves_the_classes_and_no_sampler(self):
+    def test_a_stage_that_raises_leaves_the_classes_and_the_signal(self):
         def fail(dp):
             if dp[0] == 5000:
                 raise ValueError("stop")
             return dp
 
+        handler, timer = signal.getsignal(signal.SIGALRM), signal.getitimer(signal.ITIMER_REAL)
         df = MapData(numbers(MANY), fail)
         with pytest.raises(ValueError, match="stop"):
             profile(df)
         assert type(df) is MapData and type(df.ds) is DataFromList
-        assert signal.getsignal(signal.SIGALRM) is not profiling.StackSampler._look
+        assert signal.getsignal(signal.SIGALRM) is handler
+        left = signal.getitimer(signal.ITIMER_REAL)
+        assert left[1] == timer[1] and (left[0] > 0) == (timer[0] > 0)
+
+    def test_a_source_that_ended_is_not_asked_again(self, monkeypatch):
+        monkeypatch.setattr(profiling, "_CLOCKED_DATAPOINTS", 10**6)  # ends while clocked
+        df = ZippedSource(20)
+        assert profile(df, seconds=None).datapoints == 20
+        assert df.drawn == 21  # zip draws once more than it has pairs, and not again after
+
+    def test_iterators_made_per_datapoint_are_added_up_as_they_end(self):
+        df = FreshIterators(MapData(numbers(20), keep))
+        counters = []
+        instrument = profiling.instrument
+
+        def keep_counters(nodes, run, swapped):
+            counters.append(run.counters)
+            return instrument(nodes, run, swapped)
+
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(profiling, "instrument", keep_counters)
+            report = profile(df, seconds=None)
+        assert report.datapoints == 1000
+        assert stage(report, "MapData").datapoints == 1000
+        assert all(len(c.tallies) == 0 for c in counters[0].values())
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    @pytest.mark.parametrize("parallel", ["runner", "mapper"])
+    def test_a_worker_that_dies_is_named_as_soon_as_without_profile(self, parallel):
+        if parallel == "runner":
+            df = MapData(MultiProcessRunnerZMQ(DiesAfter(5_000), num_proc=1), keep)
+        else:
+            df = MultiProcessMapDataZMQ(numbers(MANY), 1, die_at_5000)
+        start = time.perf_counter()
+        try:
+            with pytest.raises(WorkerDiedError):
+                profile(df, seconds=30)
+        finally:
+            df.close()
+        assert time.perf_counter() - start < 10
+
+    def test_a_wait_for_workers_is_the_wait_of_the_parallel_stage(self):
+        df = MapData(MultiProcessMapDataZMQ(numbers(MANY), 1, slow), keep)
+        try:
+            report = profile(df, num=150)
+        finally:
+            df.close()
+        parallel = stage(report, "MultiProcessMapDataZMQ")
+        assert report.samples > 20
+        assert parallel.share > 0.8 and report.stages[0].share < 0.1
 
     def test_outside_the_main_thread_it_clocks_all_along(self):
         reports = []

@@ -29,6 +29,7 @@ from .guard import Limits, Malformed, decode_untrusted, message_bytes, unpack_un
 from .message import DATA, END, ERROR, MARK, Message, Receiver, Sender, Stopped
 from .queue import QueueReceiver, QueueSender
 from .shm import Arena, SharedMemoryWarning, create_arena, forget_other_arenas
+from .waits import pause_signals, set_pauser
 from .wire import (
     OUT_OF_BAND_BYTES,
     PREFIX,
@@ -83,7 +84,9 @@ __all__ = [
     "encode_report",
     "message_bytes",
     "new_address",
+    "pause_signals",
     "private_address",
     "send_frames",
+    "set_pauser",
     "unpack_untrusted",
 ]

@@ -27,6 +27,7 @@ import zmq
 from ..serialize import Serializer
 from .message import DATA, Message, Stopped
 from .shm import Arena, ArenaReader, ArenaWriter
+from .waits import pause_signals
 from .wire import (
     BATCH_BYTES,
     BATCH_DELAY_S,
@@ -135,10 +136,14 @@ class ZmqReceiver:
         shm = self.shm
         if shm is not None and ms:
             shm.wait_begins()  # workers waiting for room the consumer holds send frames
+        resume = pause_signals() if ms else None
         try:
             frames = self.sock.recv_multipart(copy=False)
         except zmq.Again:
             return None
+        finally:
+            if resume is not None:
+                resume()
         if shm is not None:
             shm.wait_ends()
         return decode(frames, self.serializer, shm)

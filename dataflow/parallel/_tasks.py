@@ -5,16 +5,19 @@ kind of mapper, plus the task side: ``room()`` says how many tasks may be
 sent now (0: none), ``add(epoch, seq, dp)`` adds one, ``flush()`` hands
 them to a worker, and ``on_results(worker, n)`` counts what came back.
 :class:`TaskChannel` holds the whole of a process mapper's flow control
-(credits), so nothing else needs to know about it.
+(credits), so nothing else needs to know about it. The tasks of a mapper
+that batches are chunks of its input (:class:`_Chunks`), which its workers map
+and stack (:class:`_MapAndBatch`).
 """
 
 from __future__ import annotations
 
 import collections
-from typing import Any, Deque, List, Optional, Tuple
+from typing import Any, Callable, Deque, Iterator, List, Optional, Tuple
 
 import zmq
 
+from .._collate import UseList, map_and_collate
 from .._transport import (
     DATA,
     Arena,
@@ -24,8 +27,10 @@ from .._transport import (
     ZmqReceiver,
     encode,
     new_address,
+    pause_signals,
     send_frames,
 )
+from ..base import DataFlow, Datapoint
 from ..serialize import Serializer
 from ._loops import CREDITS, routing_id
 
@@ -176,7 +181,12 @@ class TaskChannel:
             # No worker asked for tasks yet: wake up as soon as one does, not only when
             # a result arrives (there may be none in flight).
             self._send_blocked = False
-            events = dict(self._poller.poll(int(timeout_s * 1000)))
+            resume = pause_signals()
+            try:
+                events = dict(self._poller.poll(int(timeout_s * 1000)))
+            finally:
+                if resume is not None:
+                    resume()
             if self.results.sock not in events:
                 return None  # tasks can be sent now (or the wait timed out)
             timeout_s = 0.0
@@ -185,3 +195,50 @@ class TaskChannel:
     def close(self) -> None:
         self.sock.close(linger=0)
         self.results.close()
+
+
+# ---- the tasks of a mapper that batches --------------------------------------------
+
+
+class _Chunks(DataFlow):
+    """Groups of *batch_size* consecutive datapoints of *ds*, each a list (the tasks
+    of :class:`MultiProcessMapAndBatchDataZMQ`)."""
+
+    def __init__(self, ds: DataFlow, batch_size: int, remainder: bool) -> None:
+        self.ds = ds
+        self.batch_size = batch_size
+        self.remainder = remainder
+
+    def reset_state(self) -> None:
+        self.ds.reset_state()
+
+    def close(self) -> None:
+        self.ds.close()
+
+    def __len__(self) -> int:
+        n = len(self.ds)
+        return n // self.batch_size + int(self.remainder and n % self.batch_size > 0)
+
+    def __iter__(self) -> Iterator[Datapoint]:
+        chunk: List[Any] = []
+        for dp in self.ds:
+            chunk.append(dp)
+            if len(chunk) == self.batch_size:
+                yield chunk
+                chunk = []
+        if chunk and self.remainder:
+            yield chunk
+
+
+class _MapAndBatch:
+    """Map every datapoint of a chunk and stack the results into one batch."""
+
+    def __init__(
+        self, map_func: Callable[[Any], Any], owner: str, use_list: UseList = False
+    ) -> None:
+        self.map_func = map_func
+        self.owner = owner
+        self.use_list = use_list
+
+    def __call__(self, chunk: List[Any]) -> Any:
+        return map_and_collate(self.owner, self.map_func, chunk, self.use_list)

@@ -23,7 +23,7 @@ from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple
 import zmq
 
 from .._checks import check_bool, check_callable, check_int
-from .._collate import UseList, check_use_list, map_and_collate
+from .._collate import UseList, check_use_list
 from .._state import ResumeNotSupportedError, abandon
 from .._transport import private_address
 from ..base import DataFlow, Datapoint, UnknownLengthError
@@ -31,7 +31,7 @@ from ..serialize import Serializer
 from ._consumer import ParallelBase
 from ._loops import mapper_thread_worker, mapper_zmq_worker
 from ._resume import MapperPass
-from ._tasks import TaskChannel, ThreadTasks
+from ._tasks import TaskChannel, ThreadTasks, _Chunks, _MapAndBatch
 from ._workers import ProcessGroup, ThreadGroup, check_start_method, run_finalizer
 from ._workers import check_serializer as _check_serializer
 
@@ -463,50 +463,6 @@ class MultiProcessMapDataZMQ(_MapperBase):
         )
         closers.insert(0, channel.close)
         return channel.task_address, channel.results.address
-
-
-class _Chunks(DataFlow):
-    """Groups of *batch_size* consecutive datapoints of *ds*, each a list (the tasks
-    of :class:`MultiProcessMapAndBatchDataZMQ`)."""
-
-    def __init__(self, ds: DataFlow, batch_size: int, remainder: bool) -> None:
-        self.ds = ds
-        self.batch_size = batch_size
-        self.remainder = remainder
-
-    def reset_state(self) -> None:
-        self.ds.reset_state()
-
-    def close(self) -> None:
-        self.ds.close()
-
-    def __len__(self) -> int:
-        n = len(self.ds)
-        return n // self.batch_size + int(self.remainder and n % self.batch_size > 0)
-
-    def __iter__(self) -> Iterator[Datapoint]:
-        chunk: List[Any] = []
-        for dp in self.ds:
-            chunk.append(dp)
-            if len(chunk) == self.batch_size:
-                yield chunk
-                chunk = []
-        if chunk and self.remainder:
-            yield chunk
-
-
-class _MapAndBatch:
-    """Map every datapoint of a chunk and stack the results into one batch."""
-
-    def __init__(
-        self, map_func: Callable[[Any], Any], owner: str, use_list: UseList = False
-    ) -> None:
-        self.map_func = map_func
-        self.owner = owner
-        self.use_list = use_list
-
-    def __call__(self, chunk: List[Any]) -> Any:
-        return map_and_collate(self.owner, self.map_func, chunk, self.use_list)
 
 
 class MultiProcessMapAndBatchDataZMQ(MultiProcessMapDataZMQ):
