@@ -379,8 +379,8 @@ class StackSampler:
     the stage that made the call. Python restarts its own blocking calls after
     the handler, and the kernel most others (``siginterrupt``); ZeroMQ's would
     start over with their whole timeout, so the transport pauses the timer
-    around its waits (``pause_signals``), and the time of the wait goes to
-    the stage that waited, looked at when it ends.
+    around its waits (``pause_signals``): the time of a wait goes to the stage
+    that waited, measured, and the looks cover the time outside the waits.
 
     A timer the program had set for ``SIGALRM`` (an ``alarm()``, a test's
     timeout) keeps its time: its handler is put back, and its timer set to
@@ -395,7 +395,10 @@ class StackSampler:
         self._paused = False
         self._old_handler: Any = None
         self._old_timer: Optional[Tuple[float, float]] = None  # (deadline, interval)
-        self._last = 0.0
+        self._last = 0.0  # the time of the last look
+        self._waited = 0.0  # the time spent in waits since then (given already)
+        self._left = 0.0  # what was left of the timer's interval when a wait began
+        self._pause_start = 0.0
 
     def start(self) -> bool:
         """Start looking; ``False`` (and nothing changed) where it cannot:
@@ -448,35 +451,51 @@ class StackSampler:
         ):
             return None
         self._paused = True
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        left, _ = signal.setitimer(signal.ITIMER_REAL, 0)
+        self._left = left if left > 0 else self.interval
+        self._pause_start = time.perf_counter()
         return self._resume
 
     def _resume(self) -> None:
+        """The wait is over: its time, measured, goes to the stage that waited (not
+        to the next look, which covers only the time outside waits); the timer goes
+        on where it stopped, so the looks keep their pace outside the waits."""
         self._paused = False
         if not self.running:
             return
-        self._look(signal.SIGALRM, sys._getframe(1))  # the wait's time: the waiting stage's
-        if self.running:  # (the program's timer may have come due)
-            signal.setitimer(signal.ITIMER_REAL, self.interval, self.interval)
+        now = time.perf_counter()
+        waited = now - self._pause_start
+        self._waited += waited
+        self.run.sampled_wall += waited
+        self.run.samples += 1
+        self._give(sys._getframe(1), waited)
+        if self._old_timer is not None and now >= self._old_timer[0]:
+            self.stop()  # the program's timer is due: its handler runs next
+            return
+        signal.setitimer(signal.ITIMER_REAL, self._left, self.interval)
 
     def _look(self, signum: int, frame: Optional[types.FrameType]) -> None:
         now = time.perf_counter()
         run = self.run
-        dt = now - self._last
-        self._last = now
+        dt = max(0.0, now - self._last - self._waited)  # the waits are given already
+        self._last, self._waited = now, 0.0
         run.sampled_wall += dt
         run.samples += 1
-        frames = run.frames
+        self._give(frame, dt)
+        if self._old_timer is not None and now >= self._old_timer[0]:
+            self.stop()  # the program's timer is due: its handler runs next
+
+    def _give(self, frame: Optional[types.FrameType], seconds: float) -> None:
+        """Add *seconds* to the stage whose frame is the innermost one from *frame* out."""
+        frames = self.run.frames
         while frame is not None:
             entry = frames.get(id(frame))
             if entry is not None:
                 gen = entry[0]()
                 if gen is not None and gen.gi_frame is frame:
-                    entry[1].sampled += dt
-                    break
+                    entry[1].sampled += seconds
+                    return
             frame = frame.f_back
-        if self._old_timer is not None and now >= self._old_timer[0]:
-            self.stop()  # the program's timer is due: its handler runs next
 
 
 _END = object()  # what _timed_iter's timed call got when its input ended

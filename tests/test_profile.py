@@ -493,6 +493,23 @@ class TestSampled:
             df.close()
         assert time.perf_counter() - start < 10
 
+    def test_work_between_short_waits_is_the_work_of_its_stage(self):
+        # The worker makes a datapoint in 2 SLOW_S, the consumer's map takes SLOW_S of
+        # it: the consumer waits about half the time, in many short waits.
+        def twice_slow(dp):
+            busy(2 * SLOW_S)
+            return dp
+
+        runner = MultiProcessRunnerZMQ(MapData(numbers(MANY), twice_slow), num_proc=1)
+        df = MapData(runner, slow)
+        try:
+            report = profile(df, num=200)
+        finally:
+            df.close()
+        parallel = stage(report, "MultiProcessRunnerZMQ")
+        assert 0.3 < report.stages[0].share < 0.7
+        assert 0.3 < parallel.share < 0.7
+
     def test_a_wait_for_workers_is_the_wait_of_the_parallel_stage(self):
         df = MapData(MultiProcessMapDataZMQ(numbers(MANY), 1, slow), keep)
         try:
