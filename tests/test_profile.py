@@ -425,7 +425,8 @@ class TestSampled:
         assert report.samples >= 10
         assert report.bottleneck.stage is inner
         assert inner.share > 0.7 and outer.share < 0.2
-        assert inner.seconds_per_datapoint == pytest.approx(SLOW_S, rel=0.3)
+        # about SLOW_S, or more where other processes take the CPUs meanwhile
+        assert 0.7 * SLOW_S < inner.seconds_per_datapoint < 2 * SLOW_S
 
     @pytest.mark.parametrize("source", [Mapped, MappedClass, Chained])
     def test_names_a_slow_source_whatever_its_iterator(self, source):
@@ -559,12 +560,15 @@ class TestTheSignalItSamplesWith:
         assert own_alarm == []
 
     def test_a_timer_due_while_it_samples_fires_on_time(self, own_alarm):
+        df = MapData(MapDataComponent(numbers(MANY), slow, index=0), keep)
         start = time.perf_counter()
         signal.setitimer(signal.ITIMER_REAL, 0.1)
-        report = profile(MapData(MapDataComponent(numbers(MANY), slow, index=0), keep), num=150)
+        report = profile(df, num=300)  # 0.6 s
+        end = time.perf_counter()
         assert len(own_alarm) == 1
-        assert 0.09 < own_alarm[0] - start < 0.2
-        assert report.datapoints == 150 and report.samples > 0
+        # when it was due, give or take a pause of the process: not when profile ended
+        assert own_alarm[0] - start >= 0.1 and own_alarm[0] < end - 0.2
+        assert report.datapoints == 300 and report.samples > 0
         assert report.bottleneck.stage is report.stages[1]
 
     def test_without_a_timer_set_before_none_is_left_set(self, own_alarm):
