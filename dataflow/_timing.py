@@ -365,6 +365,15 @@ _PLAIN: Set[type] = {type(iter(x)) for x in _EMPTY}
 _TUPLE_ITERATOR = type(iter(()))
 
 
+# How long a signal sent to the process may take to reach a thread and be caught.
+_LAND_S = 0.001
+
+
+def _run_pending_handlers() -> None:
+    """Nothing: calling a Python function lets Python run the handlers of the
+    signals it has caught (it does so between two steps of Python code)."""
+
+
 class StackSampler:
     """Looks at the stack of the main thread about every *interval* seconds,
     from a timer signal (``SIGALRM``, ``setitimer``), and gives the time since
@@ -412,13 +421,20 @@ class StackSampler:
         if old is None:
             return False
         self._old_handler = old
+        # The program's timer is stopped (and read), its last signal reaches its
+        # handler, and only then does this sampler's handler take over and its timer start.
+        before = signal.getitimer(signal.ITIMER_REAL)[0]
         self._last = time.perf_counter()
-        signal.signal(signal.SIGALRM, self._look)
-        signal.siginterrupt(signal.SIGALRM, False)
-        delay, every = signal.setitimer(signal.ITIMER_REAL, self.interval, self.interval)
+        delay, every = signal.setitimer(signal.ITIMER_REAL, 0)
+        if before > 0 and delay == 0:
+            time.sleep(_LAND_S)  # it came due just now: its signal lands
+        _run_pending_handlers()
         if delay > 0:
             self._old_timer = (self._last + delay, every)
         self.running = True
+        signal.signal(signal.SIGALRM, self._look)
+        signal.siginterrupt(signal.SIGALRM, False)
+        signal.setitimer(signal.ITIMER_REAL, self.interval, self.interval)
         set_pauser(self._pause)
         return True
 
@@ -428,16 +444,13 @@ class StackSampler:
             return
         self.running = False
         set_pauser(None)
-        # A signal of this timer that the kernel holds must not reach the program's
-        # handler: held back while the handlers change, then taken and dropped.
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGALRM})
-        try:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, self._old_handler)
-            if signal.SIGALRM in signal.sigpending():
-                signal.sigwait({signal.SIGALRM})
-        finally:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGALRM})
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        # A signal of this timer sent just now may land in another thread, a moment
+        # later: it must reach this sampler's handler (which ignores it now), not the
+        # program's.
+        time.sleep(_LAND_S)
+        _run_pending_handlers()
+        signal.signal(signal.SIGALRM, self._old_handler)
         if self._old_timer is not None:
             deadline, every = self._old_timer
             signal.setitimer(signal.ITIMER_REAL, max(deadline - time.perf_counter(), 1e-6), every)
@@ -475,6 +488,8 @@ class StackSampler:
         signal.setitimer(signal.ITIMER_REAL, self._left, self.interval)
 
     def _look(self, signum: int, frame: Optional[types.FrameType]) -> None:
+        if not self.running:
+            return  # caught before the sampler stopped
         now = time.perf_counter()
         run = self.run
         dt = max(0.0, now - self._last - self._waited)  # the waits are given already

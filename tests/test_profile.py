@@ -571,6 +571,28 @@ class TestTheSignalItSamplesWith:
         assert report.datapoints == 300 and report.samples > 0
         assert report.bottleneck.stage is report.stages[1]
 
+    def test_a_signal_of_its_timer_at_once_reaches_its_own_handler(self, own_alarm):
+        from dataflow._timing import Run, StackSampler
+
+        real = signal.setitimer
+
+        def setitimer(which, seconds, interval=0.0):
+            old = real(which, 0)  # armed, it fires at once
+            if seconds > 0:
+                signal.raise_signal(signal.SIGALRM)
+            return old
+
+        run = Run()
+        sampler = StackSampler(run, 0.002)
+        signal.setitimer = setitimer
+        try:
+            assert sampler.start()
+            sampler.stop()
+        finally:
+            signal.setitimer = real
+        assert run.samples == 1
+        assert own_alarm == []
+
     def test_without_a_timer_set_before_none_is_left_set(self, own_alarm):
         profile(MapData(numbers(MANY), slow), num=50)
         assert signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)
