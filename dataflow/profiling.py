@@ -35,7 +35,8 @@ from . import _timing
 from ._checks import check_int as _check_int
 from ._profile_verdict import Bottleneck, machine_cpu_times, verdict, worker_rows
 from ._profile_workers import workers_profiled
-from ._timing import Node, Run, StackSampler, instrument, restore, walk
+from ._sampler import StackSampler
+from ._timing import Node, Run, instrument, restore, walk
 from .base import DataFlow, was_reset
 from .graph import _one_line, _parallelism, _workers
 

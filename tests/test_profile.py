@@ -572,7 +572,8 @@ class TestTheSignalItSamplesWith:
         assert report.bottleneck.stage is report.stages[1]
 
     def test_a_signal_of_its_timer_at_once_reaches_its_own_handler(self, own_alarm):
-        from dataflow._timing import Run, StackSampler
+        from dataflow._sampler import StackSampler
+        from dataflow._timing import Run
 
         real = signal.setitimer
 
