@@ -18,7 +18,7 @@ from ._transport import set_pauser
 __all__ = ["StackSampler"]
 
 # How long a signal sent to the process may take to reach a thread and be caught.
-_LAND_S = 0.001
+_LAND_S = 0.0002
 
 
 def _run_pending_handlers() -> None:
