@@ -346,7 +346,8 @@ def _drive(
 
     def hand_over(now: float) -> None:
         nonlocal next_timed, clocked_only
-        if not (_stages_in_this_thread(run) and sampler.start()):
+        # A stage whose iterator another thread runs is not on the sampled stack.
+        if run.other_threads or not sampler.start():
             clocked_only = True
             return
         run.clocked_wall = now - start
@@ -424,13 +425,6 @@ def _drive(
         if close is not None:
             close()
     return count, wall, timed_wall
-
-
-def _stages_in_this_thread(run: Run) -> bool:
-    """Whether the stages clocked so far all ran in the thread that profiles
-    (the one whose stack is sampled): a stage whose iterator another thread
-    runs stays clocked."""
-    return not run.other_threads
 
 
 def _clocked_enough(elapsed: float, count: int, seconds: Optional[float]) -> bool:
