@@ -25,13 +25,16 @@ __all__ = ["WorkerState", "begin_pass", "current_state", "set_process_worker", "
 
 
 class WorkerState:
-    """The worker of a process or thread, how many seeds it has handed out, and
-    the number of the pass its runner announced last (``None``: none so far)."""
+    """The worker of a process or thread, how many seeds it has handed out, the
+    number of the pass its runner announced last (``None``: none so far), and
+    whether code it runs asked where it runs (``get_worker_info()``, a shard
+    order): a dataflow that never asked cannot have read only its shard."""
 
     def __init__(self, info: WorkerInfo) -> None:
         self.info = info
         self.counter = itertools.count()
         self.pass_number: Optional[int] = None
+        self.asked = False
 
 
 _PROCESS_STATE: Optional[WorkerState] = None

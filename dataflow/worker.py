@@ -166,7 +166,10 @@ def get_worker_info() -> Optional[WorkerInfo]:
         True
     """
     state = current_state()
-    return state.info if state is not None else None
+    if state is None:
+        return None
+    state.asked = True
+    return state.info
 
 
 def shard_range(n: int) -> range:
@@ -255,6 +258,8 @@ def shard_order_array(
         )
     dtype = np.int32 if n <= _MAX_INT32 else np.int64
     state = current_state()
+    if state is not None:
+        state.asked = True
     if state is None or not state.info.sharded or state.info.part[1] == 1:
         order = np.arange(n, dtype=dtype)
     else:

@@ -119,6 +119,7 @@ class ParallelBase(ProxyDataFlow):
             self._shared_seed = _shared_seed(self._seed)
         outer = current_state()
         if self._sharded and outer is not None and outer.info.sharded:
+            outer.asked = True  # its workers split this worker's shard
             return _nested_infos(outer.info, self._seed, self._shared_seed, n)
         seeds = worker_seeds(self._seed, n)
         return [WorkerInfo(i, n, seeds[i], self._sharded, self._shared_seed) for i in range(n)]

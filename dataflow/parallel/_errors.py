@@ -169,8 +169,15 @@ def error_report(exc: BaseException) -> Tuple[str, str, str]:
         if kind.__module__ == "builtins"
         else f"{kind.__module__}.{kind.__qualname__}"
     )
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return name, str(exc), text
+    try:
+        message = str(exc)
+    except Exception as err:  # an exception whose __str__ fails still reaches the consumer
+        message = f"<str() of the {name} raised {type(err).__name__}>"
+    try:
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    except Exception as err:
+        text = f"<the traceback could not be formatted: {type(err).__name__}>"
+    return name, message, text
 
 
 def worker_error(

@@ -50,6 +50,7 @@ from ..base import DataFlow
 from ..serialize import Serializer
 from ..worker import WorkerInfo
 from ._errors import error_report
+from ._shards import first_checked
 from ._workers import _POLL_S, parent_alive, start_worker_process, watch_creator
 
 __all__ = [
@@ -184,7 +185,7 @@ def _produce(ds: DataFlow, sender: Any, exactly_once: bool, commands: Any) -> No
             continue
         count = resumed_count
         worker_begins()
-        it = iter(ds)
+        it = first_checked(ds, iter(ds))
         # Resumed: reproduce and drop what the consumer had handed out after the mark.
         for _ in range(int(resume.get("skip", 0)) if resume else 0):
             if next(it, _NOTHING) is _NOTHING:

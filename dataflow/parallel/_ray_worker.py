@@ -38,6 +38,7 @@ from ..base import DataFlow
 from ..worker import WorkerInfo
 from ._errors import error_report
 from ._loops import _empty_pass_error, _Marks
+from ._shards import first_checked
 
 __all__ = ["RayWorker", "chunk_nbytes"]
 
@@ -186,7 +187,7 @@ class RayWorker:
         count = marks.resume(resume)
         if count is None:  # its end is among the messages now
             return False
-        it = iter(ds)
+        it = first_checked(ds, iter(ds))
         for _ in range(int(resume.get("skip", 0)) if resume else 0):
             if next(it, _NOTHING) is _NOTHING:
                 break

@@ -32,6 +32,7 @@ from ..worker import WorkerInfo
 from ._consumer import ParallelBase
 from ._loops import runner_queue_worker, runner_thread_worker, runner_zmq_worker
 from ._resume import Part, loaded_state, saved_state
+from ._shards import copies_everything, not_sharded
 from ._workers import ProcessGroup, ThreadGroup, check_start_method, run_finalizer
 from ._workers import check_serializer as _check_serializer
 
@@ -77,8 +78,17 @@ class _RunnerBase(ParallelBase):
             total, shards = len(ds), self._shard_lengths(ds)
         except UnknownLengthError:
             return
-        if _copies_everything(total, shards):
-            raise ValueError(_not_sharded(self._name, ds, self._num_workers, sum(shards), total))
+        if copies_everything(total, shards):
+            raise ValueError(self._not_sharded(ds, sum(shards), total))
+
+    def _not_sharded(self, ds: DataFlow, shards: int, total: int) -> str:
+        def reads_everything(source: DataFlow) -> Optional[bool]:
+            try:
+                return copies_everything(len(source), self._shard_lengths(source))
+            except Exception:  # unknown, or a length that fails: not the one to name
+                return None
+
+        return not_sharded(self._name, ds, self._num_workers, shards, total, reads_everything)
 
     def __len__(self) -> int:
         if self._exactly_once:
@@ -182,23 +192,6 @@ class _RunnerBase(ParallelBase):
         except OSError:  # a worker died and closed its end: say which
             self._check_workers()
             raise
-
-
-def _copies_everything(total: int, shards: List[int]) -> bool:
-    """Whether shards of these lengths are whole copies rather than parts (a dataflow
-    that ignores sharding). Wrappers such as BatchData(remainder=True) may make the
-    shards add up to a little more than *total*, but never each equal to it."""
-    return total > 1 and all(n == total for n in shards)
-
-
-def _not_sharded(name: str, ds: DataFlow, n: int, shards: int, total: int) -> str:
-    return (
-        f"{name}(exactly_once=True) needs a dataflow whose copies each read only their own "
-        f"shard, but {type(ds).__name__} does not shard itself: its {n} copies would yield "
-        f"{shards} datapoints for {total}. DataFromList, DataFromIterable, FakeData, the "
-        "storage-format readers and the dataset readers shard; a source of your own can read "
-        "get_worker_info().shard(n) of its n items"
-    )
 
 
 class MultiProcessRunnerZMQ(_RunnerBase):
@@ -562,8 +555,8 @@ class MultiThreadRunner(_RunnerBase):
             shards = self._shard_lengths_of_dfs()
         except UnknownLengthError:
             return
-        if _copies_everything(total, shards):
-            raise ValueError(_not_sharded(self._name, ds, self._num_workers, sum(shards), total))
+        if copies_everything(total, shards):
+            raise ValueError(self._not_sharded(ds, sum(shards), total))
 
     def __len__(self) -> int:
         if self._exactly_once:

@@ -494,6 +494,30 @@ class _RunnerTests:
         assert per_worker == {0: [0, 1, 2], 1: [3, 4, 5, 6], 2: [7, 8, 9, 10]}
 
     @pytest.mark.timeout(TIMEOUT_S)
+    def test_exactly_once_names_the_source_that_does_not_shard_not_its_wrapper(self):
+        source = functools.partial(lambda n: MapData(Counting(n), lambda dp: dp), 4)
+        with self.make(source, 2, exactly_once=True) as df:
+            with pytest.raises(ValueError, match=r"but Counting \(the source of MapData\) does "):
+                df.reset_state()
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_exactly_once_refuses_in_its_workers_a_ds_of_unknown_length_that_does_not_shard(self):
+        # len() cannot tell: the workers find that nothing asked which shard to read,
+        # at the first datapoint, before sending any.
+        before = live_threads(), live_child_pids()
+        with self.make(functools.partial(Unsized, 6), 2, exactly_once=True) as df:
+            df.reset_state()
+            with pytest.raises(ValueError) as excinfo:
+                next(iter(df))
+        assert isinstance(excinfo.value, WorkerError)
+        assert (
+            "exactly_once=True needs a dataflow whose copies each read only their own shard, "
+            "but nothing in Unsized asked get_worker_info() which shard to read, so each of "
+            "the 2 copies would yield every datapoint."
+        ) in str(excinfo.value)
+        assert no_leftovers(*before)
+
+    @pytest.mark.timeout(TIMEOUT_S)
     def test_exactly_once_with_one_worker_accepts_any_ds(self):
         out = check_dataflow(lambda: self.make(functools.partial(Counting, 4), exactly_once=True))
         assert out == [[i] for i in range(4)]
@@ -1332,9 +1356,29 @@ class TestWorkerError:
         assert excinfo.value.exc_type == name
         assert f"raised {name}: inner" in str(excinfo.value)
 
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_an_exception_whose_str_fails_is_still_reported(self):
+        with MultiProcessRunnerZMQ(MapData(Counting(3), raise_unprintable)) as df:
+            df.reset_state()
+            with pytest.raises(WorkerError) as excinfo:
+                next(iter(df))
+        assert excinfo.value.exc_type == f"{Unprintable.__module__}.Unprintable"
+        assert "<str() of the" in str(excinfo.value) and "raised RuntimeError>" in str(
+            excinfo.value
+        )
+
 
 class SourceBroken(Exception):
     """An exception type of the user's own."""
+
+
+class Unprintable(Exception):
+    def __str__(self):
+        raise RuntimeError("no str")
+
+
+def raise_unprintable(dp):
+    raise Unprintable()
 
 
 def raise_source_broken(dp):
