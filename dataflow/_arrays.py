@@ -42,6 +42,7 @@ __all__ = [
     "object_hook_writable",
     "pairs_hook",
     "parse_header",
+    "plain_array",
     "remember",
     "unpackb",
     "unserializable",
@@ -161,7 +162,7 @@ _BASE_TYPES: Tuple[Tuple[type, Callable[[Any], Any]], ...] = (
 )
 
 
-def _plain_array(array: np.ndarray) -> np.ndarray:
+def plain_array(array: np.ndarray) -> np.ndarray:
     """An instance of an ndarray subclass as a plain array, unless that loses data."""
     if isinstance(array, np.ma.MaskedArray):
         raise TypeError(
@@ -179,7 +180,7 @@ def msgpack_default(obj: Any) -> Any:
     # the rest of this function; the code and payload are valid here.
     if isinstance(obj, np.ndarray):
         if type(obj) is not np.ndarray:
-            obj = _plain_array(obj)
+            obj = plain_array(obj)
         return _new_ext(ExtType, (_EXT_ARRAY, _array_payload(obj)))
     if isinstance(obj, np.generic):
         return _new_ext(ExtType, (_EXT_SCALAR, _array_payload(np.asarray(obj))))

@@ -46,7 +46,7 @@ import time
 import warnings
 import weakref
 from multiprocessing import reduction
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Set, Tuple
 
 import numpy as np
 
@@ -135,6 +135,21 @@ def _available_bytes(path: Optional[str]) -> Optional[int]:
     except (OSError, ValueError):
         pass
     return min(found) if found else None
+
+
+def _address_space() -> Optional[int]:
+    """The address space this process may still map (``ulimit -v``), or ``None``: no limit."""
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        if limit == resource.RLIM_INFINITY:
+            return None
+        with open("/proc/self/statm") as f:
+            used = int(f.read().split()[0]) * _PAGE
+    except (ImportError, OSError, ValueError):
+        return None
+    return max(0, limit - used)
 
 
 def _open_anonymous(size: int) -> Tuple[int, Optional[str]]:
@@ -228,6 +243,9 @@ def create_arena(workers: int, size: Optional[int]) -> Tuple[Optional[Arena], st
         region = DEFAULT_REGION_BYTES
         if available is not None:
             region = min(region, available // _AVAILABLE_SHARE // workers)
+        space = _address_space()
+        if space is not None:  # every process maps the whole arena
+            region = min(region, space // _AVAILABLE_SHARE // workers)
     else:
         region = size // workers
         if available is not None and available < size:
@@ -251,7 +269,11 @@ def create_arena(workers: int, size: Optional[int]) -> Tuple[Optional[Arena], st
         fd, directory = _open_anonymous(_header_bytes(workers) + workers * region)
     except OSError as err:
         return None, f"shared memory could not be created ({err})"
-    return Arena(fd, workers, region, directory), ""
+    try:
+        return Arena(fd, workers, region, directory), ""
+    except (OSError, ValueError) as err:  # no address space to map it (ulimit -v)
+        os.close(fd)
+        return None, f"shared memory could not be mapped ({err})"
 
 
 # ---- the worker's end ----------------------------------------------------------------
@@ -280,6 +302,11 @@ class ArenaWriter:
         self._pending_bytes = 0
         # Arrays made in the region by place(), not yet sent: id -> (ticket, offset, size).
         self._placed: Dict[int, Tuple[int, int, int]] = {}
+        # Tickets of placed arrays that were sent and are still alive here: their room
+        # comes back only once the consumer has released it and this worker let go too
+        # (a cache in the worker may yield the same batch again).
+        self._kept: Set[int] = set()
+        self._pid = os.getpid()
         self._thread = threading.get_ident()
         #: seconds spent waiting for the consumer to give room back
         self.blocked_s = 0.0
@@ -316,11 +343,16 @@ class ArenaWriter:
 
     def _unplace(self, key: int, ticket: int) -> None:
         """A placed array was garbage collected: if it was never sent, free its room
-        (only the ticket's byte: the next allocation takes the room back)."""
+        (only the ticket's byte: the next allocation takes the room back); if it was,
+        its room is the consumer's alone now."""
+        if os.getpid() != self._pid:
+            return  # a process forked from the worker: the room is not its to free
         entry = self._placed.get(key)
         if entry is not None and entry[0] == ticket:
             del self._placed[key]
             self.tickets[ticket] = 0
+        else:
+            self._kept.discard(ticket)
 
     def put(self, array: np.ndarray) -> Optional[bytes]:
         """Copy *array* into the region; its descriptor, or ``None`` when it must travel
@@ -334,6 +366,7 @@ class ArenaWriter:
         placed = self._placed.pop(id(array), None) if self._placed else None
         if placed is not None:  # made here by place(): send it as it is, once
             ticket, offset, _ = placed
+            self._kept.add(ticket)
             self._pending_bytes += size
             self.pending.append(ticket)
             return DESCRIPTOR.pack(ticket, offset)
@@ -416,8 +449,8 @@ class ArenaWriter:
 
     def _reclaim(self) -> None:
         """Take back the room of every array the consumer released."""
-        tickets = self.tickets
-        done = [t for t in self._live if not tickets[t]]
+        tickets, kept = self.tickets, self._kept
+        done = [t for t in self._live if not tickets[t] and t not in kept]
         for ticket in done:
             offset, size = self._live.pop(ticket)
             self._release(offset, size)
@@ -439,7 +472,11 @@ class ArenaWriter:
 # ---- the consumer's end --------------------------------------------------------------
 
 
-def _release_ticket(held: np.ndarray, tickets: np.ndarray, worker: int, ticket: int) -> None:
+def _release_ticket(
+    pid: int, held: np.ndarray, tickets: np.ndarray, worker: int, ticket: int
+) -> None:
+    if os.getpid() != pid:
+        return  # a process forked from the consumer: the arrays still live in the consumer
     held[worker, ticket] = 0
     tickets[worker, ticket] = 0  # the credit: the worker takes the room back
 
@@ -461,6 +498,7 @@ class ArenaReader:
         self.held = np.zeros((arena.workers, TICKETS), np.int64)  # bytes per live array
         self._copying = [False] * arena.workers
         self._warned: Dict[int, bool] = {}
+        self._pid = os.getpid()
 
     def array(self, worker: int, data: bytes) -> np.ndarray:
         """The array a worker described in *data* (descriptor + header)."""
@@ -482,7 +520,9 @@ class ArenaReader:
         if self._copying[worker] or self._holds_much(held, nbytes, _COPY_ABOVE):
             return self._copy_out(worker, ticket, array)
         held[ticket] = nbytes
-        done = weakref.finalize(array, _release_ticket, self.held, arena.tickets, worker, ticket)
+        done = weakref.finalize(
+            array, _release_ticket, self._pid, self.held, arena.tickets, worker, ticket
+        )
         done.atexit = False
         return array
 
@@ -504,7 +544,8 @@ class ArenaReader:
             warnings.warn(
                 f"{self.owner}: {np.count_nonzero(held)} arrays received earlier and still "
                 f"alive hold {kept >> 20} MiB of worker {worker}'s {self.arena.region >> 20} MiB "
-                "of shared memory; new "
+                f"of shared memory (with the next, of {array.nbytes >> 10} KiB, more than "
+                f"{_COPY_ABOVE:.0%} of its room or tickets); new "
                 "arrays are copied out of it (slower) until those are released. Copy the "
                 "arrays you keep (array.copy()), or pass a larger shm_bytes",
                 SharedMemoryWarning,

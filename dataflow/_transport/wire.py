@@ -31,7 +31,7 @@ by a flusher thread once its oldest item is ``BATCH_DELAY_S`` old.
 from __future__ import annotations
 
 import struct
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, Dict, List, Optional
 
 import numpy as np
 from msgpack import ExtType
@@ -45,6 +45,7 @@ from .._arrays import (
     new_header,
     pairs_hook,
     parse_header,
+    plain_array,
     remember,
     unpackb,
     unserializable,
@@ -107,6 +108,8 @@ class ItemPacker:
         self._packer = Packer(default=self._default, use_bin_type=True, strict_types=True)
 
     def _default(self, obj: Any) -> Any:
+        if type(obj) is not np.ndarray and isinstance(obj, np.ndarray):
+            obj = plain_array(obj)  # np.memmap slices (a masked array raises)
         if type(obj) is np.ndarray and obj.nbytes >= OUT_OF_BAND_BYTES:
             key = (obj.dtype, obj.shape)
             entry = ENCODE_HEADERS.get(key)
@@ -177,14 +180,20 @@ def encode(kind: int, index: int, epoch: int, chunks: List[bytes], frames: List[
 
 
 def _out_of_band_hook(
-    frames: List[Any], shm: Optional[ArenaReader], worker: int
+    frames: List[Any], shm: Optional[ArenaReader], worker: int, shared: Dict[bytes, Any]
 ) -> Callable[[int, bytes], Any]:
+    """The ``ext_hook`` of one attempt to decode a message. *shared*: the arrays
+    made from arena descriptors, kept across attempts, so that a second attempt
+    reuses them (a second array of the same room would release it twice)."""
     pending = iter(frames)
 
     def hook(code: int, data: bytes) -> Any:
         if code != _EXT_OUT_OF_BAND:
             if code == _EXT_SHARED and shm is not None:
-                return shm.array(worker, data)
+                array = shared.get(data)
+                if array is None:
+                    array = shared[data] = shm.array(worker, data)
+                return array
             return ext_hook_writable(code, data)
         if shm is not None:
             shm.frames_used(worker)
@@ -206,17 +215,22 @@ def _out_of_band_hook(
     return hook
 
 
-def _unpack(body: Any, ext_hook: Callable[[int, bytes], Any]) -> Any:
+def _unpack(body: Any, make_hook: Callable[[], Callable[[int, bytes], Any]]) -> Any:
+    """Decode *body*; each attempt gets a new ``ext_hook`` from *make_hook*."""
     try:
-        return unpackb(body, ext_hook=ext_hook, raw=False, strict_map_key=False)
+        return unpackb(body, ext_hook=make_hook(), raw=False, strict_map_key=False)
     except TypeError:  # a tuple dict key (stored as a list): see MsgpackSerializer.loads
         return unpackb(
             body,
-            ext_hook=ext_hook,
+            ext_hook=make_hook(),
             object_pairs_hook=pairs_hook(lambda d: d),
             raw=False,
             strict_map_key=False,
         )
+
+
+def _plain_hook() -> Callable[[int, bytes], Any]:
+    return ext_hook_writable
 
 
 def decode(
@@ -228,9 +242,10 @@ def decode(
     kind, worker, epoch = PREFIX.unpack_from(head)
     body = head[PREFIX.size :]
     if len(frames) == 1 and shm is None:
-        payload = _unpack(body, ext_hook_writable)
+        payload = _unpack(body, _plain_hook)
     else:
-        payload = _unpack(body, _out_of_band_hook(frames[1:], shm, worker))
+        shared: Dict[bytes, Any] = {}
+        payload = _unpack(body, lambda: _out_of_band_hook(frames[1:], shm, worker, shared))
     if kind == DATA and serializer is not None:
         payload = [serializer.loads(b) for b in payload]
     return Message(kind, worker, epoch, payload)
