@@ -255,6 +255,9 @@ class _MapperBase(ParallelBase):
             k += 1
             if result is not None:
                 yield result
+        # A worker that died during a short pass may not have been missed yet: its
+        # tasks were made up by the others' results. Say so before the pass ends.
+        self._check_workers()
 
 
 # ---- the mappers -------------------------------------------------------------------------

@@ -1165,6 +1165,21 @@ class TestMultiProcessMapAndBatchDataZMQ:
             with pytest.raises(WorkerDiedError, match="was killed by SIGKILL"):
                 _drain(df)
 
+    @pytest.mark.timeout(90)
+    def test_a_worker_that_dies_in_a_short_pass_is_reported_within_that_pass(self):
+        # Not strict: the other worker's results make up the pass, so no wait (where
+        # the workers are checked) might come before its end.
+        def f(dp):
+            if dp[0] == 3:
+                os._exit(3)
+            return dp
+
+        for _ in range(5):
+            with self.make(_source(10), f, 2) as df:
+                df.reset_state()
+                with pytest.raises(WorkerDiedError, match="exited with code 3"):
+                    list(df)  # one pass
+
     @pytest.mark.timeout(60)
     def test_spawn_start_method_works(self, resource_tracker):
         with self.make(
