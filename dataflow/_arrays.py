@@ -374,6 +374,13 @@ def unserializable(owner: str, obj: Any, encode: Callable[[Any], Any]) -> Option
     if found is None:
         return None
     path, value, err = found
+    hint = ""
+    if isinstance(value, int) and not isinstance(value, bool):
+        hint = (
+            " (msgpack stores ints from -2**63 to 2**64 - 1; send a larger one as a str, or "
+            "use PickleSerializer for trusted data)"
+        )
     return TypeError(
-        f"{owner} cannot serialize {_describe_value(value)} at {_describe_path(path)}: {err}"
+        f"{owner} cannot serialize {_describe_value(value)} at {_describe_path(path)}: "
+        f"{err}{hint}"
     )

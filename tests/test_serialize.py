@@ -204,6 +204,15 @@ class TestMsgpackSerializer:
         )
         assert "PickleSerializer" in message
 
+    def test_an_int_beyond_64_bits_is_named_with_what_to_do(self):
+        with pytest.raises(TypeError) as info:
+            dumps([1, 2**70])
+        message = str(info.value)
+        assert message.startswith(
+            "MsgpackSerializer cannot serialize a value of type 'int' at component 1: "
+        )
+        assert "stores ints from -2**63 to 2**64 - 1; send a larger one as a str" in message
+
     def test_places_name_nested_indices_and_dict_keys(self):
         with pytest.raises(TypeError, match=r"at component 'x', index 2\b"):
             dumps({"x": [1, 2, object()]})
