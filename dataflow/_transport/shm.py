@@ -95,7 +95,7 @@ _STALEMATE_S = 0.05
 DESCRIPTOR = struct.Struct("<IQ")  # ticket, offset in the worker's region
 
 # Why a worker sent an array as frames (one status byte per worker in the header).
-FITS, TOO_LARGE, OUT_OF_MEMORY = 0, 1, 2
+FITS, TOO_LARGE, OUT_OF_MEMORY, STALEMATE = 0, 1, 2, 3
 
 
 def _copy(dst: np.ndarray, src: np.ndarray) -> None:
@@ -416,6 +416,7 @@ class ArenaWriter:
             now = time.monotonic()
             since = float(waiting[0])
             if since and now - since > _STALEMATE_S:
+                self.arena.status[self.worker] = STALEMATE
                 return None
             if now >= next_check:
                 self.check_stop()
@@ -485,6 +486,9 @@ _REASONS = {
     TOO_LARGE: "the large arrays of one datapoint came to more than a quarter of a worker's "
     "region of the arena ({share} MiB) or {tickets} arrays; pass a larger shm_bytes",
     OUT_OF_MEMORY: "the machine (or its cgroup) had no memory left to commit for shared memory",
+    STALEMATE: "the loop waited for a datapoint while the arrays it held took a worker's "
+    "whole region (a buffer downstream keeps them); copy the arrays you keep, or pass a "
+    "larger shm_bytes",
 }
 
 

@@ -412,6 +412,9 @@ class TestArenaWriter:
         start = time.monotonic()
         assert writer.put(array) is None  # frames instead
         assert time.monotonic() - start < 5
+        reader = shm_module.ArenaReader(arena, "Runner")
+        with pytest.warns(SharedMemoryWarning, match="the loop waited for a datapoint while"):
+            reader.frames_used(0)
 
     def test_room_comes_back_when_the_consumer_releases_it(self, arena):
         writer = shm_module.ArenaWriter(arena, 0, lambda: None)
