@@ -381,6 +381,5 @@ def unserializable(owner: str, obj: Any, encode: Callable[[Any], Any]) -> Option
             "use PickleSerializer for trusted data)"
         )
     return TypeError(
-        f"{owner} cannot serialize {_describe_value(value)} at {_describe_path(path)}: "
-        f"{err}{hint}"
+        f"{owner} cannot serialize {_describe_value(value)} at {_describe_path(path)}: {err}{hint}"
     )
