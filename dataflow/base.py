@@ -559,7 +559,8 @@ class RNGDataFlow(DataFlow):
         if self._rng is None:
             raise RuntimeError(
                 f"{type(self).__name__}.rng does not exist before reset_state(); call "
-                "reset_state() once, in the process that iterates, before iterating"
+                "reset_state() once, in the process that iterates, before iterating it or "
+                "loading a state into it (load_state_dict)"
             )
         return self._rng
 
