@@ -45,7 +45,7 @@ from .._transport import (
     decode,
     forget_other_arenas,
 )
-from .._worker_state import begin_pass, current_state, worker_context
+from .._worker_state import WorkerState, begin_pass, current_state, worker_context
 from ..base import DataFlow
 from ..serialize import Serializer
 from ..worker import WorkerInfo
@@ -372,13 +372,15 @@ def runner_queue_worker(
 
 def runner_thread_worker(
     df: DataFlow,
-    info: WorkerInfo,
+    state: WorkerState,
     queue: Any,
     stop_event: threading.Event,
     commands: Any,
 ) -> None:
+    """A :class:`MultiThreadRunner` thread, as the worker *state* that made *df*."""
+    info = state.info
     sender = QueueSender(queue, info.index, stop_event.is_set, None)
-    with worker_context(info):
+    with worker_context(state):
         try:
             df.reset_state()
             start_stats(sender)

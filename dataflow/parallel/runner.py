@@ -18,14 +18,14 @@ from __future__ import annotations
 import collections
 import queue as queue_module
 import weakref
-from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Tuple, Union
 
 import zmq
 
 from .._checks import check_bool, check_callable, check_int
 from .._clones import warn_if_clones_repeat
 from .._transport import DATA, END, MARK, QueueReceiver, ZmqReceiver, private_address
-from .._worker_state import worker_context
+from .._worker_state import WorkerState, worker_context
 from ..base import DataFlow, Datapoint, UnknownLengthError
 from ..serialize import PickleSerializer, Serializer
 from ..worker import WorkerInfo
@@ -504,7 +504,7 @@ class MultiThreadRunner(_RunnerBase):
             return (self._dfs[0],)
         return () if self._len_df is None else (self._len_df,)
 
-    def _new_df(self, info: WorkerInfo) -> DataFlow:
+    def _new_df(self, info: Union[WorkerInfo, WorkerState]) -> DataFlow:
         with worker_context(info):
             df = self.get_df()
         if not isinstance(df, DataFlow):
@@ -521,7 +521,10 @@ class MultiThreadRunner(_RunnerBase):
 
     def _start(self) -> None:
         infos = self._infos()
-        self._dfs = [self._new_df(info) for info in infos]
+        # Each thread runs as the worker its get_df() was called as: what get_df asked
+        # (its shard) counts for the thread's own checks (dataflow.parallel._shards).
+        states = [WorkerState(info) for info in infos]
+        self._dfs = [self._new_df(state) for state in states]
         if len({id(df) for df in self._dfs}) != len(self._dfs):
             raise ValueError(
                 "get_df must return a new dataflow on every call, but it returned the same one "
@@ -538,7 +541,7 @@ class MultiThreadRunner(_RunnerBase):
         args = [
             (
                 self._dfs[info.index],
-                info,
+                states[info.index],
                 queue,
                 group.stop_event,
                 self._commands[info.index] if self._commands else None,

@@ -130,6 +130,17 @@ class Unsized(DataFlow):
             yield [i]
 
 
+class ShardOf(DataFlow):
+    """Every *count*-th of ``[0] .. [n-1]`` from *index* on; no length, and no asking."""
+
+    def __init__(self, n, index, count):
+        self.n, self.index, self.count = n, index, count
+
+    def __iter__(self):
+        for i in range(self.index, self.n, self.count):
+            yield [i]
+
+
 class Items:
     """A collection that can be iterated again but has no length (for DataFromIterable)."""
 
@@ -1181,6 +1192,17 @@ class TestMultiThreadRunner(_RunnerTests):
 
     def make(self, source, workers=1, **kwargs):
         return MultiThreadRunner(source, num_prefetch=4, num_thread=workers, **kwargs)
+
+    @pytest.mark.timeout(TIMEOUT_S)
+    def test_exactly_once_accepts_a_get_df_that_picks_the_shard_when_it_builds(self):
+        # Unknown length: the thread checks that its dataflow asked for its shard, and
+        # the asking was done by get_df, before the thread started.
+        def get_df():
+            info = get_worker_info()
+            return Unsized(12) if info is None else ShardOf(12, info.index, info.num_workers)
+
+        out = check_dataflow(lambda: self.make(get_df, 3, exactly_once=True), num_passes=2)
+        assert sorted(out) == [[i] for i in range(12)]
 
     @pytest.mark.timeout(TIMEOUT_S)
     def test_worker_error_has_the_original_exception_as_cause(self):
