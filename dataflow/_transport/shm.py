@@ -46,7 +46,7 @@ import time
 import warnings
 import weakref
 from multiprocessing import reduction
-from typing import Any, Callable, Dict, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -239,13 +239,15 @@ def create_arena(workers: int, size: Optional[int]) -> Tuple[Optional[Arena], st
         return None, "this platform has no anonymous shared memory"
     directory = None if hasattr(os, "memfd_create") else "/dev/shm"
     available = _available_bytes(directory)
+    where = "memory" if directory is None else f"space in {directory}"
     if size is None:
         region = DEFAULT_REGION_BYTES
         if available is not None:
             region = min(region, available // _AVAILABLE_SHARE // workers)
         space = _address_space()
-        if space is not None:  # every process maps the whole arena
-            region = min(region, space // _AVAILABLE_SHARE // workers)
+        if space is not None and space // _AVAILABLE_SHARE // workers < region:
+            region = space // _AVAILABLE_SHARE // workers  # every process maps all of it
+            where = "address space (ulimit -v)"
     else:
         region = size // workers
         if available is not None and available < size:
@@ -260,7 +262,6 @@ def create_arena(workers: int, size: Optional[int]) -> Tuple[Optional[Arena], st
                 f"shm_bytes={size} gives each of the {workers} workers {region >> 20} MiB, "
                 f"less than the {MIN_REGION_BYTES >> 20} MiB a worker needs"
             )
-        where = "memory" if directory is None else f"space in {directory}"
         return None, (
             f"only {region >> 20} MiB of shared memory per worker could be taken (a quarter "
             f"of the available {where}; at least {MIN_REGION_BYTES >> 20} MiB are needed)"
@@ -305,7 +306,8 @@ class ArenaWriter:
         # Tickets of placed arrays that were sent and are still alive here: their room
         # comes back only once the consumer has released it and this worker let go too
         # (a cache in the worker may yield the same batch again).
-        self._kept: Set[int] = set()
+        self._kept: Dict[int, int] = {}  # ticket -> bytes
+        self._kept_bytes = 0
         self._pid = os.getpid()
         self._thread = threading.get_ident()
         #: seconds spent waiting for the consumer to give room back
@@ -314,17 +316,23 @@ class ArenaWriter:
     def place(self, shape: Tuple[int, ...], dtype: np.dtype) -> Optional[np.ndarray]:
         """A new, uninitialised array in the region, for a batch to be filled in place
         and sent without a copy; ``None`` (make it elsewhere) when it should not be
-        here: too large, no room without waiting for the consumer, another thread.
+        here: too large, no room without waiting for the consumer, another thread or
+        process, or a quarter of the region held by placed batches this worker keeps
+        after sending them (a cache in the worker, which would otherwise fill it).
 
         Its room is taken (its ticket is set) until it is sent, when it becomes the
         consumer's, or until it is garbage collected unsent.
         """
-        if threading.get_ident() != self._thread:
-            return None  # the allocator serves the thread that sends
+        if threading.get_ident() != self._thread or os.getpid() != self._pid:
+            return None  # the allocator serves the thread that sends, in the worker
         dtype = np.dtype(dtype)
         size = _round_up(max(int(np.prod(shape, dtype=np.int64)) * dtype.itemsize, 1), _ALIGN)
         if size > self.region * _MESSAGE_SHARE:
             return None
+        kept = self._kept
+        full = self.region * _COPY_BELOW
+        if kept and (self._kept_bytes + size > full or len(kept) >= TICKETS * _COPY_BELOW):
+            return None  # batches this worker keeps (a cache) hold enough of the region
         self._reclaim()
         offset = self._first_fit(size) if self._free_tickets else None
         if offset is None:
@@ -352,7 +360,7 @@ class ArenaWriter:
             del self._placed[key]
             self.tickets[ticket] = 0
         else:
-            self._kept.discard(ticket)
+            self._kept_bytes -= self._kept.pop(ticket, 0)
 
     def put(self, array: np.ndarray) -> Optional[bytes]:
         """Copy *array* into the region; its descriptor, or ``None`` when it must travel
@@ -365,8 +373,9 @@ class ArenaWriter:
             return None
         placed = self._placed.pop(id(array), None) if self._placed else None
         if placed is not None:  # made here by place(): send it as it is, once
-            ticket, offset, _ = placed
-            self._kept.add(ticket)
+            ticket, offset, placed_size = placed
+            self._kept[ticket] = placed_size
+            self._kept_bytes += placed_size
             self._pending_bytes += size
             self.pending.append(ticket)
             return DESCRIPTOR.pack(ticket, offset)

@@ -72,6 +72,24 @@ class TestBatchesKeptInTheWorker:
         assert arena_batches > 0  # the first pass's batches, at least, came from the arena
 
     @pytest.mark.timeout(120)
+    def test_a_cache_larger_than_a_quarter_of_the_region_leaves_room_to_send(self):
+        # 200 batches of 96 KiB, kept by the cache: more than a whole 16 MiB region.
+        # The worker stops making batches in the arena before they fill it, so what it
+        # sends still finds room there (without waiting for the loop, or a warning).
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", SharedMemoryWarning)
+            with MultiProcessRunnerZMQ(
+                CacheData(BatchData(Labelled(1600), 8)), 1, exactly_once=True, shm_bytes=16 << 20
+            ) as df:
+                df.reset_state()
+                wrong = in_arena = 0
+                for _ in range(3):
+                    for batch in df:
+                        wrong += _wrong(batch)
+                        in_arena += _in_arena(batch[0])
+        assert wrong == 0 and in_arena == 600
+
+    @pytest.mark.timeout(120)
     def test_the_room_of_a_kept_batch_comes_back_once_the_worker_drops_it(self):
         with MultiProcessRunnerZMQ(
             BatchData(Labelled(400), 8), 1, exactly_once=True, shm_bytes=16 << 20
@@ -185,6 +203,12 @@ class TestFallbacks:
             assert arena.size <= 256 << 20
         finally:
             arena.close()
+
+    def test_a_tiny_address_space_limit_says_so(self, monkeypatch):
+        monkeypatch.setattr(shm_module, "_address_space", lambda: 32 << 20)
+        arena, why = shm_module.create_arena(2, None)
+        assert arena is None
+        assert "a quarter of the available address space (ulimit -v)" in why
 
 
 class Mapped(DataFlow):
