@@ -87,7 +87,8 @@ def _consumer_verdict(top: Stage) -> Bottleneck:
             top,
             explanation + "; no stage dominates",
             "the time is spread over the stages: parallelize the whole pipeline "
-            f"with MultiProcessRunnerZMQ(ds, num_proc={max(2, min(4, cpus - 1))})",
+            f"with MultiProcessRunnerZMQ(ds, num_proc={max(2, min(4, cpus - 1))}) (with "
+            "exactly_once=True unless its workers' copies draw different random data)",
             None,
         )
     if cpus <= 1:
@@ -99,8 +100,8 @@ def _consumer_verdict(top: Stage) -> Bottleneck:
     if not top.df.parents:
         suggestion = (
             f"it is a source: read it in parallel, MultiProcessRunnerZMQ({cls}(...), "
-            f"num_proc={k}) over shards of it ({expected}), or store the data in a "
-            "faster format (see docs/formats.md)"
+            f"num_proc={k}, exactly_once=True) over shards of it ({expected}), or store "
+            "the data in a faster format (see docs/formats.md)"
         )
     elif hasattr(top.df, "func") and hasattr(top.df, "ds"):
         suggestion = f"run it in MultiProcessMapDataZMQ(num_proc={k}); {expected}"
