@@ -317,14 +317,17 @@ def profiled_worker(
 ) -> None:
     """Run worker ``target(*args)`` with what it runs timed: a runner's dataflow
     (*kind* ``"runner"``) or a mapper's function (``"mapper"``), which every
-    entry point takes just before its :class:`~dataflow.worker.WorkerInfo`.
+    entry point takes just before its :class:`~dataflow.worker.WorkerInfo` (or the
+    worker state that holds it, for a runner's thread).
     A thread leaves its :class:`WorkerProfile` in *sink*, under its worker
     index; a process writes it on *board* (:func:`start_stats`)."""
+    from ._worker_state import WorkerState
     from .worker import WorkerInfo
 
     args_list = list(args)
-    at = next(i for i, a in enumerate(args_list) if isinstance(a, WorkerInfo))
-    index = args_list[at].index
+    at = next(i for i, a in enumerate(args_list) if isinstance(a, (WorkerInfo, WorkerState)))
+    where = args_list[at]
+    index = (where.info if isinstance(where, WorkerState) else where).index
     if kind == "runner":
         profile = WorkerProfile(args_list[at - 1])
     else:
