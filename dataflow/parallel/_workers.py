@@ -49,6 +49,22 @@ _THREAD_JOIN_S = 1.0
 
 _PR_SET_PDEATHSIG = 1
 
+# Process.start() first walks multiprocessing's table of children and polls each, and
+# Process.close() empties an entry before it leaves the table. On Python 3.9 a close()
+# in one thread while another starts a process makes the walk fail (AttributeError on
+# a closed entry), so the workers of all parallel dataflows start and close under this
+# lock. A child made by fork gets a new one: the copy may be held by the starting thread.
+_PROCESS_TABLE = threading.Lock()
+
+
+def _new_process_table_lock() -> None:
+    global _PROCESS_TABLE
+    _PROCESS_TABLE = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_process_table_lock)
+
 
 # ---- start-up inside a worker process ----------------------------------------------
 
@@ -312,7 +328,8 @@ def stop_processes(procs: Sequence[Any], stop_event: Any) -> None:
             p.join(_KILL_GRACE_S)
     for p in procs:
         try:
-            p.close()  # frees the sentinel pipe; fails only if still running
+            with _PROCESS_TABLE:
+                p.close()  # frees the sentinel pipe; fails only if still running
         except ValueError:  # pragma: no cover - survived SIGKILL for 2 s
             pass
 
@@ -367,7 +384,8 @@ class ProcessGroup:
                     daemon=True,
                 )
                 try:
-                    p.start()
+                    with _PROCESS_TABLE:
+                        p.start()
                 except BaseException:
                     reader.close()
                     raise
