@@ -228,6 +228,24 @@ class _Parents:
         return parents
 
 
+def pipeline_of(root: Any) -> Iterator[Tuple[Any, Tuple[Any, ...]]]:
+    """Every dataflow of *root*'s pipeline once, depth first, with its ``parents``
+    (``()`` when a user's ``parents`` property raises: a walk must not fail)."""
+    seen = set()
+    stack: List[Any] = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        try:
+            parents = tuple(node.parents)
+        except Exception:
+            parents = ()
+        yield node, parents
+        stack.extend(reversed(parents))
+
+
 @functools.lru_cache(maxsize=1024)
 def _init_parameters(cls: type) -> Tuple[inspect.Parameter, ...]:
     try:

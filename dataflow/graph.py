@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Dict, List, Optional, Tuple
 
 from ._checks import check_int as _check_int
-from .base import DataFlow
+from .base import DataFlow, pipeline_of
 from .parallel import (
     MultiProcessMapDataZMQ,
     MultiProcessRunner,
@@ -131,20 +131,10 @@ def parallel_stages(df: DataFlow) -> List[Tuple[DataFlow, str, bool, Any]]:
     as in :func:`describe`.
     """
     found: List[Tuple[DataFlow, str, bool, Any]] = []
-    seen = set()
-    stack: List[Any] = [df]
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
+    for node, _ in pipeline_of(df):
         parallel = _parallelism(node)
         if parallel is not None:
             found.append((node, parallel[2], parallel[0], parallel[1]))
-        try:
-            stack.extend(reversed(tuple(node.parents)))
-        except Exception:  # a user's parents property may fail; so may the walk's use of it
-            pass
     return found
 
 

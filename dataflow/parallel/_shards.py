@@ -15,7 +15,7 @@ import itertools
 from typing import Any, Callable, Iterator, List, Optional
 
 from .._worker_state import current_state
-from ..base import DataFlow
+from ..base import DataFlow, pipeline_of
 
 __all__ = [
     "check_reads_own_shard",
@@ -41,23 +41,7 @@ def copies_everything(total: int, shards: List[int]) -> bool:
 
 def sources_of(ds: DataFlow) -> List[DataFlow]:
     """The dataflows *ds*'s pipeline starts from (those without inputs), each once, in order."""
-    found: List[DataFlow] = []
-    seen = set()
-    stack: List[Any] = [ds]
-    while stack:
-        node = stack.pop()
-        if id(node) in seen:
-            continue
-        seen.add(id(node))
-        try:
-            parents = tuple(node.parents)
-        except Exception:  # a user's parents property may fail; the message must not
-            parents = ()
-        if parents:
-            stack.extend(reversed(parents))
-        else:
-            found.append(node)
-    return found
+    return [node for node, parents in pipeline_of(ds) if not parents]
 
 
 def _culprit(ds: DataFlow, reads_everything: Callable[[DataFlow], Optional[bool]]) -> str:
